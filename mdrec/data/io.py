@@ -1,0 +1,111 @@
+"""Reading click logs: CSV, TSV or Parquet, one file or a folder of shards, whole or in chunks.
+
+CSV/TSV cells are read as text and parsed later against the spec, so a bad value is reported with
+its column and row instead of silently becoming NaN or a float id ("12.0").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+from mdrec.errors import MdrecError
+
+_TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".dat": "\t"}
+_PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+def table_files(path: str | Path) -> list[Path]:
+    """The data files behind ``path``: itself, or the readable files of a folder (sorted)."""
+    path = Path(path)
+    if not path.exists():
+        raise MdrecError("data file not found", path=str(path),
+                         hint="check the path; a folder of CSV/TSV/Parquet shards also works")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and _kind(p) is not None)
+        if not files:
+            raise MdrecError("folder holds no .csv, .tsv or .parquet files", path=str(path))
+        return files
+    if _kind(path) is None:
+        raise MdrecError(f"unknown file type '{''.join(path.suffixes)}'", path=str(path),
+                         hint="use .csv, .tsv, .parquet (optionally .gz for text files)")
+    return [path]
+
+
+def _kind(path: Path) -> str | None:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz"):
+        suffixes = suffixes[:-1]
+    if not suffixes:
+        return None
+    if suffixes[-1] in _PARQUET_SUFFIXES:
+        return "parquet"
+    if suffixes[-1] in _TEXT_SUFFIXES:
+        return suffixes[-1]
+    return None
+
+
+def read_file(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """One file as a DataFrame; text files keep every cell as a string (empty cell -> missing)."""
+    kind = _kind(path)
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep=_TEXT_SUFFIXES[kind], dtype=str, keep_default_na=False,
+                                na_values=[""], low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise MdrecError("file is empty", path=str(path), hint="it needs a header row and data rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise MdrecError(f"cannot be read as {kind}: {str(exc).splitlines()[0]}", path=str(path)) from None
+    if len(frame) == 0:
+        raise MdrecError("file has a header but no data rows", path=str(path))
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise MdrecError(f"missing column(s) {', '.join(repr(c) for c in missing)}; the file has "
+                             f"{', '.join(map(str, frame.columns))}", path=str(path),
+                             hint="fix the spec's column names or the file")
+        frame = frame[list(columns)]
+    return frame
+
+
+def iter_chunks(path: str | Path, chunk_rows: int = 65536,
+                columns: Sequence[str] | None = None) -> Iterator[tuple[Path, int, pd.DataFrame]]:
+    """Stream ``(file, first_row_number, chunk)`` without holding a whole file in memory."""
+    for file in table_files(path):
+        kind = _kind(file)
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(file)
+            present = set(parquet.schema_arrow.names)
+            if columns is not None and not set(columns) <= present:
+                read_file(file, columns)  # raises the missing-column error with the same wording
+            start = 0
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=list(columns) if columns else None):
+                chunk = batch.to_pandas()
+                yield file, start, chunk
+                start += len(chunk)
+            if start == 0:
+                raise MdrecError("file has no data rows", path=str(file))
+        else:
+            try:
+                reader = pd.read_csv(file, sep=_TEXT_SUFFIXES[kind], dtype=str, keep_default_na=False,
+                                     na_values=[""], chunksize=chunk_rows)
+                start = 0
+                for chunk in reader:
+                    if columns is not None:
+                        missing = [c for c in columns if c not in chunk.columns]
+                        if missing:
+                            raise MdrecError(f"missing column(s) {', '.join(map(repr, missing))}",
+                                             path=str(file))
+                        chunk = chunk[list(columns)]
+                    yield file, start, chunk
+                    start += len(chunk)
+            except pd.errors.EmptyDataError:
+                raise MdrecError("file is empty", path=str(file)) from None
+            if start == 0:
+                raise MdrecError("file has a header but no data rows", path=str(file))

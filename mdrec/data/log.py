@@ -1,0 +1,253 @@
+"""A click log checked against its spec and put in canonical form.
+
+``load_log`` reads a file (or folder), checks every column the spec names, parses values and raises
+one :class:`MdrecError` naming the file, the column and the first bad row (1-based data row, header
+not counted). Nothing is dropped: missing values of nullable features are kept (mapped to the
+missing token or the training mean later) and counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.io import iter_chunks, read_file, table_files
+from mdrec.errors import MdrecError
+from mdrec.spec import FeatureSpec, Spec
+
+# Canonical column names for what every model needs; feature columns keep their feature names.
+LABEL = "__label__"
+DOMAIN = "__domain__"
+TIME = "__time__"
+SINGLE_DOMAIN = "all"  # the domain of every row when the spec names no domain column
+
+
+@dataclass
+class Log:
+    """A validated log.
+
+    frame: one row per impression; a column per feature (str for categorical, list and text
+        features; float64 for numeric, NaN where missing) plus LABEL (int8), DOMAIN (str) and
+        TIME (int64 seconds) when the spec has time.
+    dense: dense_vector features as float32 arrays of shape [rows, dim].
+    missing: per feature, how many rows had no value.
+    """
+
+    frame: pd.DataFrame
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def take(self, index: np.ndarray) -> "Log":
+        return Log(self.frame.iloc[index].reset_index(drop=True),
+                   {k: v[index] for k, v in self.dense.items()}, dict(self.missing), list(self.sources))
+
+    @staticmethod
+    def concat(logs: Sequence["Log"]) -> "Log":
+        frame = pd.concat([log.frame for log in logs], ignore_index=True)
+        dense = {k: np.concatenate([log.dense[k] for log in logs]) for k in logs[0].dense}
+        missing: dict[str, int] = {}
+        for log in logs:
+            for key, value in log.missing.items():
+                missing[key] = missing.get(key, 0) + value
+        return Log(frame, dense, missing, [s for log in logs for s in log.sources])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.frame[LABEL].to_numpy()
+
+    @property
+    def domains(self) -> np.ndarray:
+        return self.frame[DOMAIN].to_numpy(dtype=object)
+
+
+def load_log(path: str | Path, spec: Spec, *, known_domains: Sequence[str] | None = None) -> Log:
+    """Read ``path`` (file or folder of shards) and validate it against ``spec``."""
+    logs = []
+    for file in table_files(path):
+        frame = read_file(file)
+        logs.append(canonicalize(frame, spec, source=str(file), known_domains=known_domains))
+    return Log.concat(logs) if len(logs) > 1 else logs[0]
+
+
+def iter_logs(path: str | Path, spec: Spec, chunk_rows: int = 65536,
+              known_domains: Sequence[str] | None = None):
+    """Stream validated chunks of a log (for data that does not fit in memory)."""
+    for file, start, chunk in iter_chunks(path, chunk_rows, columns=spec.required_columns()):
+        yield canonicalize(chunk, spec, source=str(file), row_offset=start, known_domains=known_domains)
+
+
+def canonicalize(frame: pd.DataFrame, spec: Spec, *, source: str = "<frame>", row_offset: int = 0,
+                 known_domains: Sequence[str] | None = None) -> Log:
+    """Check ``frame`` against ``spec`` and return the canonical :class:`Log`."""
+    if len(frame) == 0:
+        raise MdrecError("no data rows", path=source)
+    missing_columns = [c for c in spec.required_columns() if c not in frame.columns]
+    if missing_columns:
+        raise MdrecError(f"missing column(s) {', '.join(repr(c) for c in missing_columns)} named by spec "
+                         f"'{spec.name}'; the file has {', '.join(map(str, frame.columns))}", path=source,
+                         hint="fix the spec's column names or add the column")
+    frame = frame.reset_index(drop=True)
+    ctx = _Context(source, row_offset)
+    out: dict[str, object] = {}
+    missing_counts: dict[str, int] = {}
+    dense: dict[str, np.ndarray] = {}
+
+    out[LABEL] = _parse_label(frame[spec.label.column], spec, ctx)
+    if spec.domain.column:
+        domains = _parse_strings(frame[spec.domain.column], spec.domain.column, False, ctx)
+        allowed = known_domains if known_domains is not None else spec.domain.values
+        if allowed is not None:
+            bad = ~np.isin(domains, np.asarray(list(allowed), dtype=object))
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise MdrecError(f"unknown domain '{domains[row]}'; known domains are "
+                                 f"{', '.join(map(str, allowed))}", path=source,
+                                 column=spec.domain.column, row=ctx.row(row),
+                                 hint="a model serves only the domains it was trained on; "
+                                      "list new domains in the spec and retrain")
+        out[DOMAIN] = domains
+    else:
+        out[DOMAIN] = np.full(len(frame), SINGLE_DOMAIN, dtype=object)
+    if spec.time:
+        out[TIME] = _parse_time(frame[spec.time], spec.time, ctx)
+
+    for feature in spec.features:
+        column = frame[feature.column]
+        nulls = column.isna().to_numpy()
+        if nulls.any():
+            if not feature.nullable:
+                row = int(np.argmax(nulls))
+                raise MdrecError(f"missing value in feature '{feature.name}', which the spec marks "
+                                 "not nullable", path=source, column=feature.column, row=ctx.row(row),
+                                 hint="fill the value or set `nullable: true` on the feature")
+            missing_counts[feature.name] = int(nulls.sum())
+        if feature.type == "numeric":
+            out[feature.name] = _parse_numeric(column, feature, ctx)
+        elif feature.type == "dense_vector":
+            dense[feature.name] = _parse_vectors(column, feature, ctx)
+        else:
+            out[feature.name] = _parse_strings(column, feature.column, feature.nullable, ctx)
+    return Log(pd.DataFrame(out), dense, missing_counts, [source])
+
+
+class _Context:
+    def __init__(self, source: str, row_offset: int):
+        self.source = source
+        self.row_offset = row_offset
+
+    def row(self, index: int) -> int:
+        """1-based data row number in the file (the header is not counted)."""
+        return self.row_offset + index + 1
+
+
+def _to_float(column: pd.Series, name: str, ctx: _Context, what: str) -> np.ndarray:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna().to_numpy() & column.notna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"'{column.iloc[row]}' is not a number ({what})", path=ctx.source, column=name,
+                         row=ctx.row(row))
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _parse_label(column: pd.Series, spec: Spec, ctx: _Context) -> np.ndarray:
+    name = spec.label.column
+    nulls = column.isna().to_numpy()
+    if nulls.any():
+        raise MdrecError("missing label", path=ctx.source, column=name, row=ctx.row(int(np.argmax(nulls))),
+                         hint="every impression needs a label")
+    rule = spec.label.rule()
+    if rule is None and column.dtype == bool:
+        return column.to_numpy().astype(np.int8)
+    values = _to_float(column, name, ctx, "the label")
+    if rule is not None:
+        op, threshold = rule
+        return op(values, threshold).astype(np.int8)
+    bad = ~np.isin(values, (0.0, 1.0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"label {column.iloc[row]!r} is not 0 or 1", path=ctx.source, column=name,
+                         row=ctx.row(row),
+                         hint="use a 0/1 column, or a rule such as `label: {column: rating, positive_if: \">= 4\"}`")
+    return values.astype(np.int8)
+
+
+def _parse_time(column: pd.Series, name: str, ctx: _Context) -> np.ndarray:
+    nulls = column.isna().to_numpy()
+    if nulls.any():
+        raise MdrecError("missing timestamp", path=ctx.source, column=name, row=ctx.row(int(np.argmax(nulls))))
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return (column.astype("datetime64[s]").astype("int64")).to_numpy()
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy(dtype=np.float64).astype(np.int64)
+    parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"'{column.iloc[row]}' is neither unix seconds nor a date-time", path=ctx.source,
+                         column=name, row=ctx.row(row))
+    return (parsed.dt.tz_localize(None).astype("datetime64[s]").astype("int64")).to_numpy()
+
+
+def _parse_numeric(column: pd.Series, feature: FeatureSpec, ctx: _Context) -> np.ndarray:
+    values = _to_float(column, feature.column, ctx, f"feature '{feature.name}' is numeric")
+    if not np.isfinite(values[~np.isnan(values)]).all():
+        row = int(np.argmax(np.isinf(values)))
+        raise MdrecError("infinite value", path=ctx.source, column=feature.column, row=ctx.row(row))
+    if feature.transform == "log1p":
+        negative = values < 0
+        if negative.any():
+            row = int(np.argmax(negative))
+            raise MdrecError(f"negative value {values[row]} under `transform: log1p`", path=ctx.source,
+                             column=feature.column, row=ctx.row(row))
+    return values
+
+
+def _parse_strings(column: pd.Series, name: str, nullable: bool, ctx: _Context) -> np.ndarray:
+    """Values as Python str; integral floats ("12.0" from a column with gaps) print as integers."""
+    if pd.api.types.is_float_dtype(column):
+        finite = column.dropna()
+        if len(finite) and (finite == np.floor(finite)).all():
+            column = column.astype("Int64")
+    values = column.astype(object).to_numpy()
+    nulls = pd.isna(values)
+    out = np.empty(len(values), dtype=object)
+    out[~nulls] = [str(v) for v in values[~nulls]]
+    out[nulls] = ""
+    if not nullable:
+        empty = out == ""
+        if empty.any():
+            raise MdrecError("empty value", path=ctx.source, column=name, row=ctx.row(int(np.argmax(empty))),
+                             hint="this column may not be empty")
+    return out
+
+
+def _parse_vectors(column: pd.Series, feature: FeatureSpec, ctx: _Context) -> np.ndarray:
+    out = np.zeros((len(column), feature.dim), dtype=np.float32)
+    for index, value in enumerate(column.to_numpy(dtype=object)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue  # a missing vector stays zero (counted in Log.missing)
+        if isinstance(value, str):
+            parts = value.split(feature.separator) if feature.separator.strip() else value.split()
+        else:
+            parts = list(value)
+        if len(parts) != feature.dim:
+            raise MdrecError(f"vector has {len(parts)} values, the spec says dim {feature.dim}",
+                             path=ctx.source, column=feature.column, row=ctx.row(index))
+        try:
+            out[index] = np.asarray(parts, dtype=np.float32)
+        except ValueError:
+            raise MdrecError(f"vector {str(value)[:40]!r} holds a value that is not a number",
+                             path=ctx.source, column=feature.column, row=ctx.row(index)) from None
+    if not np.isfinite(out).all():
+        row = int(np.argmax(~np.isfinite(out).all(axis=1)))
+        raise MdrecError("vector holds NaN or infinity", path=ctx.source, column=feature.column, row=ctx.row(row))
+    return out

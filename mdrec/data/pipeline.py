@@ -1,0 +1,91 @@
+"""tf.data pipelines: a validated log becomes batches of raw model inputs and labels.
+
+In memory: the log's arrays are sliced per batch; each epoch is a seeded permutation, so a run
+resumed at (epoch, batch) sees exactly the batches it would have seen. Streaming: chunks are read
+from disk, validated and batched without holding the log in memory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+
+from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs
+from mdrec.data.sequences import add_history
+from mdrec.errors import MdrecError
+from mdrec.spec import Spec
+
+
+def model_inputs(log: Log, spec: Spec, history: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Raw model inputs keyed as in ``layers.features.input_signature``."""
+    inputs: dict[str, np.ndarray] = {}
+    for feature in spec.features:
+        if feature.type == "numeric":
+            inputs[feature.name] = log.frame[feature.name].to_numpy(dtype=np.float32)
+        elif feature.type == "dense_vector":
+            inputs[feature.name] = log.dense[feature.name]
+        else:
+            inputs[feature.name] = log.frame[feature.name].to_numpy(dtype=object)
+    if spec.domain.column:
+        inputs[spec.domain.column] = log.frame[DOMAIN].to_numpy(dtype=object)
+    if spec.sequence:
+        if history is None:
+            history = add_history(log, spec)
+        inputs[spec.sequence.name] = history
+    return inputs
+
+
+def labels_of(log: Log) -> np.ndarray:
+    return log.frame[LABEL].to_numpy().astype(np.float32)
+
+
+def epoch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, *,
+                  seed: int | None = None, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+    """Batches of (inputs, labels) for one epoch.
+
+    With ``seed`` the rows are permuted by a generator seeded with (seed, epoch), so the order is
+    reproducible; ``skip_batches`` drops the batches a resumed run has already trained on.
+    """
+    n = len(labels)
+    order = np.arange(n)
+    if seed is not None:
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+    order = order[skip_batches * batch_size:]
+    # Slicing numpy per epoch is cheap at this scale and keeps the dataset free of large captured constants.
+    features = {name: values[order] for name, values in inputs.items()}
+    dataset = tf.data.Dataset.from_tensor_slices((features, labels[order]))
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_dataset(inputs: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def streaming_dataset(path: str | Path, spec: Spec, batch_size: int, *, chunk_rows: int = 65536,
+                      known_domains: Sequence[str] | None = None,
+                      shuffle_buffer: int = 0, seed: int = 0) -> tf.data.Dataset:
+    """Batches read from disk chunk by chunk (memory bounded by ``chunk_rows``).
+
+    Behaviour sequences need each user's whole past, so a spec with a sequence cannot stream.
+    """
+    if spec.sequence is not None:
+        raise MdrecError("streaming input cannot build behaviour sequences (they need each user's full "
+                         "history)", path=spec.source, hint="train in memory, or remove `sequence` from the spec")
+    from mdrec.layers.features import input_signature
+
+    signature = input_signature(spec)
+
+    def generate() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        for log in iter_logs(path, spec, chunk_rows, known_domains=known_domains):
+            yield model_inputs(log, spec), labels_of(log)
+
+    output_signature = ({name: tf.TensorSpec(s.shape, s.dtype) for name, s in signature.items()},
+                        tf.TensorSpec([None], tf.float32))
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=output_signature).unbatch()
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

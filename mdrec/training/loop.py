@@ -1,0 +1,177 @@
+"""The training loop: checkpoints, resume from the last checkpoint, early stopping on validation AUC.
+
+The whole training state (model, optimizer slots, epoch, batch within the epoch, best AUC, epochs
+without improvement) is one ``tf.train.Checkpoint``; epochs are seeded permutations, so a run killed
+mid-epoch and started again continues with exactly the batches it had not yet seen.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+import tf_keras
+
+from mdrec.data.pipeline import epoch_dataset, predict_dataset
+from mdrec.evaluation.metrics import auc as auc_score
+from mdrec.fileio import atomic_directory
+from mdrec.training.run import RunDir, TrainConfig
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_valid_auc: float
+    resumed_from: str | None
+    stopped_early: bool
+
+
+def build(model: tf_keras.Model, inputs: dict[str, np.ndarray]) -> None:
+    """Create the model's variables by calling it on two rows (restores need the variables)."""
+    model({name: values[:2] for name, values in inputs.items()}, training=False)
+
+
+def predict(model: tf_keras.Model, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
+    """Click probabilities, float64 [N]."""
+    step = getattr(model, "_mdrec_predict_step", None)
+    if step is None:  # one traced function per model, not one per call
+        step = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
+        model._mdrec_predict_step = step
+    parts = [step(batch).numpy() for batch in predict_dataset(inputs, batch_size)]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def save_weights(model: tf_keras.Model, folder) -> None:
+    with atomic_directory(folder) as tmp:
+        tf.train.Checkpoint(model=model).write(str(tmp / "weights"))
+
+
+def restore_weights(model: tf_keras.Model, folder) -> None:
+    tf.train.Checkpoint(model=model).read(str(folder / "weights")).expect_partial().assert_existing_objects_matched()
+
+
+class InMemoryEpochs:
+    """Training batches from arrays in memory: a seeded permutation per epoch."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, seed: int):
+        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
+        self.batches_per_epoch: int | None = -(-len(labels) // batch_size)
+
+    def sample(self) -> dict[str, np.ndarray]:
+        return self.inputs
+
+    def epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        return epoch_dataset(self.inputs, self.labels, self.batch_size, seed=self.seed, epoch=epoch,
+                             skip_batches=skip_batches)
+
+
+class StreamingEpochs:
+    """Training batches read from disk each epoch (bounded memory); resume skips seen batches."""
+
+    def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], sample: dict[str, np.ndarray]):
+        self.make_dataset = make_dataset
+        self._sample = sample
+        self.batches_per_epoch = None  # unknown without a pass over the files
+
+    def sample(self) -> dict[str, np.ndarray]:
+        return self._sample
+
+    def epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        return self.make_dataset(epoch).skip(skip_batches)
+
+
+def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
+        valid_inputs: dict[str, np.ndarray] | None, valid_labels: np.ndarray | None,
+        *, log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None) -> FitResult:
+    """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there."""
+    tf_keras.utils.set_random_seed(config.seed)
+    build(model, train.sample())
+    optimizer = tf_keras.optimizers.Adam(config.learning_rate)
+    state = {
+        "step": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "batch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        "best_auc": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
+        "best_epoch": tf.Variable(-1, dtype=tf.int64, trainable=False),
+        "bad_epochs": tf.Variable(0, dtype=tf.int64, trainable=False),
+    }
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
+    manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=2)
+    resumed_from = None
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        resumed_from = manager.latest_checkpoint
+        log(f"resuming from {resumed_from}: epoch {int(state['epoch']) + 1}, "
+            f"batch {int(state['batch'])}, step {int(state['step'])}")
+    history = [h for h in run.read_history() if h["epoch"] < int(state["epoch"])]
+
+    loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+            total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
+        grads = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    batches_per_epoch = train.batches_per_epoch
+    stopped_early = int(state["bad_epochs"]) >= config.patience
+    verbose = 1 if sys.stdout.isatty() else 2
+    while int(state["epoch"]) < config.epochs and not stopped_early:
+        epoch = int(state["epoch"])
+        skip = int(state["batch"])
+        dataset = train.epoch(epoch, skip)
+        log(f"epoch {epoch + 1}/{config.epochs}")
+        bar = tf_keras.utils.Progbar(batches_per_epoch, verbose=verbose, stateful_metrics=["loss"])
+        started = time.time()
+        losses = []
+        for x, y in dataset:
+            loss = float(train_step(x, y))
+            losses.append(loss)
+            state["step"].assign_add(1)
+            state["batch"].assign_add(1)
+            bar.update(int(state["batch"]), values=[("loss", loss)])
+            if int(state["step"]) % config.checkpoint_every == 0:
+                manager.save(checkpoint_number=int(state["step"]))
+            if on_batch is not None:
+                on_batch(int(state["step"]))
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                 "seconds": round(time.time() - started, 2)}
+        if valid_inputs is not None:
+            valid_auc = auc_score(valid_labels, predict(model, valid_inputs))
+            entry["valid_auc"] = valid_auc
+            improved = np.isfinite(valid_auc) and valid_auc > float(state["best_auc"])
+        else:
+            improved = True  # without validation the last epoch is the best one
+        if improved:
+            state["best_auc"].assign(entry.get("valid_auc", float("nan")))
+            state["best_epoch"].assign(epoch)
+            state["bad_epochs"].assign(0)
+            save_weights(model, run.best)
+        else:
+            state["bad_epochs"].assign_add(1)
+        log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
+            + (f", valid AUC {entry['valid_auc']:.4f}" if "valid_auc" in entry else "")
+            + (" (best)" if improved else f" (no improvement for {int(state['bad_epochs'])})"))
+        history.append(entry)
+        run.write_history(history)
+        state["epoch"].assign_add(1)
+        state["batch"].assign(0)
+        manager.save(checkpoint_number=int(state["step"]))
+        stopped_early = int(state["bad_epochs"]) >= config.patience
+        if stopped_early:
+            log(f"early stopping: no validation AUC improvement for {config.patience} epoch(s)")
+    if not run.best.exists():
+        save_weights(model, run.best)
+    return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),
+                     best_valid_auc=float(state["best_auc"]), resumed_from=resumed_from,
+                     stopped_early=stopped_early)

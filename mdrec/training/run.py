@@ -1,0 +1,112 @@
+"""A run folder: everything needed to rebuild, resume, evaluate and export a trained model.
+
+runs/NAME/
+  config.json       model, hyperparameters, data paths and their fingerprints
+  spec.yaml         the spec as used (domain list fixed from training)
+  transform.json    vocabularies, numeric statistics, domains (fitted on the training split)
+  checkpoints/      the latest training state (model, optimizer, epoch, batch): resume point
+  best/             weights of the best epoch by validation AUC
+  history.json      one entry per finished epoch
+  metrics.json      final metrics, OOV and missing-value counts
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mdrec.data.io import table_files
+from mdrec.errors import MdrecError
+from mdrec.fileio import atomic_write_json, atomic_write_text
+from mdrec.spec import Spec, load_spec
+
+
+@dataclass
+class TrainConfig:
+    """How to train; saved as config.json. Equal configs may resume each other's runs."""
+
+    model: str = "shared_bottom"
+    train: str = ""
+    valid: str | None = None
+    test: str | None = None
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    patience: int = 2
+    seed: int = 0
+    checkpoint_every: int = 100
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+    def resumable_fields(self) -> dict[str, Any]:
+        # Paths may be given relative or absolute; what must match is everything that shapes training.
+        out = asdict(self)
+        return out
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # file locations
+    config_path = property(lambda self: self.path / "config.json")
+    spec_path = property(lambda self: self.path / "spec.yaml")
+    transform_path = property(lambda self: self.path / "transform.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    best = property(lambda self: self.path / "best")
+    history_path = property(lambda self: self.path / "history.json")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> "RunDir":
+        if not self.exists():
+            raise MdrecError("not a run folder (no config.json)", path=str(self.path),
+                             hint="pass a folder written by `mdrec train --out`")
+        return self
+
+    def write_config(self, config: TrainConfig, spec: Spec, fingerprints: dict[str, str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.spec_path, spec.dump())
+        atomic_write_json(self.config_path, {"config": asdict(config), "data_fingerprints": fingerprints,
+                                             "spec_source": spec.source})
+
+    def read_config(self) -> tuple[TrainConfig, dict]:
+        raw = json.loads(self.require().config_path.read_text())
+        return TrainConfig(**raw["config"]), raw
+
+    def load_spec(self) -> Spec:
+        return load_spec(self.spec_path)
+
+    def read_history(self) -> list[dict]:
+        if self.history_path.is_file():
+            return json.loads(self.history_path.read_text())
+        return []
+
+    def write_history(self, history: list[dict]) -> None:
+        atomic_write_json(self.history_path, history)
+
+    def read_metrics(self) -> dict:
+        if not self.metrics_path.is_file():
+            raise MdrecError("run has no metrics.json yet (training did not finish)", path=str(self.path))
+        return json.loads(self.metrics_path.read_text())
+
+
+def fingerprint(path: str | Path, max_bytes: int = 256 << 20) -> str:
+    """sha256 over the data files' names, sizes and contents (head and tail past ``max_bytes``)."""
+    digest = hashlib.sha256()
+    for file in table_files(path):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}:".encode())
+        with open(file, "rb") as handle:
+            if size <= max_bytes:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            else:
+                digest.update(handle.read(max_bytes // 2))
+                handle.seek(size - max_bytes // 2)
+                digest.update(handle.read())
+    return digest.hexdigest()

@@ -1,0 +1,209 @@
+"""Train and evaluate runs: the library calls behind ``mdrec train`` and ``mdrec evaluate``."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs, load_log
+from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
+from mdrec.data.sequences import add_history
+from mdrec.data.transform import Transform
+from mdrec.errors import MdrecError
+from mdrec.evaluation.baselines import MeanBaseline
+from mdrec.evaluation.metrics import ctr_report
+from mdrec.fileio import atomic_write_json
+from mdrec.spec import Spec, load_spec, with_domain_values
+from mdrec.training.run import RunDir, TrainConfig, fingerprint
+
+Printer = Callable[[str], None]
+
+
+def _resolve(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _histories(spec: Spec, logs: list[Log]) -> list[np.ndarray | None]:
+    """Behaviour sequences for several splits, computed over their union so that an event's history
+    may use any earlier event (from any split) but never one at or after its own time."""
+    if spec.sequence is None:
+        return [None] * len(logs)
+    combined = Log.concat(logs)
+    history = add_history(combined, spec)
+    out, start = [], 0
+    for log in logs:
+        out.append(history[start:start + len(log)])
+        start += len(log)
+    return out
+
+
+def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, overwrite: bool = False,
+              log: Printer = print, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run."""
+    from mdrec.models.registry import build_model
+    from mdrec.training.loop import InMemoryEpochs, StreamingEpochs, fit, predict, restore_weights
+
+    run = RunDir(out)
+    spec = load_spec(spec_path)
+    config.train = _resolve(config.train)
+    config.valid = _resolve(config.valid)
+    config.test = _resolve(config.test)
+    if run.exists():
+        previous, _ = run.read_config()
+        if asdict(previous) != asdict(config) and not overwrite:
+            changed = [k for k, v in asdict(config).items() if asdict(previous).get(k) != v]
+            raise MdrecError(f"run folder holds a run with a different configuration ({', '.join(changed)})",
+                             path=str(run.path), hint="use a new --out, or --overwrite to start over")
+        if overwrite and asdict(previous) != asdict(config):
+            import shutil
+
+            shutil.rmtree(run.path)
+    log(f"reading {config.train}" + (" (streaming)" if config.stream else ""))
+    if config.stream:
+        if spec.sequence is not None:
+            raise MdrecError("--stream cannot build behaviour sequences (they need each user's whole past)",
+                             path=spec.source, hint="train in memory, or remove `sequence` from the spec")
+        # Two bounded-memory passes: one to fit the vocabularies, then one per epoch to train.
+        train_log = next(iter_logs(config.train, spec, chunk_rows=4096))  # a sample: build and baseline
+        transform = Transform.load(run.transform_path) if run.transform_path.is_file() \
+            else Transform.fit(iter_logs(config.train, spec), spec)
+    else:
+        train_log = load_log(config.train, spec)
+        transform = Transform.load(run.transform_path) if run.transform_path.is_file() \
+            else Transform.fit(train_log, spec)
+    spec = with_domain_values(spec, transform.domains)
+    valid_log = load_log(config.valid, spec, known_domains=transform.domains) if config.valid else None
+    test_log = load_log(config.test, spec, known_domains=transform.domains) if config.test else None
+    named = [(n, l) for n, l in (("train", train_log), ("valid", valid_log), ("test", test_log)) if l is not None]
+    histories = {"train": None, "valid": None, "test": None}
+    histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named])))
+
+    if not run.exists():
+        fingerprints = {name: fingerprint(path) for name, path in
+                        (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
+        run.write_config(config, spec, fingerprints)
+        transform.save(run.transform_path)
+
+    model = build_model(config.model, spec, transform, **config.hyperparameters)
+    train_inputs = model_inputs(train_log, spec, histories["train"])
+    if config.stream:
+        train = StreamingEpochs(lambda epoch: streaming_dataset(
+            config.train, spec, config.batch_size, known_domains=transform.domains,
+            shuffle_buffer=16 * config.batch_size, seed=config.seed + epoch), train_inputs)
+    else:
+        train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed)
+    valid_inputs = model_inputs(valid_log, spec, histories["valid"]) if valid_log is not None else None
+    result = fit(model, run, config, train, valid_inputs,
+                 labels_of(valid_log) if valid_log is not None else None, log=log, on_batch=on_batch)
+    restore_weights(model, run.best)
+
+    metrics: dict = {"model": config.model, "best_epoch": result.best_epoch,
+                     "best_valid_auc": result.best_valid_auc, "epochs_run": result.epochs_run,
+                     "stopped_early": result.stopped_early, "train_rows": transform.rows,
+                     "missing_values": {}, "oov": {}, "tables": {}}
+    # The sanity row: a smoothed user-mean + item-mean score fitted on the same training split.
+    train_missing: dict[str, int] = {}
+
+    def id_chunks():
+        for part in (iter_logs(config.train, spec) if config.stream else [train_log]):
+            for key, value in part.missing.items():
+                train_missing[key] = train_missing.get(key, 0) + value
+            yield part.frame[spec.user_id.name], part.frame[spec.item_id.name], part.frame[LABEL]
+
+    baseline = MeanBaseline.fit_chunks(id_chunks())
+    metrics["missing_values"]["train"] = train_missing
+    metrics["baseline"] = {"name": "user+item mean (smoothed)", "alpha": baseline.alpha, "tables": {}}
+    for name, split in (("valid", valid_log), ("test", test_log)):
+        if split is None:
+            continue
+        inputs = model_inputs(split, spec, histories[name])
+        scores = predict(model, inputs)
+        metrics["tables"][name] = _table_records(_report(spec, split, scores))
+        baseline_scores = baseline.predict(split.frame[spec.user_id.name], split.frame[spec.item_id.name])
+        metrics["baseline"]["tables"][name] = _table_records(_report(spec, split, baseline_scores))
+        metrics["oov"][name] = transform.oov_counts(split, spec, histories[name])
+        metrics["missing_values"][name] = split.missing
+    atomic_write_json(run.metrics_path, metrics)
+    return metrics
+
+
+def load_trained(run_path: str | Path):
+    """(run, config, spec, transform, model with best weights) of a finished run."""
+    from mdrec.models.registry import build_model
+
+    run = RunDir(run_path).require()
+    config, _ = run.read_config()
+    spec = run.load_spec()
+    transform = Transform.load(run.transform_path)
+    if not run.best.exists():
+        raise MdrecError("run has no trained weights yet (best/ is missing)", path=str(run.path),
+                         hint="finish training with the same `mdrec train` command")
+    model = build_model(config.model, spec, transform, **config.hyperparameters)
+    return run, config, spec, transform, model
+
+
+def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None) -> dict:
+    """Metrics of a trained run on ``data``: per-domain table, OOV and missing counts.
+
+    Behaviour sequences use the run's own train/valid/test files as earlier context when they
+    still exist (events strictly before each event only).
+    """
+    from mdrec.training.loop import build, predict, restore_weights
+
+    run, config, spec, transform, model = load_trained(run_path)
+    log_ = load_log(data, spec, known_domains=transform.domains)
+    history = None
+    context_note = None
+    if spec.sequence is not None:
+        target = str(Path(data).resolve())
+        context_paths = [p for p in (config.train, config.valid, config.test) if p and p != target]
+        present = [p for p in context_paths if Path(p).exists()]
+        context_note = {"context_files": present, "missing_context_files": sorted(set(context_paths) - set(present))}
+        context = [load_log(p, spec, known_domains=transform.domains) for p in present]
+        history = _histories(spec, context + [log_])[-1]
+    inputs = model_inputs(log_, spec, history)
+    build(model, inputs)
+    restore_weights(model, run.best)
+    scores = predict(model, inputs)
+    table = _report(spec, log_, scores)
+    result = {"run": str(run.path), "data": str(data), "rows": len(log_), "table": _table_records(table),
+              "oov": transform.oov_counts(log_, spec, history), "missing_values": log_.missing}
+    if context_note:
+        result["sequence_context"] = context_note
+    if out:
+        atomic_write_json(out, result)
+    result["_table"] = table
+    return result
+
+
+def _report(spec: Spec, log: Log, scores: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({"label": log.frame[LABEL].to_numpy(), "score": scores,
+                          "domain": log.frame[DOMAIN].to_numpy(dtype=object),
+                          "user": log.frame[spec.user_id.name].to_numpy(dtype=object)})
+    return ctr_report(frame, label="label", score="score", domain="domain", user="user")
+
+
+def _table_records(table: pd.DataFrame) -> list[dict]:
+    return table.reset_index().to_dict(orient="records")
+
+
+def table_from_records(records: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(records).set_index("domain")
+
+
+def versus_baseline(metrics: dict, split: str) -> pd.DataFrame:
+    """Model and sanity baseline side by side: AUC per domain, then overall AUC, GAUC, logloss."""
+    rows = {}
+    for label, records in ((metrics["model"], metrics["tables"][split]),
+                           ("baseline: " + metrics["baseline"]["name"], metrics["baseline"]["tables"][split])):
+        table = table_from_records(records)
+        row = {f"auc[{d}]": table.loc[d, "auc"] for d in table.index if d != "ALL"}
+        row.update({"auc": table.loc["ALL", "auc"], "gauc": table.loc["ALL", "gauc"],
+                    "logloss": table.loc["ALL", "logloss"]})
+        rows[label] = row
+    frame = pd.DataFrame(rows).T
+    frame.index.name = "model"
+    return frame

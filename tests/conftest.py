@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny spec and log made in the test (no real data, no network)."""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
+
+TINY_SPEC = textwrap.dedent("""
+    name: tiny
+    label: {column: click}
+    domain: {column: domain}
+    time: {column: ts}
+    features:
+      - {name: user_id, role: user_id, type: categorical, embedding_dim: 4}
+      - {name: item_id, role: item_id, type: categorical, embedding_dim: 4}
+      - {name: city, role: user, type: categorical, embedding_dim: 2}
+      - {name: tags, role: item, type: categorical_list, separator: "|", embedding_dim: 2}
+      - {name: title, role: item, type: text, length: 4, embedding_dim: 2}
+      - {name: price, role: item, type: numeric, normalize: true}
+      - {name: vec, role: item, type: dense_vector, dim: 3}
+    sequence: {item: item_id, max_length: 5}
+""")
+
+
+def tiny_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """A learnable log: clicks depend on user and item biases; three domains."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 40, n)
+    items = rng.integers(0, 30, n)
+    user_bias = rng.normal(size=40) * 1.5
+    item_bias = rng.normal(size=30) * 1.5
+    p = 1 / (1 + np.exp(-(user_bias[users] + item_bias[items] - 0.5)))
+    return pd.DataFrame({
+        "user_id": [f"u{u}" for u in users],
+        "item_id": [f"i{i}" for i in items],
+        "domain": rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]),
+        "click": (rng.random(n) < p).astype(int),
+        "ts": np.sort(rng.integers(1_000, 100_000, n)),
+        "city": rng.choice(["x", "y", "z"], n),
+        "tags": [f"t{i % 4}|t{i % 3 + 4}" for i in items],
+        "title": [f"Red-{i % 5} Thing, nr {i % 3}" for i in items],
+        "price": rng.lognormal(size=n).round(3),
+        "vec": [" ".join(f"{v:.3f}" for v in rng.normal(size=3)) for _ in range(n)],
+    })
+
+
+@pytest.fixture
+def tiny_spec_path(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPEC)
+    return path
+
+
+@pytest.fixture
+def tiny_splits(tmp_path):
+    """train.csv / valid.csv / test.csv of the tiny log, split by time."""
+    frame = tiny_frame(600)
+    paths = {}
+    for name, part in (("train", frame.iloc[:420]), ("valid", frame.iloc[420:510]), ("test", frame.iloc[510:])):
+        paths[name] = tmp_path / f"{name}.csv"
+        part.to_csv(paths[name], index=False)
+    return paths
