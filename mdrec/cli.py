@@ -85,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--valid", help="validation log (early stopping on its AUC)")
     p.add_argument("--test", help="test log (metrics written to metrics.json)")
-    p.add_argument("--model", default="shared_bottom")
+    p.add_argument("--model", default="star", choices=("star", "shared_bottom", "separate", "mmoe"))
+    p.add_argument("--domain-batches", action="store_true",
+                   help="draw every batch from one domain (as the STAR paper trains)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model hyperparameter, e.g. normalization=input (star), num_experts=8 (mmoe), "
+                        "interaction=none; repeatable")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=1024)
@@ -101,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "specs without a behaviour sequence)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("compare", help="one row per trained run on one log, with the sanity baseline")
+    p.add_argument("--runs", nargs="+", required=True, help="run folders")
+    p.add_argument("--data", required=True, help="the log to evaluate on (e.g. a test split)")
+    p.add_argument("--out", help="also write the table as CSV here")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("evaluate", help="per-domain metrics of a trained run on a log")
     p.add_argument("--run", required=True)
@@ -178,9 +189,9 @@ def _train(args) -> int:
     config = TrainConfig(model=args.model, train=args.train, valid=args.valid, test=args.test,
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         stream=args.stream,
+                         stream=args.stream, domain_batches=args.domain_batches,
                          hyperparameters={"hidden": hidden, "dropout": args.dropout,
-                                          "embeddings_l2": args.embeddings_l2})
+                                          "embeddings_l2": args.embeddings_l2, **_params(args.param)})
     metrics = train_run(args.spec, config, args.out, overwrite=args.overwrite)
     for name, records in metrics["tables"].items():
         print(f"\n{name} ({args.model}, best epoch {metrics['best_epoch'] + 1}):")
@@ -190,6 +201,34 @@ def _train(args) -> int:
     _print_oov(metrics.get("oov", {}))
     print(f"\nrun folder: {args.out}")
     return 0
+
+
+def _compare(args) -> int:
+    from mdrec.evaluation.compare import aggregate_by_model, compare_runs
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.fileio import atomic_write_text
+
+    table = compare_runs(args.runs, args.data)
+    print(format_table(table))
+    if table["model"].duplicated().any():
+        print("\nmean ± std over the runs of each model:")
+        print(format_table(aggregate_by_model(table)))
+    if args.out:
+        atomic_write_text(args.out, table.to_csv())
+    return 0
+
+
+def _params(pairs: list[str]) -> dict:
+    """--param KEY=VALUE pairs; values are read as YAML scalars (numbers, true/false, strings)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise MdrecError(f"--param '{pair}' must look like KEY=VALUE, e.g. normalization=input")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def _evaluate(args) -> int:

@@ -21,13 +21,14 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import table_from_records, train_run, versus_baseline
+    from mdrec.evaluation.compare import compare_runs
+    from mdrec.training.workflow import table_from_records, train_run
 
     out = Path(out)
     started = time.time()
     config = synthetic.SyntheticConfig(num_impressions=30_000, num_users=1500, num_items=800) if quick \
         else synthetic.SyntheticConfig()
-    log(f"[1/2] generating the synthetic log ({config.num_impressions:,} impressions, "
+    log(f"[1/3] generating the synthetic log ({config.num_impressions:,} impressions, "
         f"{len(config.domains)} business lines, seed {config.seed})")
     data_dir = out / "data"
     generated = synthetic.generate(config)
@@ -36,24 +37,34 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     atomic_write_text(spec_path, default_spec_path().read_text(encoding="utf-8"))
     bayes = bayes_auc_on_test(generated)
 
-    log("[2/2] training the shared-bottom CTR model (all domains, one MLP)")
-    train_config = TrainConfig(model="shared_bottom", train=str(paths["train"]), valid=str(paths["valid"]),
-                               test=str(paths["test"]), epochs=1 if quick else 6, batch_size=1024,
-                               learning_rate=2e-3, patience=2, seed=0,
-                               hyperparameters={"hidden": [256, 128, 64], "dropout": 0.1,
-                                                "embeddings_l2": 3e-4})
-    metrics = train_run(spec_path, train_config, out / "shared_bottom", overwrite=True, log=log)
-    table = table_from_records(metrics["tables"]["test"])
-    if bayes:
-        table["bayes_auc"] = pd.Series(bayes)
-    log("\nshared_bottom on the test split (the newest 10% of time), per business line:")
-    log(format_table(table[[c for c in ("rows", "ctr", "pred_ctr", "calibration", "auc", "bayes_auc",
-                                        "gauc", "logloss") if c in table]]))
-    log("bayes_auc: AUC of the generator's true click probabilities, the best any model can reach.")
-    log("\nagainst the sanity baseline (smoothed user-mean + item-mean click rate), test split:")
-    log(format_table(versus_baseline(metrics, "test")))
-    log(f"\nrun folder: {out / 'shared_bottom'}   data: {data_dir}   ({time.time() - started:.0f} s)")
-    return {"test_table": table, "metrics": metrics}
+    runs = {}
+    for step, (model, what) in enumerate((("star", "STAR: shared + per-line towers, partitioned norm, aux net"),
+                                          ("shared_bottom", "shared-bottom: one MLP for every line")), start=2):
+        log(f"\n[{step}/3] training {what}")
+        train_config = TrainConfig(model=model, train=str(paths["train"]), valid=str(paths["valid"]),
+                                   test=str(paths["test"]), epochs=1 if quick else 8, batch_size=1024,
+                                   learning_rate=2e-3, patience=2, seed=0,
+                                   hyperparameters={"hidden": [256, 128, 64], "dropout": 0.1,
+                                                    "embeddings_l2": 3e-4})
+        runs[model] = out / model
+        metrics = train_run(spec_path, train_config, runs[model], overwrite=True, log=log)
+        if model == "star":
+            table = table_from_records(metrics["tables"]["test"])
+            table["bayes_auc"] = pd.Series(bayes)
+            log("\nSTAR on the test split (the newest 10% of time), per business line:")
+            log(format_table(table[["rows", "ctr", "pred_ctr", "calibration", "auc", "bayes_auc", "gauc",
+                                    "logloss"]]))
+
+    log("\ncompare on the test split (mdrec compare):")
+    comparison = compare_runs(list(runs.values()), paths["test"])
+    ceiling = {"model": "bayes", "auc": bayes["ALL"], **{f"auc[{d}]": v for d, v in bayes.items() if d != "ALL"}}
+    comparison = pd.concat([comparison, pd.DataFrame([ceiling], index=["bayes ceiling (true probabilities)"])])
+    log(format_table(comparison))
+    log("bayes ceiling: AUC of the generator's true click probabilities, the best any model can reach;\n"
+        "calib[d]: mean predicted / observed click rate.")
+    log(f"\nrun folders: {', '.join(map(str, runs.values()))}   data: {data_dir}   "
+        f"({time.time() - started:.0f} s)")
+    return {"test_table": table, "comparison": comparison}
 
 
 def bayes_auc_on_test(generated) -> dict[str, float]:

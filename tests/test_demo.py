@@ -14,10 +14,13 @@ def test_quick_demo(tmp_path):
     assert list(table.index) == ["grocery", "live", "main", "mini", "ALL"]
     assert (table["bayes_auc"] > 0.6).all()
     assert table.loc["ALL", "rows"] > 0 and 0 < table.loc["ALL", "pred_ctr"] < 1
-    run = tmp_path / "demo" / "shared_bottom"
+    comparison = result["comparison"]
+    assert list(comparison["model"]) == ["star", "shared_bottom", "baseline", "bayes"]
+    assert {"auc", "gauc", "logloss", "auc[grocery]", "calib[grocery]"} <= set(comparison.columns)
+    run = tmp_path / "demo" / "star"
     for name in ("config.json", "spec.yaml", "transform.json", "metrics.json", "history.json"):
         assert (run / name).is_file(), name
     assert (run / "best").is_dir() and (run / "checkpoints" / "checkpoint").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["oov"]["test"]["user_id"]["oov"] > 0          # cold users are counted, not dropped
-    assert any("against the sanity baseline" in line for line in lines)
+    assert any("compare on the test split" in line for line in lines)

@@ -61,6 +61,39 @@ def epoch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size:
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def domain_batch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, domains: np.ndarray,
+                         batch_size: int, *, seed: int, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+    """Batches drawn from one domain each (as STAR trains), in a seeded random order of batches.
+
+    Each domain's rows are permuted and cut into batches; the batches of all domains are then
+    shuffled together, so small domains are visited throughout the epoch.
+    """
+    rng = np.random.default_rng([seed, epoch, 1])
+    batches = []
+    for domain in sorted(set(domains.tolist())):
+        rows = rng.permutation(np.flatnonzero(domains == domain))
+        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    order = rng.permutation(len(batches))[skip_batches:]
+
+    def generate():
+        for b in order:
+            index = batches[b]
+            yield {name: values[index] for name, values in inputs.items()}, labels[index]
+
+    signature = ({name: tf.TensorSpec((None,) + values.shape[1:], _dtype(values)) for name, values in inputs.items()},
+                 tf.TensorSpec([None], tf.float32))
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+
+def count_domain_batches(domains: np.ndarray, batch_size: int) -> int:
+    _, counts = np.unique(domains, return_counts=True)
+    return int(sum(-(-c // batch_size) for c in counts))
+
+
+def _dtype(values: np.ndarray) -> tf.DType:
+    return tf.string if values.dtype == object else tf.as_dtype(values.dtype)
+
+
 def predict_dataset(inputs: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

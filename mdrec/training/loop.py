@@ -17,8 +17,10 @@ import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from mdrec.data.pipeline import epoch_dataset, predict_dataset
+from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoch_dataset, predict_dataset
 from mdrec.evaluation.metrics import auc as auc_score
+from mdrec.errors import MdrecError
+from mdrec.layers.features import input_signature
 from mdrec.fileio import atomic_directory
 from mdrec.training.run import RunDir, TrainConfig
 
@@ -39,34 +41,60 @@ def build(model: tf_keras.Model, inputs: dict[str, np.ndarray]) -> None:
 
 def predict(model: tf_keras.Model, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
     """Click probabilities, float64 [N]."""
+    _prepare_inference(model)
     step = getattr(model, "_mdrec_predict_step", None)
-    if step is None:  # one traced function per model, not one per call
-        step = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
+    if step is None:  # one traced function per model (fixed input signature), not one per call
+        spec = getattr(model, "spec", None)
+        signature = [input_signature(spec)] if spec is not None else None
+        step = tf.function(lambda x: tf.sigmoid(model(x, training=False)), input_signature=signature,
+                           reduce_retracing=True)
         model._mdrec_predict_step = step
     parts = [step(batch).numpy() for batch in predict_dataset(inputs, batch_size)]
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
+def _prepare_inference(model: tf_keras.Model) -> None:
+    # STAR keeps fused per-domain weights for serving; refresh them from the trained weights.
+    prepare = getattr(model, "prepare_inference", None)
+    if prepare is not None:
+        prepare()
+
+
 def save_weights(model: tf_keras.Model, folder) -> None:
+    _prepare_inference(model)
     with atomic_directory(folder) as tmp:
         tf.train.Checkpoint(model=model).write(str(tmp / "weights"))
 
 
 def restore_weights(model: tf_keras.Model, folder) -> None:
-    tf.train.Checkpoint(model=model).read(str(folder / "weights")).expect_partial().assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=model).read(str(folder / "weights")).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError:
+        raise MdrecError("the saved weights do not fit the model its config.json describes (was the run "
+                         "trained by another mdrec version?)", path=str(folder),
+                         hint="retrain the run with this version") from None
+    _prepare_inference(model)
 
 
 class InMemoryEpochs:
-    """Training batches from arrays in memory: a seeded permutation per epoch."""
+    """Training batches from arrays in memory: a seeded permutation per epoch; with ``domains``,
+    every batch comes from one domain (``--domain-batches``)."""
 
-    def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, seed: int):
+    def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
+                 domains: np.ndarray | None = None):
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
-        self.batches_per_epoch: int | None = -(-len(labels) // batch_size)
+        self.domains = domains
+        self.batches_per_epoch: int | None = (-(-len(labels) // batch_size) if domains is None
+                                              else count_domain_batches(domains, batch_size))
 
     def sample(self) -> dict[str, np.ndarray]:
         return self.inputs
 
     def epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
+        if self.domains is not None:
+            return domain_batch_dataset(self.inputs, self.labels, self.domains, self.batch_size,
+                                        seed=self.seed, epoch=epoch, skip_batches=skip_batches)
         return epoch_dataset(self.inputs, self.labels, self.batch_size, seed=self.seed, epoch=epoch,
                              skip_batches=skip_batches)
 

@@ -39,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
+    domain_batches: bool = False
 
     def resumable_fields(self) -> dict[str, Any]:
         # Paths may be given relative or absolute; what must match is everything that shapes training.

@@ -48,6 +48,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
 
     run = RunDir(out)
     spec = load_spec(spec_path)
+    from mdrec.models.registry import resolved_hyperparameters
+
+    config.hyperparameters = resolved_hyperparameters(config.model, config.hyperparameters)
     config.train = _resolve(config.train)
     config.valid = _resolve(config.valid)
     config.test = _resolve(config.test)
@@ -63,6 +66,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
             shutil.rmtree(run.path)
     log(f"reading {config.train}" + (" (streaming)" if config.stream else ""))
     if config.stream:
+        if config.domain_batches:
+            raise MdrecError("--domain-batches needs the training log in memory; drop --stream")
         if spec.sequence is not None:
             raise MdrecError("--stream cannot build behaviour sequences (they need each user's whole past)",
                              path=spec.source, hint="train in memory, or remove `sequence` from the spec")
@@ -81,20 +86,21 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     histories = {"train": None, "valid": None, "test": None}
     histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named])))
 
+    model = build_model(config.model, spec, transform, **config.hyperparameters)  # bad parameters fail here
     if not run.exists():
         fingerprints = {name: fingerprint(path) for name, path in
                         (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
         run.write_config(config, spec, fingerprints)
         transform.save(run.transform_path)
 
-    model = build_model(config.model, spec, transform, **config.hyperparameters)
     train_inputs = model_inputs(train_log, spec, histories["train"])
     if config.stream:
         train = StreamingEpochs(lambda epoch: streaming_dataset(
             config.train, spec, config.batch_size, known_domains=transform.domains,
             shuffle_buffer=16 * config.batch_size, seed=config.seed + epoch), train_inputs)
     else:
-        train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed)
+        train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed,
+                               domains=train_log.frame[DOMAIN].to_numpy(dtype=object) if config.domain_batches else None)
     valid_inputs = model_inputs(valid_log, spec, histories["valid"]) if valid_log is not None else None
     result = fit(model, run, config, train, valid_inputs,
                  labels_of(valid_log) if valid_log is not None else None, log=log, on_batch=on_batch)

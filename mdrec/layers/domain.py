@@ -1,0 +1,182 @@
+"""Domain-aware building blocks: route examples to their domain's weights without running every
+domain's weights over every example.
+
+Routing uses ``tf.dynamic_partition`` / ``tf.dynamic_stitch``: a batch is split by domain, each part
+meets only its own domain's parameters, and the results are put back in batch order. The FLOPs are
+those of one dense layer over the batch, whatever the number of domains.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+import tf_keras
+
+
+def route_by_domain(inputs, domain: tf.Tensor, num_domains: int,
+                    fn: Callable[[int, object], tf.Tensor]) -> tf.Tensor:
+    """Apply ``fn(d, inputs_of_domain_d)`` to each domain's examples and restore batch order.
+
+    inputs: a tensor [B, ...] or a dict of such tensors; domain: int32 [B] in [0, num_domains).
+    """
+    domain = tf.cast(domain, tf.int32)
+    positions = tf.dynamic_partition(tf.range(tf.shape(domain)[0]), domain, num_domains)
+    if isinstance(inputs, dict):
+        parts = {k: tf.dynamic_partition(v, domain, num_domains) for k, v in inputs.items()}
+        per_domain = [{k: parts[k][d] for k in parts} for d in range(num_domains)]
+    else:
+        per_domain = tf.dynamic_partition(inputs, domain, num_domains)
+    outputs = [fn(d, per_domain[d]) for d in range(num_domains)]
+    return tf.dynamic_stitch(positions, outputs)
+
+
+def domain_matmul(x: tf.Tensor, domain: tf.Tensor, num_domains: int,
+                  kernel: Callable[[object], tf.Tensor], bias: Callable[[object], tf.Tensor]) -> tf.Tensor:
+    """x[i] @ kernel(domain[i]) + bias(domain[i]) for every example i.
+
+    A batch from a single domain (``--domain-batches`` training, a single serving request) takes one
+    matmul with that domain's weights; a mixed batch is partitioned by domain.
+    """
+    domain = tf.cast(domain, tf.int32)
+
+    def single():
+        d = domain[0]
+        return tf.matmul(x, kernel(d)) + bias(d)
+
+    def mixed():
+        return route_by_domain(x, domain, num_domains, lambda d, part: tf.matmul(part, kernel(d)) + bias(d))
+
+    one_domain = tf.logical_and(tf.size(domain) > 0, tf.reduce_all(tf.equal(domain, domain[:1])))
+    return tf.cond(one_domain, single, mixed)
+
+
+class PartitionedNormalization(tf_keras.layers.Layer):
+    """STAR's partitioned normalization. [B, d] x domain [B] -> [B, d].
+
+    z' = (γ·γ_p) · (z − μ) / sqrt(σ² + ε) + (β + β_p)
+
+    Training: μ, σ² are the batch statistics of the example's own domain (per-domain segment
+    means), and each domain's moving statistics move toward them. A domain absent from the batch
+    keeps its moving statistics untouched. Inference: the domain's moving statistics.
+    """
+
+    def __init__(self, num_domains: int, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.num_domains = int(num_domains)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        m = self.num_domains
+        self.gamma = self.add_weight("gamma", [dim], initializer="ones")
+        self.beta = self.add_weight("beta", [dim], initializer="zeros")
+        self.domain_gamma = self.add_weight("domain_gamma", [m, dim], initializer="ones")
+        self.domain_beta = self.add_weight("domain_beta", [m, dim], initializer="zeros")
+        self.moving_mean = self.add_weight("moving_mean", [m, dim], initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", [m, dim], initializer="ones", trainable=False)
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor, domain: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # Per-domain sums and lookups are one-hot matmuls: dense ops with dense gradients, much
+        # faster on CPU than segment sums and gathers (whose gradients are scatters).
+        onehot = tf.one_hot(tf.cast(domain, tf.int32), self.num_domains, dtype=x.dtype)    # [B, M]
+        if training:
+            count = tf.reduce_sum(onehot, axis=0)[:, None]                                    # [M, 1]
+            safe = tf.maximum(count, 1.0)
+            mean = tf.matmul(onehot, x, transpose_a=True) / safe                              # [M, d]
+            centred = x - tf.matmul(onehot, mean)
+            variance = tf.matmul(onehot, tf.square(centred), transpose_a=True) / safe
+            present = count > 0  # only domains in this batch move their statistics
+            m = self.momentum
+            self.moving_mean.assign(tf.where(present, m * self.moving_mean + (1 - m) * mean, self.moving_mean))
+            self.moving_variance.assign(
+                tf.where(present, m * self.moving_variance + (1 - m) * variance, self.moving_variance))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+            centred = x - tf.matmul(onehot, mean)
+        # (γ·γ_p) / sqrt(σ² + ε) per domain, then one lookup per row.
+        scale = self.gamma * self.domain_gamma * tf.math.rsqrt(variance + self.epsilon)
+        return centred * tf.matmul(onehot, scale) + (self.beta + tf.matmul(onehot, self.domain_beta))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_domains": self.num_domains, "momentum": self.momentum,
+                "epsilon": self.epsilon}
+
+
+class StarDense(tf_keras.layers.Layer):
+    """STAR's star-topology fully connected layer. [B, d_in] x domain [B] -> [B, units].
+
+    Domain p uses W*_p = W ⊙ W_p and b*_p = b + b_p. W learns from every example, W_p only from
+    domain p's. Training computes W ⊙ W_p per step; inference reads ``fused_kernel`` (W*_p for every
+    domain), refreshed by :meth:`fuse` after the weights change, so serving costs what one dense
+    layer costs.
+    """
+
+    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.num_domains = int(num_domains)
+        self.activation = tf_keras.activations.get(activation)
+
+    def build(self, input_shape):
+        d_in, m = int(input_shape[-1]), self.num_domains
+        self.kernel = self.add_weight("kernel", [d_in, self.units], initializer="glorot_uniform")
+        self.bias = self.add_weight("bias", [self.units], initializer="zeros")
+        # Domain weights start at 1 and 0: every domain starts as the shared network.
+        self.domain_kernel = self.add_weight("domain_kernel", [m, d_in, self.units], initializer="ones")
+        self.domain_bias = self.add_weight("domain_bias", [m, self.units], initializer="zeros")
+        self.fused_kernel = self.add_weight("fused_kernel", [m, d_in, self.units], initializer="zeros",
+                                            trainable=False)
+        self.fused_bias = self.add_weight("fused_bias", [m, self.units], initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def fuse(self) -> None:
+        """Precompute W*_p and b*_p for inference."""
+        self.fused_kernel.assign(self.kernel[None] * self.domain_kernel)
+        self.fused_bias.assign(self.bias[None] + self.domain_bias)
+
+    def call(self, x: tf.Tensor, domain: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if training:  # W ⊙ W_p only for the domains a branch needs
+            out = domain_matmul(x, domain, self.num_domains, lambda d: self.kernel * self.domain_kernel[d],
+                                lambda d: self.bias + self.domain_bias[d])
+        else:
+            out = domain_matmul(x, domain, self.num_domains, lambda d: self.fused_kernel[d],
+                                lambda d: self.fused_bias[d])
+        return self.activation(out) if self.activation is not None else out
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
+                "activation": tf_keras.activations.serialize(self.activation)}
+
+
+class DomainDense(tf_keras.layers.Layer):
+    """One dense layer per domain (no sharing): [B, d_in] x domain [B] -> [B, units]."""
+
+    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.num_domains = int(num_domains)
+        self.activation = tf_keras.activations.get(activation)
+
+    def build(self, input_shape):
+        d_in = int(input_shape[-1])
+        self.kernel = self.add_weight("kernel", [self.num_domains, d_in, self.units], initializer="glorot_uniform")
+        self.bias = self.add_weight("bias", [self.num_domains, self.units], initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x: tf.Tensor, domain: tf.Tensor) -> tf.Tensor:
+        out = domain_matmul(x, domain, self.num_domains, lambda d: self.kernel[d], lambda d: self.bias[d])
+        return self.activation(out) if self.activation is not None else out
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
+                "activation": tf_keras.activations.serialize(self.activation)}
+
+
+def domain_tower(widths: Sequence[int], num_domains: int, layer=DomainDense, name: str = "tower"):
+    """Hidden layers (ReLU) then a 1-unit linear output, each routed by domain."""
+    layers = [layer(w, num_domains, name=f"{name}_{i}") for i, w in enumerate(widths)]
+    layers.append(layer(1, num_domains, activation=None, name=f"{name}_out"))
+    return layers

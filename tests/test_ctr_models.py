@@ -1,0 +1,126 @@
+"""STAR's layers do the paper's math; every CTR model trains and round-trips through SavedModel."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from mdrec.data.log import load_log
+from mdrec.data.pipeline import domain_batch_dataset
+from mdrec.errors import MdrecError
+from mdrec.layers.domain import PartitionedNormalization, StarDense
+from mdrec.training.run import TrainConfig
+from mdrec.training.workflow import load_trained, train_run
+
+
+def test_partitioned_norm_uses_each_domains_statistics_at_inference():
+    rng = np.random.default_rng(0)
+    layer = PartitionedNormalization(2, momentum=0.0)   # moving stats = the last batch's stats
+    x = np.concatenate([rng.normal(0, 1, (200, 3)), rng.normal(10, 3, (200, 3))]).astype(np.float32)
+    domain = np.array([0] * 200 + [1] * 200, dtype=np.int32)
+    layer(x, domain, training=True)
+    np.testing.assert_allclose(layer.moving_mean.numpy()[1], x[200:].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy()[1], x[200:].var(0), rtol=1e-4)
+    out = layer(x, domain, training=False).numpy()
+    # Each domain is standardised with its own statistics (a shared BN would leave domain 1 near +1.5).
+    for d, rows in ((0, slice(0, 200)), (1, slice(200, 400))):
+        assert np.abs(out[rows].mean(0)).max() < 1e-3
+        np.testing.assert_allclose(out[rows].std(0), 1.0, atol=1e-2)
+    # The domain scale and shift apply on top of the global ones: (γ·γ_p) z + (β + β_p).
+    layer.domain_gamma.assign([[1, 1, 1], [2, 2, 2]])
+    layer.domain_beta.assign([[0, 0, 0], [5, 5, 5]])
+    out2 = layer(x, domain, training=False).numpy()
+    np.testing.assert_allclose(out2[200:], 2 * out[200:] + 5, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out2[:200], out[:200], rtol=1e-6)
+
+
+def test_absent_domain_keeps_its_statistics():
+    layer = PartitionedNormalization(3, momentum=0.5)
+    x = np.random.default_rng(1).normal(2, 1, (64, 4)).astype(np.float32)
+    layer(x, np.zeros(64, np.int32), training=True)
+    before = layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy()
+    out = layer(x, np.zeros(64, np.int32), training=True).numpy()          # domains 1, 2 absent again
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(layer.moving_mean.numpy()[1:], before[0][1:])
+    np.testing.assert_array_equal(layer.moving_variance.numpy()[1:], before[1][1:])
+    np.testing.assert_array_equal(layer.moving_mean.numpy()[1:], 0.0)
+    assert not np.array_equal(layer.moving_mean.numpy()[0], before[0][0])   # the present one moved
+    single = layer(x[:1], np.array([2], np.int32), training=True).numpy()   # a one-example partition
+    assert np.isfinite(single).all() and np.isfinite(layer.moving_variance.numpy()).all()
+
+
+def test_star_dense_matches_per_domain_reference():
+    rng = np.random.default_rng(2)
+    layer = StarDense(5, num_domains=3, activation=None)
+    x = rng.normal(size=(40, 7)).astype(np.float32)
+    domain = rng.integers(0, 3, 40).astype(np.int32)
+    layer(x, domain, training=True)
+    layer.domain_kernel.assign(rng.normal(size=(3, 7, 5)).astype(np.float32))
+    layer.domain_bias.assign(rng.normal(size=(3, 5)).astype(np.float32))
+    w, b = layer.kernel.numpy(), layer.bias.numpy()
+    wp, bp = layer.domain_kernel.numpy(), layer.domain_bias.numpy()
+    expected = np.stack([x[i] @ (w * wp[domain[i]]) + b + bp[domain[i]] for i in range(40)])
+    np.testing.assert_allclose(layer(x, domain, training=True).numpy(), expected, rtol=1e-5, atol=1e-5)
+    layer.fuse()                                                    # serving path: precomputed W*_p
+    np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Domain weights learn only from their own domain; shared weights from every example.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x[domain == 0], domain[domain == 0], training=True))
+    grads = dict(zip(["kernel", "bias", "domain_kernel", "domain_bias"],
+                     tape.gradient(loss, [layer.kernel, layer.bias, layer.domain_kernel, layer.domain_bias])))
+    assert np.abs(grads["domain_kernel"].numpy()[0]).sum() > 0
+    assert np.abs(grads["domain_kernel"].numpy()[1:]).sum() == 0
+    assert np.abs(grads["kernel"].numpy()).sum() > 0
+
+
+def test_domain_batches_each_hold_one_domain():
+    domains = np.array(list("aaaaaaabbbc"), dtype=object)
+    inputs = {"row": np.arange(11, dtype=np.int64)}
+    batches = list(domain_batch_dataset(inputs, np.zeros(11, np.float32), domains, 3, seed=0))
+    rows = [b[0]["row"].numpy() for b in batches]
+    assert sorted(np.concatenate(rows).tolist()) == list(range(11))
+    assert all(len(set(domains[r])) == 1 for r in rows)
+    resumed = list(domain_batch_dataset(inputs, np.zeros(11, np.float32), domains, 3, seed=0, skip_batches=2))
+    assert [b[0]["row"].numpy().tolist() for b in resumed] == [r.tolist() for r in rows[2:]]
+
+
+@pytest.mark.parametrize("model, extra", [("star", {}), ("star", {"normalization": "input"}),
+                                          ("shared_bottom", {}), ("separate", {}), ("mmoe", {"num_experts": 2})])
+def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_splits, model, extra):
+    from mdrec.export.signatures import ctr_signature
+    from mdrec.training.loop import build, predict, restore_weights
+    from mdrec.training.workflow import _histories
+    from mdrec.data.pipeline import model_inputs
+
+    config = TrainConfig(model=model, train=str(tiny_splits["train"]), valid=str(tiny_splits["valid"]),
+                         epochs=3, batch_size=32, learning_rate=5e-3, patience=5,
+                         domain_batches=(model == "star"),
+                         hyperparameters={"hidden": [16, 8], "dropout": 0.0, **extra})
+    metrics = train_run(tiny_spec_path, config, tmp_path / model, log=lambda *_: None)
+    history = pd.read_json(tmp_path / model / "history.json")
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]      # it learns
+
+    run, _, spec, transform, net = load_trained(tmp_path / model)
+    test = load_log(tiny_splits["test"], spec, known_domains=transform.domains)
+    context = [load_log(tiny_splits[n], spec) for n in ("train", "valid")]
+    inputs = model_inputs(test, spec, _histories(spec, context + [test])[-1])
+    build(net, inputs)
+    restore_weights(net, run.best)
+    expected = predict(net, inputs)
+    tf.saved_model.save(net, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(net, spec)})
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    got = served(**{k: tf.constant(v) for k, v in inputs.items()})["probability"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert metrics["tables"]["valid"][-1]["rows"] == 90
+
+
+def test_unknown_model_parameter_is_a_clear_error(tmp_path, tiny_spec_path, tiny_splits):
+    config = TrainConfig(model="star", train=str(tiny_splits["train"]), epochs=1,
+                         hyperparameters={"normalization": "sideways"})
+    with pytest.raises(MdrecError, match="normalization must be"):
+        train_run(tiny_spec_path, config, tmp_path / "bad", log=lambda *_: None)
+    config = TrainConfig(model="mmoe", train=str(tiny_splits["train"]), epochs=1, hyperparameters={"expertz": 3})
+    with pytest.raises(MdrecError, match="does not take expertz"):
+        train_run(tiny_spec_path, config, tmp_path / "bad2", log=lambda *_: None)
+    assert not (tmp_path / "bad" / "config.json").exists()     # nothing half-made to trip a rerun
