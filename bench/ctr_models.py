@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 import time
+
+import yaml
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,8 +37,11 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--embeddings-l2", type=float, default=3e-4)
     parser.add_argument("--domain-batches", action="store_true")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="model hyperparameter for every model, e.g. normalization=none")
     args = parser.parse_args()
     data = Path(args.data)
+    params = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.param)}
     runs = []
     for model in args.models:
         for seed in args.seeds:
@@ -46,7 +51,7 @@ def main() -> None:
                                  test=str(data / "test.parquet"), epochs=args.epochs, batch_size=args.batch_size,
                                  learning_rate=args.learning_rate, patience=2, seed=seed,
                                  domain_batches=args.domain_batches,
-                                 hyperparameters={"embeddings_l2": args.embeddings_l2})
+                                 hyperparameters={"embeddings_l2": args.embeddings_l2, **params})
             metrics = train_run(args.spec, config, out, log=lambda *_: None)
             test = {row["domain"]: row for row in metrics["tables"]["test"]}
             print(json.dumps({"model": model, "seed": seed, "seconds": round(time.time() - started, 1),

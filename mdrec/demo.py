@@ -59,6 +59,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     comparison = compare_runs(list(runs.values()), paths["test"])
     ceiling = {"model": "bayes", "auc": bayes["ALL"], **{f"auc[{d}]": v for d, v in bayes.items() if d != "ALL"}}
     comparison = pd.concat([comparison, pd.DataFrame([ceiling], index=["bayes ceiling (true probabilities)"])])
+    comparison.index.name = "run"
     log(format_table(comparison))
     log("bayes ceiling: AUC of the generator's true click probabilities, the best any model can reach;\n"
         "calib[d]: mean predicted / observed click rate.")

@@ -86,6 +86,7 @@ def test_domain_batches_each_hold_one_domain():
 
 
 @pytest.mark.parametrize("model, extra", [("star", {}), ("star", {"normalization": "input"}),
+                                          ("star", {"normalization": "hidden"}),
                                           ("shared_bottom", {}), ("separate", {}), ("mmoe", {"num_experts": 2})])
 def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_splits, model, extra):
     from mdrec.export.signatures import ctr_signature
