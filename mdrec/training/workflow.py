@@ -43,13 +43,11 @@ def _histories(spec: Spec, logs: list[Log]) -> list[np.ndarray | None]:
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, overwrite: bool = False,
               log: Printer = print, on_batch: Callable[[int], None] | None = None) -> dict:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run."""
-    from mdrec.models.registry import build_model
+    from mdrec.models.registry import build_model, resolved_hyperparameters
     from mdrec.training.loop import InMemoryEpochs, StreamingEpochs, fit, predict, restore_weights
 
     run = RunDir(out)
     spec = load_spec(spec_path)
-    from mdrec.models.registry import resolved_hyperparameters
-
     config.hyperparameters = resolved_hyperparameters(config.model, config.hyperparameters)
     config.train = _resolve(config.train)
     config.valid = _resolve(config.valid)
