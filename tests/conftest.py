@@ -64,3 +64,25 @@ def tiny_splits(tmp_path):
         paths[name] = tmp_path / f"{name}.csv"
         part.to_csv(paths[name], index=False)
     return paths
+
+
+def reload_and_serve(run_path, test_path, tmp_path):
+    """Reload a trained run, predict the test log, save it as a SavedModel and serve the same rows.
+
+    Returns (inputs, predictions in Python, the serving signature, what the signature returned).
+    """
+    import tensorflow as tf
+
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.export.signatures import ctr_signature
+    from mdrec.training.loop import predict
+    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+
+    run, config, spec, transform, model = load_trained(run_path)
+    log, history, _ = evaluation_log(config, spec, transform, test_path)
+    inputs = model_inputs(log, spec, history)
+    restore_trained(model, run, inputs)
+    expected = predict(model, inputs)
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec)})
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
+    return inputs, expected, served, served(**{k: tf.constant(v) for k, v in inputs.items()})

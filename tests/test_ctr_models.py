@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mdrec.data.log import load_log
 from mdrec.data.pipeline import domain_batch_dataset
 from mdrec.errors import MdrecError
 from mdrec.layers.domain import PartitionedNormalization, StarDense
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import load_trained, train_run
+from mdrec.training.workflow import train_run
+from conftest import reload_and_serve
 
 
 def test_partitioned_norm_uses_each_domains_statistics_at_inference():
@@ -89,11 +89,6 @@ def test_domain_batches_each_hold_one_domain():
                                           ("star", {"normalization": "hidden"}),
                                           ("shared_bottom", {}), ("separate", {}), ("mmoe", {"num_experts": 2})])
 def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_splits, model, extra):
-    from mdrec.export.signatures import ctr_signature
-    from mdrec.training.loop import build, predict, restore_weights
-    from mdrec.training.workflow import _histories
-    from mdrec.data.pipeline import model_inputs
-
     config = TrainConfig(model=model, train=str(tiny_splits["train"]), valid=str(tiny_splits["valid"]),
                          epochs=3, batch_size=32, learning_rate=5e-3, patience=5,
                          domain_batches=(model == "star"),
@@ -102,16 +97,8 @@ def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_s
     history = pd.read_json(tmp_path / model / "history.json")
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]      # it learns
 
-    run, _, spec, transform, net = load_trained(tmp_path / model)
-    test = load_log(tiny_splits["test"], spec, known_domains=transform.domains)
-    context = [load_log(tiny_splits[n], spec) for n in ("train", "valid")]
-    inputs = model_inputs(test, spec, _histories(spec, context + [test])[-1])
-    build(net, inputs)
-    restore_weights(net, run.best)
-    expected = predict(net, inputs)
-    tf.saved_model.save(net, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(net, spec)})
-    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
-    got = served(**{k: tf.constant(v) for k, v in inputs.items()})["probability"].numpy()
+    _, expected, _, outputs = reload_and_serve(tmp_path / model, tiny_splits["test"], tmp_path)
+    got = outputs["probability"].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert metrics["tables"]["valid"][-1]["rows"] == 90
 

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mdrec.cli import main
 from mdrec.data.log import load_log
@@ -14,7 +13,8 @@ from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streamin
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import evaluate_run, load_trained, train_run
+from mdrec.training.workflow import evaluate_run, train_run
+from conftest import reload_and_serve
 
 
 def _same_tables(a, b):
@@ -66,25 +66,11 @@ def test_same_folder_different_config_is_refused(tmp_path, tiny_spec_path, tiny_
 
 
 def test_run_reloads_and_round_trips_savedmodel(tmp_path, tiny_spec_path, tiny_splits):
-    from mdrec.export.signatures import ctr_signature
-    from mdrec.training.loop import build, predict, restore_weights
-
     metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=2), tmp_path / "run", log=lambda *_: None)
     result = evaluate_run(tmp_path / "run", tiny_splits["test"])
     _same_tables(result["table"], metrics["tables"]["test"])    # reload gives the same metrics
 
-    run, config, spec, transform, model = load_trained(tmp_path / "run")
-    test = load_log(tiny_splits["test"], spec, known_domains=transform.domains)
-    context = [load_log(tiny_splits[n], spec) for n in ("train", "valid")]
-    from mdrec.training.workflow import _histories
-
-    inputs = model_inputs(test, spec, _histories(spec, context + [test])[-1])
-    build(model, inputs)
-    restore_weights(model, run.best)
-    expected = predict(model, inputs)
-    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec)})
-    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
-    got = served(**{k: tf.constant(v) for k, v in inputs.items()})
+    inputs, expected, served, got = reload_and_serve(tmp_path / "run", tiny_splits["test"], tmp_path)
     np.testing.assert_allclose(got["probability"].numpy(), expected, rtol=1e-5, atol=1e-6)
     assert set(served.structured_input_signature[1]) == set(inputs)    # stable, spec-named inputs
 

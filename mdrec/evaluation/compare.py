@@ -24,8 +24,9 @@ def compare_runs(runs: Sequence[str | Path], data: str | Path) -> pd.DataFrame:
     if not runs:
         raise MdrecError("give at least one run folder with --runs")
     rows: dict[str, dict] = {}
+    cache: dict = {}  # runs of one spec share the validated log and its sequences
     for path in runs:
-        result = evaluate_run(path, data)
+        result = evaluate_run(path, data, cache=cache)
         config, _ = RunDir(path).read_config()
         name = Path(path).name
         if name in rows:

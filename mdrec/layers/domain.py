@@ -105,7 +105,24 @@ class PartitionedNormalization(tf_keras.layers.Layer):
                 "epsilon": self.epsilon}
 
 
-class StarDense(tf_keras.layers.Layer):
+class _PerDomainDense(tf_keras.layers.Layer):
+    """Shared constructor and config of the dense layers routed by domain."""
+
+    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.num_domains = int(num_domains)
+        self.activation = tf_keras.activations.get(activation)
+
+    def _activate(self, out: tf.Tensor) -> tf.Tensor:
+        return self.activation(out) if self.activation is not None else out
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
+                "activation": tf_keras.activations.serialize(self.activation)}
+
+
+class StarDense(_PerDomainDense):
     """STAR's star-topology fully connected layer. [B, d_in] x domain [B] -> [B, units].
 
     Domain p uses W*_p = W ⊙ W_p and b*_p = b + b_p. W learns from every example, W_p only from
@@ -113,12 +130,6 @@ class StarDense(tf_keras.layers.Layer):
     domain), refreshed by :meth:`fuse` after the weights change, so serving costs what one dense
     layer costs.
     """
-
-    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.num_domains = int(num_domains)
-        self.activation = tf_keras.activations.get(activation)
 
     def build(self, input_shape):
         d_in, m = int(input_shape[-1]), self.num_domains
@@ -144,21 +155,11 @@ class StarDense(tf_keras.layers.Layer):
         else:
             out = domain_matmul(x, domain, self.num_domains, lambda d: self.fused_kernel[d],
                                 lambda d: self.fused_bias[d])
-        return self.activation(out) if self.activation is not None else out
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
-                "activation": tf_keras.activations.serialize(self.activation)}
+        return self._activate(out)
 
 
-class DomainDense(tf_keras.layers.Layer):
+class DomainDense(_PerDomainDense):
     """One dense layer per domain (no sharing): [B, d_in] x domain [B] -> [B, units]."""
-
-    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
-        super().__init__(**kwargs)
-        self.units = int(units)
-        self.num_domains = int(num_domains)
-        self.activation = tf_keras.activations.get(activation)
 
     def build(self, input_shape):
         d_in = int(input_shape[-1])
@@ -167,12 +168,8 @@ class DomainDense(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x: tf.Tensor, domain: tf.Tensor) -> tf.Tensor:
-        out = domain_matmul(x, domain, self.num_domains, lambda d: self.kernel[d], lambda d: self.bias[d])
-        return self.activation(out) if self.activation is not None else out
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
-                "activation": tf_keras.activations.serialize(self.activation)}
+        return self._activate(domain_matmul(x, domain, self.num_domains, lambda d: self.kernel[d],
+                                            lambda d: self.bias[d]))
 
 
 def domain_tower(widths: Sequence[int], num_domains: int, layer=DomainDense, name: str = "tower"):

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.data.transform import Transform
-from mdrec.layers.domain import DomainDense, PartitionedNormalization, StarDense, domain_tower, route_by_domain
+from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
 from mdrec.layers.features import FeatureEncoder
 from mdrec.layers.interaction import ProjectedDotInteraction
 from mdrec.layers.mlp import MLP
@@ -154,23 +154,16 @@ class Separate(tf_keras.Model):
         embeddings_l2 = kwargs.pop("embeddings_l2", 0.0)
         super().__init__(**kwargs)
         self.spec = spec
-        self.routing = FeatureEncoder(spec, transform, name="routing")  # only its domain lookup is used
+        self.num_domains = len(transform.domains)
         self.towers = [SharedBottom(spec, transform, hidden, dropout, embeddings_l2=embeddings_l2,
                                     interaction=interaction, interaction_dim=interaction_dim,
-                                    name=f"domain_{d}") for d in range(self.routing.num_domains)]
-
-    @property
-    def num_domains(self) -> int:
-        return self.routing.num_domains
+                                    name=f"domain_{d}") for d in range(self.num_domains)]
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
-        domain = self.routing.domain_index(inputs)
+        domain = self.towers[0].encoder.domain_index(inputs)  # every tower knows the same domain list
         return route_by_domain(dict(inputs), domain, self.num_domains,
                                lambda d, part: self.towers[d](part, training=training))
 
-    def prepare_inference(self) -> None:
-        pass
-
 
 MODELS = {"shared_bottom": SharedBottom, "star": Star, "separate": Separate, "mmoe": MMoE}
-__all__ = ["CTRModel", "SharedBottom", "Star", "MMoE", "Separate", "MODELS", "DomainDense"]
+__all__ = ["CTRModel", "SharedBottom", "Star", "MMoE", "Separate", "MODELS"]

@@ -149,28 +149,52 @@ def load_trained(run_path: str | Path):
     return run, config, spec, transform, model
 
 
-def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None) -> dict:
-    """Metrics of a trained run on ``data``: per-domain table, OOV and missing counts.
+def evaluation_log(config: TrainConfig, spec: Spec, transform: Transform, data: str | Path
+                   ) -> tuple[Log, np.ndarray | None, dict | None]:
+    """``data`` validated against a run's spec, with its behaviour sequences.
 
-    Behaviour sequences use the run's own train/valid/test files as earlier context when they
-    still exist (events strictly before each event only).
+    Sequences use the run's own train/valid/test files as earlier context when they still exist
+    (events strictly before each event only). Returns (log, history, context note).
     """
-    from mdrec.training.loop import build, predict, restore_weights
-
-    run, config, spec, transform, model = load_trained(run_path)
     log_ = load_log(data, spec, known_domains=transform.domains)
-    history = None
-    context_note = None
-    if spec.sequence is not None:
-        target = str(Path(data).resolve())
-        context_paths = [p for p in (config.train, config.valid, config.test) if p and p != target]
-        present = [p for p in context_paths if Path(p).exists()]
-        context_note = {"context_files": present, "missing_context_files": sorted(set(context_paths) - set(present))}
-        context = [load_log(p, spec, known_domains=transform.domains) for p in present]
-        history = _histories(spec, context + [log_])[-1]
-    inputs = model_inputs(log_, spec, history)
+    if spec.sequence is None:
+        return log_, None, None
+    target = str(Path(data).resolve())
+    context_paths = [p for p in (config.train, config.valid, config.test) if p and p != target]
+    present = [p for p in context_paths if Path(p).exists()]
+    note = {"context_files": present, "missing_context_files": sorted(set(context_paths) - set(present))}
+    context = [load_log(p, spec, known_domains=transform.domains) for p in present]
+    return log_, _histories(spec, context + [log_])[-1], note
+
+
+def restore_trained(model, run: RunDir, inputs: dict[str, np.ndarray]) -> None:
+    """Create the model's variables and load the run's best weights into them."""
+    from mdrec.training.loop import build, restore_weights
+
     build(model, inputs)
     restore_weights(model, run.best)
+
+
+def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
+                 cache: dict | None = None) -> dict:
+    """Metrics of a trained run on ``data``: per-domain table, OOV and missing counts.
+
+    ``cache`` (any dict, shared across calls) keeps the validated log and its sequences, so
+    comparing several runs of one spec on one log reads and checks the files once.
+    """
+    from mdrec.training.loop import predict
+
+    run, config, spec, transform, model = load_trained(run_path)
+    key = (spec.dump(), tuple(transform.domains), config.train, config.valid,
+           config.test, str(Path(data).resolve()))
+    if cache is not None and key in cache:
+        log_, history, context_note = cache[key]
+    else:
+        log_, history, context_note = evaluation_log(config, spec, transform, data)
+        if cache is not None:
+            cache[key] = (log_, history, context_note)
+    inputs = model_inputs(log_, spec, history)
+    restore_trained(model, run, inputs)
     scores = predict(model, inputs)
     table = _report(spec, log_, scores)
     result = {"run": str(run.path), "data": str(data), "rows": len(log_), "table": _table_records(table),
