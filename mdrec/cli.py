@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", os.environ.get("MDREC_TF_LOG_LEVEL", "3"))
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        import logging
+
+        # tf_keras warns about get_config when tfrs top-K layers are saved inside a SavedModel.
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -27,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     except MdrecError as exc:
         print(f"mdrec: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `mdrec request ... | head`): stop quietly, as Python's docs advise.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("mdrec: interrupted; run the same command again to resume from the last checkpoint",
               file=sys.stderr)
@@ -80,17 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_spec_check)
 
-    p = sub.add_parser("train", help="train a CTR model into a run folder (resumes if interrupted)")
+    p = sub.add_parser("train", help="train a CTR or retrieval model into a run folder (resumes if interrupted)")
     p.add_argument("--spec", required=True)
     p.add_argument("--train", required=True)
     p.add_argument("--valid", help="validation log (early stopping on its AUC)")
     p.add_argument("--test", help="test log (metrics written to metrics.json)")
-    p.add_argument("--model", default="star", choices=("star", "shared_bottom", "separate", "mmoe"))
+    p.add_argument("--model", default="star", choices=("star", "shared_bottom", "separate", "mmoe", "two_tower"),
+                   help="CTR: star (default), shared_bottom, separate, mmoe; retrieval: two_tower")
     p.add_argument("--domain-batches", action="store_true",
                    help="draw every batch from one domain (as the STAR paper trains)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyperparameter, e.g. normalization=input (star), num_experts=8 (mmoe), "
-                        "interaction=none; repeatable")
+                        "interaction=none, temperature=0.1 or logq=streaming (two_tower); repeatable")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=1024)
@@ -98,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=2, help="epochs without validation AUC gain before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--hidden", default="256,128,64", help="hidden widths, comma separated")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--embeddings-l2", type=float, default=0.0)
+    p.add_argument("--hidden", help="hidden widths, comma separated (default: the model's, e.g. 256,128,64 "
+                   "for star, 128 for each two_tower tower)")
+    p.add_argument("--dropout", type=float, help="dropout rate (default: the model's)")
+    p.add_argument("--embeddings-l2", type=float, help="L2 penalty on embedding rows (default 0)")
     p.add_argument("--stream", action="store_true",
                    help="read the training log from disk chunk by chunk each epoch (bounded memory; "
                         "specs without a behaviour sequence)")
@@ -117,7 +129,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", help="write the result as JSON here")
+    p.add_argument("--sampled", action="store_true",
+                   help="retrieval runs: also rank each clicked item against sampled negatives (DisenCDR)")
+    p.add_argument("--negatives", type=int, default=999, help="negatives per clicked item for --sampled")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("index", help="build a retrieval run's per-line ScaNN or brute-force index; report "
+                       "ScaNN's recall against exact search and the speed of both")
+    p.add_argument("--run", required=True, help="a two_tower run folder")
+    p.add_argument("--kind", choices=("scann", "brute_force"), default="scann", help="the index to save")
+    p.add_argument("--k", type=int, default=10, help="results per query (recall@k is measured at this k)")
+    p.add_argument("--recall-target", type=float,
+                   help="tune ScaNN per line: the cheapest search setting reaching this recall@k, e.g. 0.95")
+    p.add_argument("--data", help="held-out queries from this log (default: the run's validation split)")
+    p.add_argument("--queries", type=int, default=2000, help="at most this many held-out queries")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("export", help="export a trained run as a versioned TF Serving SavedModel")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--name", required=True, help="model name: the folder under --export-dir and the name "
+                   "TF Serving serves it as")
+    p.add_argument("--export-dir", default="export", help="export folder (default: export)")
+    p.add_argument("--version", type=int, help="version number (default: one above the highest present)")
+    p.add_argument("--keep", type=int, default=5, help="versions to keep; older ones are deleted after the "
+                   "new one is complete, except those models.config pins (default 5; 0 keeps all)")
+    p.add_argument("--index", choices=("brute_force", "scann"),
+                   help="retrieval runs: top-K by exact search in stock TF ops (default; runs on stock TF "
+                        "Serving) or by ScaNN (needs the ScaNN ops in the server)")
+    p.add_argument("--top-k", type=int, help="retrieval runs: items returned per query (default 100)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("serving-config", help="write models.config and batching_parameters.txt for TF Serving")
+    p.add_argument("--export-dir", default="export", help="export folder (default: export)")
+    p.add_argument("--labels", action="append", default=[], metavar="MODEL=LABEL:VERSION[,...]",
+                   help="version labels for an A/B rollout, e.g. ctr=stable:3,canary:4 (serves exactly "
+                        "those versions); repeatable, one per model")
+    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--batch-timeout-micros", type=int, default=1000)
+    p.add_argument("--max-enqueued-batches", type=int, default=100)
+    p.add_argument("--num-batch-threads", type=int, default=4, help="usually the server's CPU cores")
+    p.set_defaults(func=_serving_config)
+
+    p = sub.add_parser("request", help="print the TF Serving REST predict body for rows of a log")
+    p.add_argument("--export", required=True, help="export/MODEL (or export/MODEL/VERSION)")
+    p.add_argument("--version", type=int, help="version (default: the latest)")
+    p.add_argument("--rows", required=True, help="CSV/TSV/Parquet rows with the spec's feature columns")
+    p.add_argument("--signature", default="serving_default")
+    p.set_defaults(func=_request)
     return parser
 
 
@@ -178,29 +237,66 @@ def _spec_check(args) -> int:
 
 
 def _train(args) -> int:
-    from mdrec.evaluation.metrics import format_table
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import table_from_records, train_run, versus_baseline
+    from mdrec.training.workflow import train_run
 
-    try:
-        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    except ValueError:
-        raise MdrecError(f"--hidden '{args.hidden}' must be comma-separated integers, e.g. 256,128,64") from None
+    hyperparameters = {}
+    if args.hidden is not None:
+        try:
+            hyperparameters["hidden"] = [int(h) for h in args.hidden.split(",") if h.strip()]
+        except ValueError:
+            raise MdrecError(f"--hidden '{args.hidden}' must be comma-separated integers, e.g. 256,128,64") from None
+    if args.dropout is not None:
+        hyperparameters["dropout"] = args.dropout
+    if args.embeddings_l2 is not None:
+        hyperparameters["embeddings_l2"] = args.embeddings_l2
     config = TrainConfig(model=args.model, train=args.train, valid=args.valid, test=args.test,
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          stream=args.stream, domain_batches=args.domain_batches,
-                         hyperparameters={"hidden": hidden, "dropout": args.dropout,
-                                          "embeddings_l2": args.embeddings_l2, **_params(args.param)})
+                         hyperparameters={**hyperparameters, **_params(args.param)})
     metrics = train_run(args.spec, config, args.out, overwrite=args.overwrite)
-    for name, records in metrics["tables"].items():
-        print(f"\n{name} ({args.model}, best epoch {metrics['best_epoch'] + 1}):")
-        print(format_table(table_from_records(records)))
-        print(f"\n{name}: {args.model} against the sanity baseline")
-        print(format_table(versus_baseline(metrics, name)))
+    if metrics.get("family") == "retrieval":
+        _print_retrieval_metrics(metrics, args.model)
+    else:
+        _print_ctr_metrics(metrics, args.model)
     _print_oov(metrics.get("oov", {}))
     print(f"\nrun folder: {args.out}")
     return 0
+
+
+def _print_ctr_metrics(metrics: dict, model: str) -> None:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.training.workflow import table_from_records, versus_baseline
+
+    for name, records in metrics["tables"].items():
+        print(f"\n{name} ({model}, best epoch {metrics['best_epoch'] + 1}):")
+        print(format_table(table_from_records(records)))
+        print(f"\n{name}: {model} against the sanity baseline")
+        print(format_table(versus_baseline(metrics, name)))
+
+
+def _print_retrieval_metrics(metrics: dict, model: str) -> None:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.training.retrieval import POPULARITY, comparison
+    from mdrec.training.workflow import table_from_records
+
+    for name, records in metrics["tables"].items():
+        print(f"\n{name} ({model}, best epoch {metrics['best_epoch'] + 1}; full catalogue of each line, "
+              "users' earlier clicks removed):")
+        print(format_table(table_from_records(records)))
+        tables = {"model": table_from_records(records),
+                  POPULARITY: table_from_records(metrics["baseline"]["tables"][name])}
+        print(f"\n{name}: {model} against the sanity baseline")
+        print(format_table(comparison(tables, model)))
+        print(_ranking_counts(metrics["counts"][name]))
+
+
+def _ranking_counts(counts: dict) -> str:
+    return (f"{counts['queries']:,} queries (user, line) from {counts['clicks']:,} clicks; "
+            f"{counts['targets_outside_catalogue']:,} clicked items not in the catalogue (count as misses); "
+            f"{counts['repeat_targets_removed']:,} re-clicks of earlier items not counted; "
+            f"{counts['queries_without_targets']:,} users with only re-clicks skipped")
 
 
 def _compare(args) -> int:
@@ -227,17 +323,89 @@ def _params(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise MdrecError(f"--param '{pair}' must look like KEY=VALUE, e.g. normalization=input")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as a string; a number is meant
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 
 def _evaluate(args) -> int:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.training.workflow import evaluate_run
+    from mdrec.models.registry import model_family
+    from mdrec.training.run import RunDir
+    from mdrec.training.workflow import evaluate_retrieval_run, evaluate_run
 
-    result = evaluate_run(args.run, args.data, out=args.out)
-    print(format_table(result["_table"]))
+    if model_family(RunDir(args.run).read_config()[0].model) != "retrieval":
+        if args.sampled:
+            raise MdrecError("--sampled is for retrieval runs (two_tower)", path=args.run)
+        result = evaluate_run(args.run, args.data, out=args.out)
+        print(format_table(result["_table"]))
+        _print_oov({"data": result["oov"]})
+        return 0
+    from mdrec.training.retrieval import comparison
+
+    result = evaluate_retrieval_run(args.run, args.data, out=args.out, sampled=args.sampled,
+                                    negatives=args.negatives, seed=args.seed)
+    tables = result["_tables"]
+    print(f"full catalogue of each line (exact search; removed from the ranking: the users' "
+          f"{' and '.join(result['removed_from_ranking'])} clicks):")
+    print(format_table(tables["full"]["model"]))
+    print("\nagainst the sanity baseline:")
+    print(format_table(comparison(tables["full"], "model")))
+    print(_ranking_counts(result["counts"]))
+    if args.sampled:
+        print(f"\nSAMPLED protocol: each clicked item ranked against {args.negatives} sampled negatives of "
+              "its line (not comparable with the full-catalogue numbers):")
+        print(format_table(tables["sampled"]["model"]))
+        print(format_table(comparison(tables["sampled"], "model", metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50"))))
     _print_oov({"data": result["oov"]})
+    return 0
+
+
+def _index(args) -> int:
+    from mdrec.retrieval.run_index import format_report, index_run
+
+    report = index_run(args.run, kind=args.kind, k=args.k, recall_target=args.recall_target, data=args.data,
+                       max_queries=args.queries)
+    print(format_report(report))
+    print(f"\nsaved the {args.kind} index: {report['saved']} (report: {report['saved']}.json)")
+    return 0
+
+
+def _export(args) -> int:
+    from mdrec.export import export_run, format_tree
+
+    path = export_run(args.run, args.name, export_dir=args.export_dir, version=args.version, keep=args.keep,
+                      index=args.index, top_k=args.top_k)
+    print(format_tree(path.parent))
+    print(f"\nexported {args.run} as model '{args.name}' version {path.name}: {path}")
+    return 0
+
+
+def _serving_config(args) -> int:
+    from mdrec.export import Batching, parse_labels, write_serving_config
+
+    batching = Batching(max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
+                        max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=args.num_batch_threads)
+    models, batching_file = write_serving_config(args.export_dir, parse_labels(args.labels), batching)
+    print(f"wrote {models}\nwrote {batching_file}")
+    print(f"\nserve with:\n  tensorflow_model_server --rest_api_port=8501 --model_config_file={models.resolve()} "
+          f"--enable_batching --batching_parameters_file={batching_file.resolve()}")
+    return 0
+
+
+def _request(args) -> int:
+    from mdrec.export import rest_request
+
+    request = rest_request(args.export, args.rows, version=args.version, signature=args.signature)
+    for note in request.notes:
+        print(f"mdrec: note: {note}", file=sys.stderr)
+    print(request.json())
+    print(f"# save the body above as request.json, then:\n{request.curl()}", file=sys.stderr)
     return 0
 
 

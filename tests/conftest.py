@@ -55,15 +55,19 @@ def tiny_spec_path(tmp_path):
     return path
 
 
-@pytest.fixture
-def tiny_splits(tmp_path):
-    """train.csv / valid.csv / test.csv of the tiny log, split by time."""
+def write_tiny_splits(folder) -> dict:
+    """train.csv / valid.csv / test.csv of the tiny log in ``folder``, split by time."""
     frame = tiny_frame(600)
     paths = {}
     for name, part in (("train", frame.iloc[:420]), ("valid", frame.iloc[420:510]), ("test", frame.iloc[510:])):
-        paths[name] = tmp_path / f"{name}.csv"
+        paths[name] = folder / f"{name}.csv"
         part.to_csv(paths[name], index=False)
     return paths
+
+
+@pytest.fixture
+def tiny_splits(tmp_path):
+    return write_tiny_splits(tmp_path)
 
 
 def reload_and_serve(run_path, test_path, tmp_path):

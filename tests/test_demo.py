@@ -24,3 +24,11 @@ def test_quick_demo(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["oov"]["test"]["user_id"]["oov"] > 0          # cold users are counted, not dropped
     assert any("compare on the test split" in line for line in lines)
+    # Retrieval beside popularity, its index report, and the TF Serving exports.
+    assert list(result["retrieval"].index) == ["two_tower", "baseline: popularity per line"]
+    assert 0 <= result["retrieval"].loc["two_tower", "recall@50"] <= 1
+    measured = result["index"]["measured"]
+    assert set(measured) == {"scann", "brute_force"} and measured["brute_force"]["recall_at_k"] == 1.0
+    for name, version in result["exports"].items():
+        assert (version / "saved_model.pb").is_file() and version.name == "1", name
+    assert (tmp_path / "demo" / "export" / "models.config").is_file()

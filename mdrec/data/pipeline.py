@@ -20,10 +20,12 @@ from mdrec.errors import MdrecError
 from mdrec.spec import Spec
 
 
-def model_inputs(log: Log, spec: Spec, history: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Raw model inputs keyed as in ``layers.features.input_signature``."""
+def model_inputs(log: Log, spec: Spec, history: np.ndarray | None = None, *,
+                 features=None) -> dict[str, np.ndarray]:
+    """Raw model inputs keyed as in ``layers.features.input_signature``; with ``features`` (a
+    subset of the spec's, e.g. a candidate tower's) only those, the line and no history."""
     inputs: dict[str, np.ndarray] = {}
-    for feature in spec.features:
+    for feature in spec.features if features is None else features:
         if feature.type == "numeric":
             inputs[feature.name] = log.frame[feature.name].to_numpy(dtype=np.float32)
         elif feature.type == "dense_vector":
@@ -32,7 +34,7 @@ def model_inputs(log: Log, spec: Spec, history: np.ndarray | None = None) -> dic
             inputs[feature.name] = log.frame[feature.name].to_numpy(dtype=object)
     if spec.domain.column:
         inputs[spec.domain.column] = log.frame[DOMAIN].to_numpy(dtype=object)
-    if spec.sequence:
+    if spec.sequence and features is None:
         if history is None:
             history = add_history(log, spec)
         inputs[spec.sequence.name] = history

@@ -103,8 +103,14 @@ class FeatureEncoder(tf_keras.layers.Layer):
         return self.tables[feature.table](self.lookups[feature.table](keys))
 
     def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return self.encode(inputs, self.spec.features)
+
+    def encode(self, inputs: dict[str, tf.Tensor], features, *, history: bool = True,
+               domain: bool = True) -> dict[str, tf.Tensor]:
+        """Embed only ``features`` (and the history / domain if asked): a two-tower model's
+        candidate tower reads item features alone, so it needs no user columns."""
         out: dict[str, tf.Tensor] = {}
-        for feature in self.spec.features:
+        for feature in features:
             value = inputs[feature.name]
             if feature.type == "categorical":
                 out[feature.name] = self.embed_ids(feature, self._keys(feature, value, inputs))
@@ -120,13 +126,14 @@ class FeatureEncoder(tf_keras.layers.Layer):
                 out[feature.name] = self._numeric(feature, value)
             else:  # dense_vector
                 out[feature.name] = tf.cast(value, tf.float32)
-        if self.spec.sequence:
-            history = inputs[self.spec.sequence.name]
+        if history and self.spec.sequence:
+            seq = inputs[self.spec.sequence.name]
             item = self.spec.feature(self.spec.sequence.item)
-            vectors = self.embed_ids(item, history)                       # [B, L, d]
-            mask = tf.cast(tf.not_equal(history, ""), tf.float32)[..., None]
+            vectors = self.embed_ids(item, seq)                           # [B, L, d]
+            mask = tf.cast(tf.not_equal(seq, ""), tf.float32)[..., None]
             out[self.spec.sequence.name] = tf.reduce_sum(vectors * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
-        out["__domain__"] = self.domain_embedding(self.domain_index(inputs))
+        if domain:
+            out["__domain__"] = self.domain_embedding(self.domain_index(inputs))
         return out
 
     def _key_tokens(self, feature: FeatureSpec, tokens: tf.RaggedTensor,

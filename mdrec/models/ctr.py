@@ -29,7 +29,15 @@ from mdrec.spec import Spec
 DOMAIN_KEY = "__domain__"
 
 
-class CTRModel(tf_keras.Model):
+class ClickModel(tf_keras.Model):
+    """A model whose call gives click logits [B]; trained on binary cross-entropy."""
+
+    def training_loss(self, inputs, labels) -> tf.Tensor:
+        """Mean binary cross-entropy of the click labels float32 [B]."""
+        return tf_keras.losses.binary_crossentropy(labels, self(inputs, training=True), from_logits=True)
+
+
+class CTRModel(ClickModel):
     """Shared plumbing: the feature encoder and the optional dot interaction."""
 
     def __init__(self, spec: Spec, transform: Transform, *, embeddings_l2: float = 0.0,
@@ -144,7 +152,7 @@ class MMoE(CTRModel):
         return tf.squeeze(h, -1)
 
 
-class Separate(tf_keras.Model):
+class Separate(ClickModel):
     """One model per domain: its own embeddings and MLP; each example meets only its domain's model."""
 
     def __init__(self, spec: Spec, transform: Transform, hidden: Sequence[int] = (256, 128, 64),

@@ -1,4 +1,8 @@
-"""Model names (as on the command line) -> classes taking (spec, transform, **hyperparameters)."""
+"""Model names (as on the command line) -> classes, and the family each belongs to.
+
+CTR models take (spec, transform, **hyperparameters) and score (user, item, context) rows;
+retrieval models also take the run's catalogue and embed queries and candidates.
+"""
 from __future__ import annotations
 
 import inspect
@@ -7,21 +11,41 @@ from typing import Any
 from mdrec.errors import MdrecError
 
 CTR_MODELS = ("star", "shared_bottom", "separate", "mmoe")
+RETRIEVAL_MODELS = ("two_tower",)
+ALL_MODELS = CTR_MODELS + RETRIEVAL_MODELS
 
 
-def build_model(name: str, spec, transform, **hyperparameters: Any):
-    from mdrec.models.ctr import MODELS
+def model_family(name: str) -> str:
+    """"ctr" or "retrieval"."""
+    if name in CTR_MODELS:
+        return "ctr"
+    if name in RETRIEVAL_MODELS:
+        return "retrieval"
+    raise MdrecError(f"unknown model '{name}'; available: {', '.join(ALL_MODELS)}")
 
-    if name not in MODELS:
-        raise MdrecError(f"unknown model '{name}'; available: {', '.join(CTR_MODELS)}")
-    cls = MODELS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) | {"embeddings_l2", "interaction",
-                                                                   "interaction_dim"}
+
+def _classes(name: str) -> list[type]:
+    """The model's class and the bases whose constructor parameters it also accepts."""
+    if model_family(name) == "retrieval":
+        from mdrec.models.two_tower import TwoTower
+
+        return [TwoTower]
+    from mdrec.models.ctr import CTRModel, MODELS
+
+    return [MODELS[name], CTRModel]
+
+
+def build_model(name: str, spec, transform, *, catalogue=None, **hyperparameters: Any):
+    classes = _classes(name)
+    accepted = set().union(*(inspect.signature(c.__init__).parameters for c in classes))
+    accepted -= {"self", "spec", "transform", "catalogue", "kwargs"}
     unknown = set(hyperparameters) - accepted
     if unknown:
-        raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}")
+        raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}; "
+                         f"it takes {', '.join(sorted(accepted))}")
+    extra = {"catalogue": catalogue} if model_family(name) == "retrieval" else {}
     try:
-        return cls(spec, transform, **hyperparameters)
+        return classes[0](spec, transform, **extra, **hyperparameters)
     except (ValueError, TypeError) as exc:
         raise MdrecError(f"model '{name}': {exc}") from None
 
@@ -29,14 +53,11 @@ def build_model(name: str, spec, transform, **hyperparameters: Any):
 def resolved_hyperparameters(name: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters with every default written out, so a run records its whole model and a
     later change of a default cannot silently change what its checkpoint means."""
-    from mdrec.models.ctr import CTRModel, MODELS
-
-    if name not in MODELS:
-        raise MdrecError(f"unknown model '{name}'; available: {', '.join(CTR_MODELS)}")
     out: dict[str, Any] = {}
-    for cls in (MODELS[name], CTRModel):
+    for cls in _classes(name):
         for key, param in inspect.signature(cls.__init__).parameters.items():
-            if key in ("self", "spec", "transform") or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            if key in ("self", "spec", "transform", "catalogue") or param.kind in (param.VAR_KEYWORD,
+                                                                                   param.VAR_POSITIONAL):
                 continue
             if param.default is not param.empty and key not in out:
                 value = param.default

@@ -29,14 +29,19 @@ from mdrec.training.run import RunDir, TrainConfig
 class FitResult:
     epochs_run: int
     best_epoch: int
-    best_valid_auc: float
+    best_score: float
     resumed_from: str | None
     stopped_early: bool
 
 
 def build(model: tf_keras.Model, inputs: dict[str, np.ndarray]) -> None:
     """Create the model's variables by calling it on two rows (restores need the variables)."""
-    model({name: values[:2] for name, values in inputs.items()}, training=False)
+    sample = {name: values[:2] for name, values in inputs.items()}
+    build_variables = getattr(model, "build_variables", None)  # models with more than one tower
+    if build_variables is not None:
+        build_variables(sample)
+    else:
+        model(sample, training=False)
 
 
 def predict(model: tf_keras.Model, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
@@ -114,10 +119,20 @@ class StreamingEpochs:
         return self.make_dataset(epoch).skip(skip_batches)
 
 
+def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels: np.ndarray
+                   ) -> Callable[[], float]:
+    """Early-stopping score of a CTR model: AUC on the validation rows."""
+    return lambda: auc_score(labels, predict(model, inputs))
+
+
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
-        valid_inputs: dict[str, np.ndarray] | None, valid_labels: np.ndarray | None,
-        *, log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None) -> FitResult:
-    """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there."""
+        validate: Callable[[], float] | None, *, metric: str = "valid_auc",
+        log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None) -> FitResult:
+    """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
+
+    ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
+    (recorded in history.json under ``metric``), checked after every epoch for early stopping.
+    """
     tf_keras.utils.set_random_seed(config.seed)
     build(model, train.sample())
     optimizer = tf_keras.optimizers.Adam(config.learning_rate)
@@ -125,6 +140,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         "step": tf.Variable(0, dtype=tf.int64, trainable=False),
         "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
         "batch": tf.Variable(0, dtype=tf.int64, trainable=False),
+        # Named best_auc in checkpoints of every model (it holds the best validation score).
         "best_auc": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
         "best_epoch": tf.Variable(-1, dtype=tf.int64, trainable=False),
         "bad_epochs": tf.Variable(0, dtype=tf.int64, trainable=False),
@@ -139,13 +155,10 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
             f"batch {int(state['batch'])}, step {int(state['step'])}")
     history = [h for h in run.read_history() if h["epoch"] < int(state["epoch"])]
 
-    loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
-
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = loss_fn(y, logits)
+            loss = tf.reduce_mean(model.training_loss(x, y))
             total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -174,21 +187,21 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
                 on_batch(int(state["step"]))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                  "seconds": round(time.time() - started, 2)}
-        if valid_inputs is not None:
-            valid_auc = auc_score(valid_labels, predict(model, valid_inputs))
-            entry["valid_auc"] = valid_auc
-            improved = np.isfinite(valid_auc) and valid_auc > float(state["best_auc"])
+        if validate is not None:
+            score = float(validate())
+            entry[metric] = score
+            improved = np.isfinite(score) and score > float(state["best_auc"])
         else:
             improved = True  # without validation the last epoch is the best one
         if improved:
-            state["best_auc"].assign(entry.get("valid_auc", float("nan")))
+            state["best_auc"].assign(entry.get(metric, float("nan")))
             state["best_epoch"].assign(epoch)
             state["bad_epochs"].assign(0)
             save_weights(model, run.best)
         else:
             state["bad_epochs"].assign_add(1)
         log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
-            + (f", valid AUC {entry['valid_auc']:.4f}" if "valid_auc" in entry else "")
+            + (f", {metric.replace('_', ' ')} {entry[metric]:.4f}" if metric in entry else "")
             + (" (best)" if improved else f" (no improvement for {int(state['bad_epochs'])})"))
         history.append(entry)
         run.write_history(history)
@@ -197,9 +210,9 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         manager.save(checkpoint_number=int(state["step"]))
         stopped_early = int(state["bad_epochs"]) >= config.patience
         if stopped_early:
-            log(f"early stopping: no validation AUC improvement for {config.patience} epoch(s)")
+            log(f"early stopping: no {metric.replace('_', ' ')} improvement for {config.patience} epoch(s)")
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),
-                     best_valid_auc=float(state["best_auc"]), resumed_from=resumed_from,
+                     best_score=float(state["best_auc"]), resumed_from=resumed_from,
                      stopped_early=stopped_early)

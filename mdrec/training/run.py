@@ -8,6 +8,7 @@ runs/NAME/
   best/             weights of the best epoch by validation AUC
   history.json      one entry per finished epoch
   metrics.json      final metrics, OOV and missing-value counts
+  catalogue.parquet retrieval runs: the candidate items, their lines and training clicks
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class RunDir:
     best = property(lambda self: self.path / "best")
     history_path = property(lambda self: self.path / "history.json")
     metrics_path = property(lambda self: self.path / "metrics.json")
+    catalogue_path = property(lambda self: self.path / "catalogue.parquet")
 
     def exists(self) -> bool:
         return self.config_path.is_file()

@@ -16,6 +16,8 @@ from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines import MeanBaseline
 from mdrec.evaluation.metrics import ctr_report
 from mdrec.fileio import atomic_write_json
+from mdrec.models.registry import model_family
+from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec, load_spec, with_domain_values
 from mdrec.training.run import RunDir, TrainConfig, fingerprint
 
@@ -44,7 +46,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
               log: Printer = print, on_batch: Callable[[int], None] | None = None) -> dict:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run."""
     from mdrec.models.registry import build_model, resolved_hyperparameters
-    from mdrec.training.loop import InMemoryEpochs, StreamingEpochs, fit, predict, restore_weights
+    from mdrec.training.loop import (InMemoryEpochs, StreamingEpochs, auc_validation, fit, predict,
+                                     restore_weights)
 
     run = RunDir(out)
     spec = load_spec(spec_path)
@@ -84,12 +87,25 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     histories = {"train": None, "valid": None, "test": None}
     histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named])))
 
-    model = build_model(config.model, spec, transform, **config.hyperparameters)  # bad parameters fail here
+    retrieval = model_family(config.model) == "retrieval"
+    catalogue = None
+    if retrieval:
+        if config.stream:
+            raise MdrecError("--stream is for CTR models; a retrieval model trains on the clicks in memory")
+        catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) if run.catalogue_path.is_file() \
+            else Catalogue.from_log(train_log, spec, transform.domains)
+    model = build_model(config.model, spec, transform, catalogue=catalogue,
+                        **config.hyperparameters)  # bad parameters fail here
     if not run.exists():
         fingerprints = {name: fingerprint(path) for name, path in
                         (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
         run.write_config(config, spec, fingerprints)
         transform.save(run.transform_path)
+        if catalogue is not None:
+            catalogue.save(run.catalogue_path)
+    if retrieval:
+        return _train_retrieval(model, run, config, spec, transform, catalogue,
+                                dict(named), histories, log=log, on_batch=on_batch)
 
     train_inputs = model_inputs(train_log, spec, histories["train"])
     if config.stream:
@@ -99,13 +115,13 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     else:
         train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed,
                                domains=train_log.frame[DOMAIN].to_numpy(dtype=object) if config.domain_batches else None)
-    valid_inputs = model_inputs(valid_log, spec, histories["valid"]) if valid_log is not None else None
-    result = fit(model, run, config, train, valid_inputs,
-                 labels_of(valid_log) if valid_log is not None else None, log=log, on_batch=on_batch)
+    validate = auc_validation(model, model_inputs(valid_log, spec, histories["valid"]), labels_of(valid_log)) \
+        if valid_log is not None else None
+    result = fit(model, run, config, train, validate, log=log, on_batch=on_batch)
     restore_weights(model, run.best)
 
     metrics: dict = {"model": config.model, "best_epoch": result.best_epoch,
-                     "best_valid_auc": result.best_valid_auc, "epochs_run": result.epochs_run,
+                     "best_valid_auc": result.best_score, "epochs_run": result.epochs_run,
                      "stopped_early": result.stopped_early, "train_rows": transform.rows,
                      "missing_values": {}, "oov": {}, "tables": {}}
     # The sanity row: a smoothed user-mean + item-mean score fitted on the same training split.
@@ -134,6 +150,47 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     return metrics
 
 
+def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transform: Transform,
+                     catalogue, logs: dict[str, Log], histories: dict, *, log: Printer,
+                     on_batch: Callable[[int], None] | None) -> dict:
+    from mdrec.training import retrieval
+    from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
+
+    inputs, labels, domains = retrieval.train_inputs(logs["train"], spec, histories["train"])
+    if len(labels) == 0:
+        raise MdrecError("the training data has no clicks (label 1) for a retrieval model to learn from",
+                         path=config.train)
+    train = InMemoryEpochs(inputs, labels, config.batch_size, config.seed,
+                           domains=domains if config.domain_batches else None)
+    validate = None
+    if "valid" in logs:
+        validate = retrieval.recall_validation(model, spec, catalogue, logs["valid"], histories["valid"],
+                                               [logs["train"]])
+    metric = f"valid_{retrieval.EARLY_STOPPING}"
+    result = fit(model, run, config, train, validate, metric=metric, log=log, on_batch=on_batch)
+    restore_weights(model, run.best)
+    metrics: dict = {"model": config.model, "family": "retrieval", "best_epoch": result.best_epoch,
+                     f"best_{metric}": result.best_score, "epochs_run": result.epochs_run,
+                     "stopped_early": result.stopped_early, "train_rows": transform.rows,
+                     "train_clicks": int(len(labels)), "catalogue_items": len(catalogue),
+                     "catalogue_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
+                     "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
+                     "oov": {}, "missing_values": {}}
+    seen = [logs["train"]]
+    for name in ("valid", "test"):
+        if name not in logs:
+            continue
+        tables = retrieval.retrieval_tables(model, spec, catalogue, logs[name], histories[name], seen)
+        metrics["tables"][name] = _table_records(tables["full"]["model"])
+        metrics["baseline"]["tables"][name] = _table_records(tables["full"][retrieval.POPULARITY])
+        metrics["counts"][name] = tables["counts"]
+        metrics["oov"][name] = transform.oov_counts(logs[name], spec, histories[name])
+        metrics["missing_values"][name] = logs[name].missing
+        seen = seen + [logs[name]]  # the test split's ranking also removes validation clicks
+    atomic_write_json(run.metrics_path, metrics)
+    return metrics
+
+
 def load_trained(run_path: str | Path):
     """(run, config, spec, transform, model with best weights) of a finished run."""
     from mdrec.models.registry import build_model
@@ -145,7 +202,9 @@ def load_trained(run_path: str | Path):
     if not run.best.exists():
         raise MdrecError("run has no trained weights yet (best/ is missing)", path=str(run.path),
                          hint="finish training with the same `mdrec train` command")
-    model = build_model(config.model, spec, transform, **config.hyperparameters)
+    catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) \
+        if model_family(config.model) == "retrieval" else None
+    model = build_model(config.model, spec, transform, catalogue=catalogue, **config.hyperparameters)
     return run, config, spec, transform, model
 
 
@@ -156,15 +215,26 @@ def evaluation_log(config: TrainConfig, spec: Spec, transform: Transform, data: 
     Sequences use the run's own train/valid/test files as earlier context when they still exist
     (events strictly before each event only). Returns (log, history, context note).
     """
+    log_, history, note, _ = evaluation_context(config, spec, transform, data, need_context=False)
+    return log_, history, note
+
+
+def evaluation_context(config: TrainConfig, spec: Spec, transform: Transform, data: str | Path,
+                        need_context: bool) -> tuple[Log, np.ndarray | None, dict | None, dict[str, Log]]:
+    """(log, history, context note, the run's other split logs by name); the split logs are read
+    when sequences need them or when ``need_context`` (retrieval removes seen clicks)."""
     log_ = load_log(data, spec, known_domains=transform.domains)
-    if spec.sequence is None:
-        return log_, None, None
+    if spec.sequence is None and not need_context:
+        return log_, None, None, {}
     target = str(Path(data).resolve())
-    context_paths = [p for p in (config.train, config.valid, config.test) if p and p != target]
-    present = [p for p in context_paths if Path(p).exists()]
-    note = {"context_files": present, "missing_context_files": sorted(set(context_paths) - set(present))}
-    context = [load_log(p, spec, known_domains=transform.domains) for p in present]
-    return log_, _histories(spec, context + [log_])[-1], note
+    named = [(n, p) for n, p in (("train", config.train), ("valid", config.valid), ("test", config.test))
+             if p and p != target]
+    present = [(n, p) for n, p in named if Path(p).exists()]
+    note = {"context_files": [p for _, p in present],
+            "missing_context_files": sorted({p for _, p in named} - {p for _, p in present})}
+    context = {n: load_log(p, spec, known_domains=transform.domains) for n, p in present}
+    history = _histories(spec, list(context.values()) + [log_])[-1] if spec.sequence else None
+    return log_, history, note, context
 
 
 def restore_trained(model, run: RunDir, inputs: dict[str, np.ndarray]) -> None:
@@ -184,6 +254,8 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
     """
     from mdrec.training.loop import predict
 
+    if model_family(RunDir(run_path).read_config()[0].model) == "retrieval":
+        return evaluate_retrieval_run(run_path, data, out=out)
     run, config, spec, transform, model = load_trained(run_path)
     key = (spec.dump(), tuple(transform.domains), config.train, config.valid,
            config.test, str(Path(data).resolve()))
@@ -204,6 +276,40 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
     if out:
         atomic_write_json(out, result)
     result["_table"] = table
+    return result
+
+
+def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
+                           sampled: bool = False, negatives: int = 999, seed: int = 0) -> dict:
+    """Recall/NDCG/HR@K per line of a retrieval run on ``data``'s clicks, with the popularity row.
+
+    The run's training clicks (and validation clicks, unless ``data`` is the validation split)
+    are removed from each user's ranking. ``sampled`` adds the 1 + ``negatives`` protocol.
+    """
+    from mdrec.training import retrieval
+
+    run, config, spec, transform, model = load_trained(run_path)
+    log_, history, note, context = evaluation_context(config, spec, transform, data, need_context=True)
+    seen = [context[n] for n in ("train", "valid") if n in context]
+    if "train" not in context:
+        raise MdrecError("the run's training file is needed to remove the users' training clicks from "
+                         "the ranking, and it is not there", path=config.train,
+                         hint="restore the training file at that path")
+    restore_trained(model, run, model_inputs(context["train"], spec, np.full(
+        (len(context["train"]), spec.sequence.max_length), "", dtype=object) if spec.sequence else None))
+    tables = retrieval.retrieval_tables(model, spec, model.catalogue, log_, history, seen, sampled=sampled,
+                                        negatives=negatives, seed=seed)
+    result = {"run": str(run.path), "data": str(data), "family": "retrieval", "rows": len(log_),
+              "counts": tables["counts"], "oov": transform.oov_counts(log_, spec, history),
+              "missing_values": log_.missing, "sequence_context": note,
+              "removed_from_ranking": [n for n in ("train", "valid") if n in context],
+              "full": {name: _table_records(t) for name, t in tables["full"].items()}}
+    if sampled:
+        result["sampled"] = {name: _table_records(t) for name, t in tables["sampled"].items()}
+        result["sampled_protocol"] = {"negatives": negatives, "seed": seed}
+    if out:
+        atomic_write_json(out, result)
+    result["_tables"] = tables
     return result
 
 

@@ -1,0 +1,188 @@
+"""Top-K retrieval metrics: Recall@K, NDCG@K and HR@K per business line.
+
+Full protocol (the default): one query per (user, line) of the evaluated log's clicks, with the
+features of that user's first click there (its history then holds only earlier events). The query
+is ranked against the line's whole catalogue by exact search; the user's clicked items of the
+context splits (training, and validation when the test split is evaluated) are removed from the
+ranking, since recommending them again is not the task. Relevant items: the distinct items the
+user clicked in the evaluated log, minus those removed; a relevant item absent from the catalogue
+(never seen in training) stays in the denominator, since the full catalogue cannot return it.
+
+Sampled protocol (DisenCDR's, labelled as sampled): each relevant catalogue item is ranked against
+``negatives`` items drawn uniformly from the line's catalogue among items the user never clicked.
+Sampled metrics are much higher than full ones and are comparable only with other sampled numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.log import DOMAIN, LABEL, TIME, Log
+from mdrec.retrieval.catalogue import Catalogue, item_keys
+from mdrec.spec import Spec
+
+KS = (10, 50, 100)
+ScoreBlock = Callable[[np.ndarray], np.ndarray]  # query positions [q] -> scores float [q, N]
+
+
+@dataclass
+class RankingQueries:
+    """rows: the log row of each query [Q]; domain: its line's index [Q]; relevant / excluded:
+    catalogue rows per query (relevant may hold -1 for items outside the catalogue)."""
+
+    rows: np.ndarray
+    domain: np.ndarray
+    users: np.ndarray
+    relevant: list[np.ndarray]
+    excluded: list[np.ndarray]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[Log] = ()) -> RankingQueries:
+    """Queries of ``log``'s clicks; ``seen``: the logs whose clicks are removed from the ranking."""
+    user_col = spec.user_id.name
+    clicked = log.frame[LABEL].to_numpy() > 0
+    frame = pd.DataFrame({"user": log.frame[user_col].to_numpy(dtype=object),
+                          "domain": log.frame[DOMAIN].to_numpy(dtype=object),
+                          "item": catalogue.index_of(item_keys(log, spec)),
+                          "time": log.frame[TIME].to_numpy() if TIME in log.frame else np.arange(len(log)),
+                          "row": np.arange(len(log))})[clicked]
+    seen_items: dict[object, np.ndarray] = {}
+    if seen:
+        parts = [pd.DataFrame({"user": s.frame[user_col].to_numpy(dtype=object),
+                               "item": catalogue.index_of(item_keys(s, spec))})[s.frame[LABEL].to_numpy() > 0]
+                 for s in seen]
+        history = pd.concat(parts, ignore_index=True)
+        history = history[history["item"] >= 0].drop_duplicates()
+        seen_items = {u: g.to_numpy() for u, g in history.groupby("user", sort=False)["item"]}
+
+    domain_index = {d: i for i, d in enumerate(catalogue.domains)}
+    empty = np.zeros(0, np.int64)
+    rows, domains, users, relevant, excluded = [], [], [], [], []
+    counts = {"clicks": int(clicked.sum()), "targets_outside_catalogue": 0, "repeat_targets_removed": 0,
+              "queries_without_targets": 0}
+    frame = frame.sort_values(["time", "row"], kind="stable")
+    for (user, domain), group in frame.groupby(["user", "domain"], sort=True):
+        items = np.unique(group["item"].to_numpy())
+        removed = seen_items.get(user, empty)
+        repeat = np.isin(items, removed) & (items >= 0)
+        counts["repeat_targets_removed"] += int(repeat.sum())
+        items = items[~repeat]
+        if len(items) == 0:
+            counts["queries_without_targets"] += 1
+            continue
+        counts["targets_outside_catalogue"] += int((items < 0).sum())
+        rows.append(int(group["row"].iloc[0]))
+        domains.append(domain_index[domain])
+        users.append(user)
+        relevant.append(items)
+        excluded.append(removed)
+    return RankingQueries(np.asarray(rows, np.int64), np.asarray(domains, np.int64),
+                          np.asarray(users, dtype=object), relevant, excluded, counts)
+
+
+def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: np.ndarray,
+                 ks: Sequence[int] = KS, block: int = 256) -> dict[str, np.ndarray]:
+    """Per-query recall@K, ndcg@K, hr@K (float [Q] each) against each line's whole catalogue."""
+    k_max = int(min(max(ks), membership.shape[1]))
+    out = {f"{m}@{k}": np.zeros(len(queries)) for k in ks for m in ("recall", "ndcg", "hr")}
+    for start in range(0, len(queries), block):
+        positions = np.arange(start, min(start + block, len(queries)))
+        scores = np.array(score_block(positions), dtype=np.float32, copy=True)
+        scores[~membership[queries.domain[positions]]] = -np.inf
+        for row, q in enumerate(positions):
+            scores[row, queries.excluded[q]] = -np.inf
+        top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, 1)
+        for row, q in enumerate(positions):
+            relevant = queries.relevant[q]
+            hits = np.isin(top[row], relevant[relevant >= 0])
+            for k in ks:
+                hit_k = hits[:k]
+                out[f"recall@{k}"][q] = hit_k.sum() / len(relevant)
+                out[f"hr@{k}"][q] = float(hit_k.any())
+                gains = 1.0 / np.log2(np.arange(2, k + 2))
+                ideal = gains[: min(len(relevant), k)].sum()
+                out[f"ndcg@{k}"][q] = (gains[: len(hit_k)][hit_k]).sum() / ideal
+    return out
+
+
+def sampled_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: np.ndarray,
+                    ks: Sequence[int] = KS, negatives: int = 999, seed: int = 0,
+                    block: int = 256) -> dict[str, np.ndarray]:
+    """Per (query, relevant catalogue item): sampled hr@K and ndcg@K, float [P] each, plus "query"
+    (the query position of each pair). Ties count half, so constant scores rank in the middle."""
+    from mdrec.data.prepare import sample_negatives
+
+    rng = np.random.default_rng(seed)
+    # Known items per query (never negatives): removed items and every relevant item.
+    pairs_q, pairs_item, negs = [], [], []
+    for d in range(membership.shape[0]):
+        members = np.flatnonzero(membership[d])
+        in_line = np.flatnonzero(queries.domain == d)
+        if len(in_line) == 0 or len(members) == 0:
+            continue
+        local = {int(item): i for i, item in enumerate(members)}
+        known_keys, q_of_pair, item_of_pair = [], [], []
+        for code, q in enumerate(in_line):
+            mine = [local[int(i)] for i in np.concatenate([queries.excluded[q], queries.relevant[q]])
+                    if int(i) in local]
+            known_keys.extend(code * len(members) + m for m in mine)
+            for item in queries.relevant[q]:
+                if int(item) in local:
+                    q_of_pair.append(code)
+                    item_of_pair.append(int(item))
+        if not q_of_pair:
+            continue
+        drawn = sample_negatives(np.asarray(q_of_pair), negatives, len(members),
+                                 np.unique(np.asarray(known_keys, np.int64)), rng)
+        pairs_q.append(in_line[q_of_pair])
+        pairs_item.append(np.asarray(item_of_pair))
+        negs.append(np.where(drawn >= 0, members[np.maximum(drawn, 0)], -1))
+    if not pairs_q:
+        return {"query": np.zeros(0, np.int64), **{f"{m}@{k}": np.zeros(0) for k in ks for m in ("hr", "ndcg")}}
+    pair_query, pair_item, pair_negs = np.concatenate(pairs_q), np.concatenate(pairs_item), np.concatenate(negs)
+    rank = np.zeros(len(pair_query))
+    for start in range(0, len(pair_query), block):
+        sl = slice(start, start + block)
+        scores = np.asarray(score_block(pair_query[sl]), dtype=np.float64)
+        rows = np.arange(scores.shape[0])
+        positive = scores[rows, pair_item[sl]][:, None]
+        negative = np.take_along_axis(scores, np.maximum(pair_negs[sl], 0), 1)
+        valid = pair_negs[sl] >= 0
+        rank[sl] = ((negative > positive) & valid).sum(1) + 0.5 * ((negative == positive) & valid).sum(1)
+    out: dict[str, np.ndarray] = {"query": pair_query}
+    for k in ks:
+        inside = rank < k
+        out[f"hr@{k}"] = inside.astype(float)
+        out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(rank + 2.0), 0.0)
+    return out
+
+
+def per_domain_table(per_query: dict[str, np.ndarray], domain_of: np.ndarray, domains: Sequence[str],
+                     count_name: str = "queries") -> pd.DataFrame:
+    """Mean of each metric per line and over all queries (row "ALL")."""
+    metrics = [k for k in per_query if k != "query"]
+    records = []
+    for d, name in list(enumerate(domains)) + [(None, "ALL")]:
+        mask = np.ones(len(domain_of), bool) if d is None else domain_of == d
+        if not mask.any():
+            continue
+        records.append({"domain": name, count_name: int(mask.sum()),
+                        **{m: float(per_query[m][mask].mean()) for m in metrics}})
+    return pd.DataFrame(records).set_index("domain")
+
+
+def popularity_scores(catalogue: Catalogue, queries: RankingQueries) -> ScoreBlock:
+    """The sanity baseline: an item's training clicks in the query's line (ties broken by clicks
+    in every line), the same list for every user."""
+    total = catalogue.positives.sum(0).astype(np.float64)
+    score = catalogue.positives.astype(np.float64) + total / (total.max() + 1.0)
+    return lambda positions: score[queries.domain[positions]]

@@ -1,0 +1,131 @@
+"""Model families: what an export of each kind of run holds.
+
+A family turns a finished run into a :class:`FamilyExport` (the object to save, its serving
+signatures, warmup batches, in-process reference outputs and the run files that go into assets/).
+Everything else (versioning, atomic publish, export.json, the warmup file, verification) is common
+and lives in :mod:`mdrec.export.saved_model`. Adding a family (e.g. retrieval: query features ->
+top-K ids and scores, query/item embeddings) is one builder and one entry in ``FAMILIES``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+
+from mdrec.errors import MdrecError
+
+# Batch sizes of the warmup requests: a single request and a typical batch; records per size.
+WARMUP_BATCH_SIZES = (1, 64)
+WARMUP_RECORDS_PER_SIZE = 4
+
+Batch = dict[str, np.ndarray]
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass
+class FamilyExport:
+    """What one family contributes to an export.
+
+    module: the object ``tf.saved_model.save`` writes; it must track every variable and table the
+        signatures use (e.g. a ``tf.Module`` holding the Keras model).
+    signatures: signature name -> concrete function with an explicit, named input signature.
+    warmup: signature name -> request batches (raw inputs by input name) built from real rows.
+    references: signature name -> in-process function giving the outputs the export must reproduce
+        (on a subset of its output names) for a batch; used to verify the export before publishing.
+    assets: name in assets/ -> run file (or folder) to copy there.
+    metadata: extra fields for assets/export.json.
+    save_options: tf.saved_model.SaveOptions for custom ops (ScaNN's namespace), or None.
+    """
+
+    module: tf.Module
+    signatures: dict[str, tf.types.experimental.ConcreteFunction]
+    warmup: dict[str, list[Batch]]
+    references: dict[str, Callable[[Batch], Outputs]]
+    assets: dict[str, Path]
+    metadata: dict = field(default_factory=dict)
+    save_options: tf.saved_model.SaveOptions | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family: the ``config.model`` names it covers, its builder (run folder, options -> export)
+    and the export options it takes (e.g. the retrieval index kind)."""
+
+    models: tuple[str, ...]
+    build: Callable[..., FamilyExport]
+    options: tuple[str, ...] = ()
+
+
+def build_ctr(run_path: Path) -> FamilyExport:
+    """CTR models (star, shared_bottom, separate, mmoe): ``serving_default`` = raw features ->
+    probability and logit; warmup rows from the run's validation split (else test, else train)."""
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.export.signatures import ctr_signature
+    from mdrec.training.loop import predict
+    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+
+    run, config, spec, transform, model = load_trained(run_path)
+    run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work
+    source = first_existing([config.valid, config.test, config.train], run.path)
+    log, history, _ = evaluation_log(config, spec, transform, source)
+    inputs = model_inputs(log, spec, history)
+    restore_trained(model, run, inputs)  # also refreshes STAR's fused serving weights
+    module = tf.Module()
+    module.model = model  # tracks the variables and lookup tables the signature captures
+    return FamilyExport(
+        module=module,
+        signatures={"serving_default": ctr_signature(model, spec)},
+        warmup={"serving_default": warmup_batches(inputs)},
+        references={"serving_default": lambda batch: {"probability": predict(model, batch)}},
+        assets={"spec.yaml": run.spec_path, "transform.json": run.transform_path,
+                "config.json": run.config_path, "metrics.json": run.metrics_path},
+        metadata={"model": config.model, "warmup_source": source, "warmup_rows": len(log)},
+    )
+
+
+def _build_retrieval(run_path: Path, **options) -> FamilyExport:
+    from mdrec.export.retrieval import build_retrieval
+
+    return build_retrieval(run_path, **options)
+
+
+FAMILIES: dict[str, Family] = {
+    "ctr": Family(models=("star", "shared_bottom", "separate", "mmoe"), build=build_ctr),
+    "retrieval": Family(models=("two_tower",), build=_build_retrieval, options=("index", "top_k")),
+}
+
+
+def family_of(model: str, *, path: str | None = None) -> str:
+    """The family whose builder exports runs of ``model`` (``config.model``)."""
+    for name, family in FAMILIES.items():
+        if model in family.models:
+            return name
+    known = sorted(m for family in FAMILIES.values() for m in family.models)
+    raise MdrecError(f"runs of model '{model}' cannot be exported yet; exportable models: "
+                     f"{', '.join(known)}", path=path)
+
+
+def warmup_batches(inputs: Batch, sizes: tuple[int, ...] = WARMUP_BATCH_SIZES,
+                   per_size: int = WARMUP_RECORDS_PER_SIZE) -> list[Batch]:
+    """Consecutive row slices: ``per_size`` batches of each size (clipped to the rows there are)."""
+    rows = len(next(iter(inputs.values())))
+    batches = []
+    for size in sizes:
+        size = min(size, rows)
+        for start in range(0, min(per_size * size, rows - size + 1), size):
+            batches.append({name: values[start:start + size] for name, values in inputs.items()})
+    return batches
+
+
+def first_existing(paths: list[str | None], run_path: Path) -> str:
+    for path in paths:
+        if path and Path(path).exists():
+            return path
+    raise MdrecError("none of the run's data files (valid, test, train in config.json) exists, and the "
+                     "warmup requests are built from real rows", path=str(run_path),
+                     hint="put the run's data back at the paths its config.json names")

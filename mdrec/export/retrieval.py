@@ -1,0 +1,115 @@
+"""The retrieval family's export: raw query features in, the top-K items of the query's line out.
+
+Signatures (all preprocessing in the graph):
+  serving_default  query features (user, context, line, history) -> item_ids string [B, K], scores [B, K]
+  query_embedding  query features -> embedding float32 [B, d]
+  item_embedding   item features (and the line, for scoped ids) -> embedding float32 [B, d]
+
+Two kinds of top-K:
+  brute_force  exact search over each line's catalogue with stock TensorFlow ops (matmul, top_k):
+               runs on stock TensorFlow Serving.
+  scann        tfrs ScaNN layers (one per line), saved with the "Scann" op namespace allowed: it
+               needs the ScaNN ops registered (a Python server that imports scann, or a TF Serving
+               build linked with them); stock TF Serving answers "Op type not registered". The
+               export also carries each line's standalone ScaNN searcher (assets/scann/<line>/,
+               relative paths) for a Python retrieval service without TensorFlow Serving.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+
+from mdrec.errors import MdrecError
+from mdrec.export.families import FamilyExport, warmup_batches
+from mdrec.export.signatures import check_request
+
+INDEX_KINDS = ("brute_force", "scann")
+
+
+def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 100) -> FamilyExport:
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.models.two_tower import candidate_signature, query_signature
+    from mdrec.retrieval.index import DomainIndex, save_options, write_scann_searcher
+    from mdrec.training.retrieval import candidate_embeddings, query_embeddings
+    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+    from mdrec.export.families import first_existing
+
+    if index not in INDEX_KINDS:
+        raise MdrecError(f"unknown index kind '{index}'", hint=f"use one of {', '.join(INDEX_KINDS)}")
+    run, config, spec, transform, model = load_trained(run_path)
+    run.read_metrics()
+    source = first_existing([config.valid, config.test, config.train], run.path)
+    log, history, _ = evaluation_log(config, spec, transform, source)
+    inputs = model_inputs(log, spec, history)
+    restore_trained(model, run, inputs)
+    catalogue = model.catalogue
+    sizes = catalogue.membership.sum(1)
+    k = int(min(top_k, sizes.min()))
+    items = candidate_embeddings(model, catalogue)
+    identifiers = catalogue.ids.astype(str)
+    top = DomainIndex(index, items, identifiers, catalogue.membership, catalogue.domains, k=k)
+
+    query_spec, item_spec = query_signature(spec), candidate_signature(spec)
+
+    @tf.function(input_signature=[query_spec])
+    def serve(features):
+        with tf.control_dependencies(check_request(features, spec)):
+            query = tf.identity(model.query_embedding(features, training=False))
+        scores, ids = top(query, model.encoder.domain_index(features))
+        return {"item_ids": ids, "scores": scores}
+
+    @tf.function(input_signature=[query_spec])
+    def query_embedding(features):
+        with tf.control_dependencies(check_request(features, spec)):
+            return {"embedding": tf.identity(model.query_embedding(features, training=False))}
+
+    @tf.function(input_signature=[item_spec])
+    def item_embedding(features):
+        with tf.control_dependencies(check_request(features, spec)):
+            return {"embedding": tf.identity(model.candidate_embedding(features, training=False))}
+
+    module = tf.Module()
+    module.model, module.index = model, top
+    query_inputs = {name: values for name, values in inputs.items() if name in query_spec}
+    item_inputs = catalogue.inputs(spec)
+
+    def top_scores(batch):
+        query = query_embeddings(model, batch)
+        domain = model.encoder.domain_index({spec.domain.column: tf.constant(batch[spec.domain.column])}) \
+            if spec.domain.column else tf.zeros(len(query), tf.int32)
+        return {"scores": top.search(tf.constant(query), domain)[0].numpy()}
+
+    assets = {"spec.yaml": run.spec_path, "transform.json": run.transform_path, "config.json": run.config_path,
+              "metrics.json": run.metrics_path, "catalogue.parquet": run.catalogue_path}
+    if index == "scann":
+        scratch = Path(tempfile.mkdtemp(prefix="mdrec-scann-"))
+        for d, line in enumerate(catalogue.domains):
+            members = np.flatnonzero(catalogue.membership[d])
+            assets[f"scann/{line}"] = write_scann_searcher(items[members], identifiers[members],
+                                                           scratch / line, top.indexes[d].settings, k=k)
+    return FamilyExport(
+        module=module,
+        signatures={"serving_default": serve.get_concrete_function(),
+                    "query_embedding": query_embedding.get_concrete_function(),
+                    "item_embedding": item_embedding.get_concrete_function()},
+        warmup={"serving_default": warmup_batches(query_inputs),
+                "query_embedding": warmup_batches(query_inputs, per_size=1),
+                "item_embedding": warmup_batches(item_inputs, per_size=1)},
+        references={"serving_default": top_scores,
+                    "query_embedding": lambda batch: {"embedding": query_embeddings(model, batch)},
+                    "item_embedding": lambda batch: {"embedding": _candidates(model, batch)}},
+        assets=assets,
+        metadata={"model": config.model, "index": index, "top_k": k, "catalogue_items": len(catalogue),
+                  "items_per_line": dict(zip(catalogue.domains, sizes.tolist())),
+                  "needs_scann_ops": index == "scann", "warmup_source": source, "warmup_rows": len(log)},
+        save_options=save_options(index),
+    )
+
+
+def _candidates(model, batch: dict) -> np.ndarray:
+    return model.candidate_embedding({k: tf.constant(v) for k, v in batch.items()}).numpy()

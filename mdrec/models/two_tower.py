@@ -1,0 +1,178 @@
+"""Cross-domain two-tower retrieval (tensorflow-recommenders' in-batch softmax).
+
+Query tower: the user id (one table for every business line), user and context features, the
+line's embedding and the user's recent history (mean of item embeddings from the same item table
+the candidate tower reads). Candidate tower: the item id and the item features. Both end in an
+L2-normalised vector of ``embedding_dim``; the score is their dot product / temperature, plus a
+learned offset per item and line (``item_bias``: how much more often the item is clicked in that
+line than its similarity says, the popularity a normalised vector cannot hold). It is carried as
+extra dimensions (the query's one-hot line against the item's per-line offsets), so exact and
+approximate dot-product search rank by the full score.
+
+The loss is ``tfrs.tasks.Retrieval``: in-batch softmax with the logQ correction (each candidate's
+logit minus log of its sampling probability, from training frequencies or the streaming estimator
+of Yi et al. 2019), accidental hits removed by candidate id, and optional hard-negative mining.
+With ``negatives="domain"`` a query is contrasted only with in-batch items of its own line's
+catalogue, as it is served.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras
+
+from mdrec.data.transform import Transform
+from mdrec.layers.features import FeatureEncoder, input_signature
+from mdrec.layers.mlp import MLP
+from mdrec.layers.sampling import StreamingFrequencyEstimator
+from mdrec.retrieval.catalogue import Catalogue, item_features
+from mdrec.spec import Spec
+
+LOGQ = ("frequency", "streaming", "none")
+NEGATIVES = ("all", "domain")
+
+
+def query_features(spec: Spec) -> list:
+    return [spec.user_id] + spec.by_role("user", "context")
+
+
+def query_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
+    """Raw inputs of the query tower: user and context features, the line, the history."""
+    names = {f.name for f in query_features(spec)} | {spec.domain.column, spec.sequence.name if spec.sequence else None}
+    return {k: v for k, v in input_signature(spec).items() if k in names}
+
+
+def candidate_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
+    """Raw inputs of the candidate tower: item features (and the line, which keys scoped ids)."""
+    names = {f.name for f in item_features(spec)} | {spec.domain.column}
+    return {k: v for k, v in input_signature(spec).items() if k in names}
+
+
+class TwoTower(tf_keras.Model):
+    """call(query inputs) -> query embeddings float32 [B, embedding_dim] (L2-normalised).
+
+    ``hidden`` gives the widths of both towers' MLPs (before the projection to ``embedding_dim``).
+    """
+
+    def __init__(self, spec: Spec, transform: Transform, catalogue: Catalogue, *, embedding_dim: int = 32,
+                 hidden: Sequence[int] = (128,),
+                 dropout: float = 0.0, temperature: float = 0.05, logq: str = "frequency",
+                 frequency_alpha: float = 0.01, remove_accidental_hits: bool = True,
+                 hard_negatives: int = 0, negatives: str = "all", item_bias: bool = True,
+                 user_id_embedding: bool = True,
+                 embeddings_l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if logq not in LOGQ:
+            raise ValueError(f"logq must be one of {', '.join(LOGQ)}, got {logq!r}")
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if hard_negatives < 0:
+            raise ValueError(f"hard_negatives must be >= 0 (0 keeps every negative), got {hard_negatives}")
+        self.spec = spec
+        self.catalogue = catalogue  # the items it retrieves from (kept for evaluation and export)
+        lines = len(catalogue.domains)
+        # Without the user id the query is the user's features and history only: less to overfit
+        # when users have a handful of clicks (the id input is still accepted and ignored).
+        self.query_inputs = query_features(spec) if user_id_embedding else query_features(spec)[1:]
+        self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)  # width of both towers' output
+        self.logq = logq
+        self.negatives = negatives
+        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features")
+        self.query_tower = _Tower(hidden, embedding_dim, dropout, name="query_tower")
+        self.candidate_tower = _Tower(hidden, embedding_dim, dropout, name="candidate_tower")
+        self.task = tfrs.tasks.Retrieval(
+            loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
+            temperature=temperature, num_hard_negatives=hard_negatives or None,
+            remove_accidental_hits=remove_accidental_hits)
+
+        # Per item-table index: training frequency (logQ) and catalogue membership per line.
+        item_lookup = self.encoder.lookups[spec.item_id.table]
+        vocabulary_size = int(item_lookup.vocabulary_size())
+        slots = item_lookup(tf.constant(catalogue.keys.astype(str))).numpy()
+        probability = np.full(vocabulary_size, catalogue.sampling_probability().min(), np.float32)
+        probability[slots] = catalogue.sampling_probability()
+        membership = np.zeros((len(catalogue.domains), vocabulary_size), bool)
+        membership[:, slots] = catalogue.membership
+        self.item_probability = tf.constant(probability)
+        self.item_membership = tf.constant(membership)
+        # The offsets start at the item's smoothed log click frequency in each line (scaled by the
+        # temperature the task divides by): training starts from per-line popularity and the towers
+        # learn what differs from it.
+        clicks = np.zeros((lines, vocabulary_size))
+        clicks[:, slots] = catalogue.positives
+        frequency = (clicks + 0.5) / (clicks + 0.5).sum(1, keepdims=True)
+        prior = temperature * (np.log(frequency) - np.log(frequency).mean(1, keepdims=True))
+        self.item_bias = tf_keras.layers.Embedding(
+            vocabulary_size, lines, embeddings_initializer=tf_keras.initializers.Constant(prior.T),
+            name="item_bias") if item_bias else None
+        self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
+            if logq == "streaming" else None
+
+    # ---- towers -------------------------------------------------------------------------------------
+    def call(self, inputs, training: bool = False) -> tf.Tensor:
+        return self.query_embedding(inputs, training=training)
+
+    def query_embedding(self, inputs, training: bool = False) -> tf.Tensor:
+        embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True)
+        query = self.query_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
+        if self.item_bias is not None:
+            line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
+            query = tf.concat([query, line], -1)
+        return query
+
+    def candidate_embedding(self, inputs, training: bool = False) -> tf.Tensor:
+        embedded = self.encoder.encode(inputs, item_features(self.spec), history=False, domain=False)
+        candidate = self.candidate_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
+        if self.item_bias is not None:
+            candidate = tf.concat([candidate, self.item_bias(self.item_slot(inputs))], -1)
+        return candidate
+
+    def item_slot(self, inputs) -> tf.Tensor:
+        """Index of each row's item in the item table, int64 [B] (the id accidental hits compare)."""
+        item = self.spec.item_id
+        return self.encoder.lookups[item.table](self.encoder._keys(item, inputs[item.name], inputs))
+
+    def build_variables(self, inputs) -> None:
+        """Create every variable (both towers, the estimator) so a checkpoint restores in full."""
+        self.query_embedding(inputs)
+        self.candidate_embedding(inputs)
+        if self.frequency is not None:
+            self.frequency(self.item_slot(inputs))
+
+    # ---- training -----------------------------------------------------------------------------------
+    def training_loss(self, inputs, labels) -> tf.Tensor:
+        """Mean in-batch softmax loss over the batch's (query, clicked item) pairs."""
+        query = self.query_embedding(inputs, training=True)
+        candidate = self.candidate_embedding(inputs, training=True)
+        slot = self.item_slot(inputs)
+        probability = None
+        if self.logq == "frequency":
+            probability = tf.gather(self.item_probability, slot)
+        elif self.logq == "streaming":
+            probability = self.frequency(slot, training=True)
+        mask = None
+        if self.negatives == "domain":
+            domain = self.encoder.domain_index(inputs)
+            in_line = tf.gather(tf.gather(self.item_membership, domain), slot, axis=1)   # [B, B]
+            mask = tf.logical_or(in_line, tf.eye(tf.shape(slot)[0], dtype=tf.bool))
+        return self.task(query, candidate, candidate_sampling_probability=probability, candidate_ids=slot,
+                         compute_metrics=False, compute_batch_metrics=False, score_mask=mask)
+
+
+class _Tower(tf_keras.layers.Layer):
+    """MLP -> linear projection -> L2 normalisation. [B, d_in] -> [B, embedding_dim]."""
+
+    def __init__(self, hidden: Sequence[int], embedding_dim: int, dropout: float, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp = MLP(hidden, dropout=dropout, name="mlp")
+        self.out = tf_keras.layers.Dense(embedding_dim, name="projection")
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return tf.math.l2_normalize(self.out(self.mlp(x, training=training)), axis=-1)

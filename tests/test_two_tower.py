@@ -1,0 +1,277 @@
+"""Two-tower retrieval: the loss is the in-batch softmax it claims to be (logQ, accidental hits,
+per-line negatives), metrics are computed as defined, the ranking never leaks, and a trained
+run reloads to the same numbers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from mdrec.cli import main
+from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log
+from mdrec.data.pipeline import model_inputs
+from mdrec.data.transform import Transform
+from mdrec.evaluation.ranking import (RankingQueries, full_ranking, per_domain_table, ranking_queries,
+                                      sampled_ranking)
+from mdrec.layers.sampling import StreamingFrequencyEstimator
+from mdrec.models.two_tower import TwoTower
+from mdrec.retrieval.catalogue import Catalogue
+from mdrec.spec import load_spec, with_domain_values
+from mdrec.training.run import TrainConfig
+from mdrec.training.workflow import evaluate_retrieval_run, train_run
+
+
+def _model(tiny_spec_path, tiny_splits, **hyperparameters):
+    spec = load_spec(tiny_spec_path)
+    log = load_log(tiny_splits["train"], spec)
+    transform = Transform.fit(log, spec)
+    spec = with_domain_values(spec, transform.domains)
+    catalogue = Catalogue.from_log(log, spec, transform.domains)
+    model = TwoTower(spec, transform, catalogue, embedding_dim=8, hidden=(8,), **hyperparameters)
+    inputs = model_inputs(log, spec)
+    model.build_variables({k: v[:2] for k, v in inputs.items()})
+    return model, spec, log, catalogue, inputs
+
+
+def _softmax_loss(scores: np.ndarray, keep: np.ndarray | None = None) -> float:
+    """Mean cross-entropy of the diagonal, over the candidates ``keep`` allows per row."""
+    scores = np.where(keep, scores, -np.inf) if keep is not None else scores
+    shifted = scores - scores.max(1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return float(-np.diag(log_softmax).mean())
+
+
+def _batch(inputs, rows):
+    return {k: tf.constant(v[rows]) for k, v in inputs.items()}
+
+
+def _towers(model, x):
+    return model.query_embedding(x).numpy(), model.candidate_embedding(x).numpy()
+
+
+def test_logq_correction_subtracts_log_frequency(tiny_spec_path, tiny_splits):
+    rows = np.arange(8)
+    plain, *_ = _model(tiny_spec_path, tiny_splits, logq="none", remove_accidental_hits=False, temperature=0.5)
+    corrected, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, logq="frequency",
+                                                     remove_accidental_hits=False, temperature=0.5)
+    corrected.set_weights(plain.get_weights())
+    x = _batch(inputs, rows)
+    q, c = _towers(plain, x)
+    scores = q @ c.T / 0.5
+    probability = catalogue.sampling_probability()[catalogue.index_of(log.frame["item_id"].to_numpy()[rows])]
+    assert len(np.unique(probability)) > 1  # the tiny batch has items of different frequency
+    expected_plain = _softmax_loss(scores)
+    expected_corrected = _softmax_loss(scores - np.log(probability)[None, :])
+    assert float(plain.training_loss(x, None)) == pytest.approx(expected_plain, rel=1e-5)
+    assert float(corrected.training_loss(x, None)) == pytest.approx(expected_corrected, rel=1e-5)
+    assert abs(expected_corrected - expected_plain) > 1e-3
+
+
+def test_accidental_hits_are_removed(tiny_spec_path, tiny_splits):
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, logq="none", temperature=1.0)
+    items = log.frame["item_id"].to_numpy()
+    first = 0
+    twin = int(np.flatnonzero(items == items[first])[1])  # another row with the same item
+    rows = np.array([first, twin] + [r for r in range(2, 10) if items[r] != items[first]])
+    x = _batch(inputs, rows)
+    q, c = _towers(model, x)
+    same = items[rows][:, None] == items[rows][None, :]
+    keep = ~same | np.eye(len(rows), dtype=bool)  # an in-batch copy of the positive is no negative
+    assert float(model.training_loss(x, None)) == pytest.approx(_softmax_loss(q @ c.T, keep), rel=1e-5)
+    assert _softmax_loss(q @ c.T, keep) != pytest.approx(_softmax_loss(q @ c.T), rel=1e-6)
+
+
+def test_domain_negatives_only_contrast_items_of_the_querys_line(tiny_spec_path, tiny_splits):
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, logq="none", temperature=1.0,
+                                                 remove_accidental_hits=False, negatives="domain")
+    rows = np.arange(12)
+    x = _batch(inputs, rows)
+    q, c = _towers(model, x)
+    line = pd.Index(catalogue.domains).get_indexer(log.frame[DOMAIN].to_numpy()[rows])
+    item = catalogue.index_of(log.frame["item_id"].to_numpy()[rows])
+    keep = catalogue.membership[line][:, item] | np.eye(len(rows), dtype=bool)
+    assert not keep.all()  # some in-batch items are outside a query's line
+    assert float(model.training_loss(x, None)) == pytest.approx(_softmax_loss(q @ c.T, keep), rel=1e-5)
+
+
+def test_streaming_frequency_estimator_learns_occurrence_rates():
+    estimator = StreamingFrequencyEstimator(buckets=16, alpha=0.05)
+    for step in range(1000):  # alpha 0.05: the start-up bias has decayed by then
+        ids = [1] + ([2] if step % 4 == 0 else []) + ([3] if step % 10 == 0 else [])
+        estimator(tf.constant(ids, tf.int64), training=True)
+    estimate = estimator(tf.constant([1, 2, 3], tf.int64)).numpy()
+    np.testing.assert_allclose(estimate, [1.0, 0.25, 0.1], rtol=0.1)
+    before = estimator.gap.numpy().copy()
+    estimator(tf.constant([1, 2], tf.int64), training=False)  # serving never changes the state
+    np.testing.assert_array_equal(before, estimator.gap.numpy())
+
+
+def _queries(relevant, excluded, domain):
+    return RankingQueries(np.arange(len(relevant)), np.asarray(domain), np.arange(len(relevant)).astype(object),
+                          [np.asarray(r) for r in relevant], [np.asarray(e, dtype=np.int64) for e in excluded])
+
+
+def test_full_ranking_metrics_by_hand():
+    # 6 items; line 0 holds items 0-3, line 1 items 3-5.
+    membership = np.array([[1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1]], bool)
+    scores = np.array([[0.1, 0.9, 0.5, 0.3, 5.0, 5.0],      # query 0 (line 0): order 1, 2, 3, 0
+                       [9.0, 0.0, 0.0, 0.2, 0.4, 0.3]])     # query 1 (line 1): order 4, 5, 3
+    queries = _queries(relevant=[[2, 0], [3]], excluded=[[1], []], domain=[0, 1])
+    out = full_ranking(lambda p: scores[p], queries, membership, ks=(1, 2, 3))
+    # Query 0: item 1 excluded, ranking 2, 3, 0 (items 4, 5 are another line's despite their scores).
+    assert out["recall@1"].tolist() == [0.5, 0.0]
+    assert out["hr@2"].tolist() == [1.0, 0.0]
+    assert out["recall@3"].tolist() == [1.0, 1.0]
+    ideal = 1 + 1 / np.log2(3)
+    assert out["ndcg@3"][0] == pytest.approx((1 + 1 / np.log2(4)) / ideal)
+    assert out["ndcg@3"][1] == pytest.approx((1 / np.log2(4)) / 1.0)
+    table = per_domain_table(out, queries.domain, ["a", "b"])
+    assert table.loc["ALL", "recall@1"] == 0.25 and table.loc["a", "queries"] == 1
+
+
+def test_sampled_ranking_counts_ties_half_and_skips_known_items():
+    membership = np.ones((1, 50), bool)
+    queries = _queries(relevant=[[3]], excluded=[[7, 8]], domain=[0])
+    constant = sampled_ranking(lambda p: np.zeros((len(p), 50)), queries, membership, ks=(10, 30),
+                               negatives=40, seed=1)
+    assert constant["hr@10"].tolist() == [0.0] and constant["hr@30"].tolist() == [1.0]  # rank 20 of 41
+    # Items 7 and 8 (the user's own) outscore the positive; they must never be drawn as negatives.
+    scores = np.zeros((1, 50))
+    scores[0, 3], scores[0, [7, 8]] = 1.0, 10.0
+    best = sampled_ranking(lambda p: np.repeat(scores, len(p), 0), queries, membership, ks=(1,), negatives=46)
+    assert best["hr@1"].tolist() == [1.0] and best["ndcg@1"].tolist() == [1.0]
+
+
+def test_ranking_queries_use_first_click_and_remove_seen_items(tiny_spec_path):
+    spec = load_spec(tiny_spec_path)
+    frame = pd.DataFrame({"user_id": ["u1", "u1", "u1", "u2"], "item_id": ["i1", "i2", "i3", "i9"],
+                          DOMAIN: ["a", "a", "a", "a"], LABEL: [1, 1, 0, 1], TIME: [30, 20, 10, 5]})
+    test = Log(frame)
+    train = Log(pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"], DOMAIN: ["a", "a"],
+                              LABEL: [1, 1], TIME: [1, 1]}))
+    catalogue = Catalogue(pd.DataFrame({"__item_key__": ["i1", "i2", "i3"], DOMAIN: ["a"] * 3,
+                                        "item_id": ["i1", "i2", "i3"]}), {}, ["a"],
+                          np.ones((1, 3), bool), np.ones((1, 3), np.int64), "item_id")
+    queries = ranking_queries(test, spec, catalogue, seen=[train])
+    # u1: clicked i2 (t=20) then i1 (t=30, a re-click of a training item: not counted); i3 not clicked.
+    assert queries.users.tolist() == ["u1", "u2"]
+    assert queries.rows.tolist() == [1, 3]  # the first click in time is the query row
+    assert [r.tolist() for r in queries.relevant] == [[1], [-1]]  # i9 is outside the catalogue
+    assert [sorted(e.tolist()) for e in queries.excluded] == [[0], [1]]
+    assert queries.counts["repeat_targets_removed"] == 1
+    assert queries.counts["targets_outside_catalogue"] == 1
+
+
+def test_catalogue_round_trip_and_membership(tmp_path, tiny_spec_path, tiny_splits):
+    spec = load_spec(tiny_spec_path)
+    log = load_log(tiny_splits["train"], spec)
+    catalogue = Catalogue.from_log(log, spec, ["a", "b", "c"])
+    frame = log.frame
+    for d, line in enumerate(["a", "b", "c"]):
+        expected = set(frame.loc[frame[DOMAIN] == line, "item_id"])
+        assert set(catalogue.ids[catalogue.membership[d]]) == expected
+        clicks = frame[(frame[DOMAIN] == line) & (frame[LABEL] == 1)]["item_id"].value_counts()
+        got = dict(zip(catalogue.ids, catalogue.positives[d]))
+        assert all(got[item] == count for item, count in clicks.items())
+    catalogue.save(tmp_path / "c.parquet")
+    loaded = Catalogue.load(tmp_path / "c.parquet", spec, ["a", "b", "c"])
+    np.testing.assert_array_equal(loaded.membership, catalogue.membership)
+    for name, values in catalogue.inputs(spec).items():
+        np.testing.assert_array_equal(loaded.inputs(spec)[name], values)
+
+
+def test_two_tower_run_trains_reloads_and_evaluates_the_same(tmp_path, tiny_spec_path, tiny_splits, capsys):
+    config = TrainConfig(model="two_tower", train=str(tiny_splits["train"]), valid=str(tiny_splits["valid"]),
+                         test=str(tiny_splits["test"]), epochs=3, batch_size=16, learning_rate=1e-2,
+                         patience=5, checkpoint_every=5,
+                         hyperparameters={"embedding_dim": 8, "hidden": [8], "temperature": 0.2})
+    metrics = train_run(tiny_spec_path, config, tmp_path / "tt", log=lambda *_: None)
+    history = json.loads((tmp_path / "tt" / "history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert metrics["family"] == "retrieval" and metrics["catalogue_items"] > 0
+    result = evaluate_retrieval_run(tmp_path / "tt", tiny_splits["test"], sampled=True, negatives=10)
+    pd.testing.assert_frame_equal(pd.DataFrame(result["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
+    assert result["removed_from_ranking"] == ["train", "valid"]
+    sampled = pd.DataFrame(result["sampled"]["model"]).set_index("domain")
+    assert 0 <= sampled.loc["ALL", "hr@10"] <= 1
+    assert main(["evaluate", "--run", str(tmp_path / "tt"), "--data", str(tiny_splits["test"]), "--sampled",
+                 "--negatives", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "SAMPLED protocol" in out and "baseline: popularity per line" in out
+
+
+def test_two_tower_rejects_bad_parameters(tmp_path, tiny_spec_path, tiny_splits, capsys):
+    code = main(["train", "--model", "two_tower", "--spec", str(tiny_spec_path), "--train",
+                 str(tiny_splits["train"]), "--out", str(tmp_path / "bad"), "--param", "logq=sometimes"])
+    assert code == 2
+    assert "logq must be one of frequency, streaming, none" in capsys.readouterr().err
+
+
+def test_params_read_numbers_lists_and_words():
+    from mdrec.cli import _params
+
+    assert _params(["embeddings_l2=1e-4", "hidden=[64, 32]", "logq=none", "item_bias=false", "k=3"]) == {
+        "embeddings_l2": 1e-4, "hidden": [64, 32], "logq": "none", "item_bias": False, "k": 3}
+
+
+class _Crash(Exception):
+    pass
+
+
+def _tt_config(paths, **overrides):
+    base = dict(model="two_tower", train=str(paths["train"]), valid=str(paths["valid"]), test=str(paths["test"]),
+                epochs=3, batch_size=16, learning_rate=1e-2, patience=5, checkpoint_every=4,
+                hyperparameters={"embedding_dim": 8, "hidden": [8], "logq": "streaming"})
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_two_tower_resumes_after_a_crash_exactly(tmp_path, tiny_spec_path, tiny_splits):
+    quiet = lambda *_: None  # noqa: E731
+    full = train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "full", log=quiet)
+
+    def crash(step):
+        if step == 14:  # mid-epoch 2, two steps after the step-12 checkpoint
+            raise _Crash()
+
+    with pytest.raises(_Crash):
+        train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "crashed", log=quiet, on_batch=crash)
+    messages = []
+    resumed = train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "crashed", log=messages.append)
+    assert any("resuming from" in m for m in messages)
+    # The streaming estimator's state is part of the checkpoint, so the resumed run is the same run.
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed["tables"]["test"]), pd.DataFrame(full["tables"]["test"]))
+
+
+def test_index_command_reports_and_saves_a_routed_index(tmp_path, tiny_spec_path, tiny_splits, capsys):
+    from mdrec.retrieval.index import load_domain_index
+
+    train_run(tiny_spec_path, _tt_config(tiny_splits, epochs=1), tmp_path / "tt", log=lambda *_: None)
+    assert main(["index", "--run", str(tmp_path / "tt"), "--kind", "brute_force", "--k", "3",
+                 "--queries", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "recall@3 vs exact" in out and "speed-up@1" in out
+    report = json.loads((tmp_path / "tt" / "index" / "brute_force.json").read_text())
+    assert report["measured"]["brute_force"]["recall_at_k"] == 1.0
+    assert report["measured"]["scann"]["recall_at_k"] >= 0.9
+    index = load_domain_index(tmp_path / "tt" / "index" / "brute_force")
+    catalogue = Catalogue.load(tmp_path / "tt" / "catalogue.parquet", load_spec(tmp_path / "tt" / "spec.yaml"),
+                               ["a", "b", "c"])
+    queries = np.random.default_rng(0).normal(size=(6, report_dim(index))).astype(np.float32)
+    _, ids = index.search(tf.constant(queries), tf.constant([0, 1, 2, 0, 1, 2], tf.int32))
+    for line, row in zip([0, 1, 2, 0, 1, 2], ids.numpy().astype(str)):
+        assert set(row) <= set(catalogue.ids[catalogue.membership[line]])
+    # A CTR run has no catalogue to index: one clear line, exit 2.
+    (tmp_path / "ctr").mkdir()
+    config = json.loads((tmp_path / "tt" / "config.json").read_text())
+    config["config"]["model"] = "star"
+    (tmp_path / "ctr" / "config.json").write_text(json.dumps(config))
+    assert main(["index", "--run", str(tmp_path / "ctr")]) == 2
+    assert "an index needs a retrieval run (two_tower); this run is a 'star' model" in capsys.readouterr().err
+
+
+def report_dim(index) -> int:
+    return int(index.signatures["serving_default"].structured_input_signature[1]["queries"].shape[1])
