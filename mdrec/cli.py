@@ -177,6 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", required=True, help="CSV/TSV/Parquet rows with the spec's feature columns")
     p.add_argument("--signature", default="serving_default")
     p.set_defaults(func=_request)
+
+    p = sub.add_parser("ab", help="offline A/B: two models on one log, with intervals, tests and a verdict per slice")
+    p.add_argument("--control", required=True, help="A: a run folder, an export (export/MODEL) or a prediction "
+                   "file (CSV/Parquet with the log's user id, item id, domain and time columns and a score)")
+    p.add_argument("--treatment", required=True, help="B: same kinds as --control")
+    p.add_argument("--data", required=True, help="the held-out log both are compared on (e.g. a test split)")
+    p.add_argument("--out", required=True, help="report folder: report.md, report.html, summary.json")
+    p.add_argument("--slice", action="append", default=[], metavar="COLUMN",
+                   help="also slice by this spec column (repeatable)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="user resamples of the paired bootstrap (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--alpha", type=float, default=0.05, help="test level after Holm's correction (default 0.05)")
+    p.add_argument("--propensity", metavar="COLUMN",
+                   help="the log's column with the logging policy's probability of the shown item: adds IPS "
+                        "and SNIPS estimates of each side's click rate")
+    p.add_argument("--score-column", default="score", help="score column of prediction files (default: score)")
+    p.add_argument("--control-score-column", help="the control's score column when it differs (e.g. production's "
+                   "scores logged in the --data file itself)")
+    p.add_argument("--spec", help="the log's spec, needed when both sides are prediction files")
+    p.add_argument("--history", help="a log whose users count as returning (default: a run side's training file)")
+    p.set_defaults(func=_ab)
     return parser
 
 
@@ -406,6 +427,26 @@ def _request(args) -> int:
         print(f"mdrec: note: {note}", file=sys.stderr)
     print(request.json())
     print(f"# save the body above as request.json, then:\n{request.curl()}", file=sys.stderr)
+    return 0
+
+
+def _ab(args) -> int:
+    from mdrec.evaluation.ab import ab_test, legend
+    from mdrec.evaluation.metrics import format_table
+
+    result = ab_test(args.control, args.treatment, args.data, out=args.out, slices=args.slice,
+                     n_bootstrap=args.bootstrap, seed=args.seed, alpha=args.alpha,
+                     propensity_column=args.propensity, spec=args.spec,
+                     score_column=(args.control_score_column or args.score_column, args.score_column),
+                     history=args.history, log=lambda message: print(message, file=sys.stderr))
+    print(format_table(result.verdict))
+    print(legend(args.alpha, result.family))
+    if result.ips is not None:
+        print("\nclick rate under each policy (IPS / SNIPS estimates):")
+        print(format_table(result.ips))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"\nreport: {result.files['report.md']}, {result.files['report.html']}, {result.files['summary.json']}")
     return 0
 
 

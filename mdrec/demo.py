@@ -3,7 +3,8 @@
 1. generate the log; 2-3. train STAR and shared-bottom CTR models and compare them (with the
 sanity baseline and the Bayes ceiling); 4. train a cross-line two-tower retrieval model (against
 popularity); 5. index its catalogue with ScaNN and brute force; 6. export the CTR and retrieval
-models for TF Serving and write the serving config. Later parts of mdrec add their steps here.
+models for TF Serving and write the serving config; 7. an offline A/B of STAR against
+shared-bottom with intervals and a verdict. Later parts of mdrec add their steps here.
 """
 from __future__ import annotations
 
@@ -68,9 +69,15 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
         "calib[d]: mean predicted / observed click rate.")
     retrieval = _retrieval_steps(spec_path, paths, out, quick=quick, log=log)
     exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
+    log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
+        "--data runs/demo/data/test.parquet --out runs/demo/ab")
+    from mdrec.evaluation.ab import ab_step
+
+    ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
+                 n_bootstrap=200 if quick else 500)
     log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
         f"({time.time() - started:.0f} s)")
-    return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports}
+    return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab}
 
 
 def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
@@ -120,7 +127,7 @@ def _export_step(ctr_run: Path, retrieval_run: Path, export_dir: Path, *, log) -
     return exports
 
 
-STEPS = 6
+STEPS = 7
 # Two-tower settings measured on this log (README, "Where the numbers stand").
 TWO_TOWER = {"embedding_dim": 32, "hidden": [128], "dropout": 0.3, "temperature": 0.2}
 

@@ -32,3 +32,6 @@ def test_quick_demo(tmp_path):
     for name, version in result["exports"].items():
         assert (version / "saved_model.pb").is_file() and version.name == "1", name
     assert (tmp_path / "demo" / "export" / "models.config").is_file()
+    # The demo ends with the A/B of STAR against shared-bottom: a verdict per slice and a report.
+    verdict = result["ab"].verdict
+    assert len(verdict) > 0 and (tmp_path / "demo" / "ab" / "report.html").is_file()

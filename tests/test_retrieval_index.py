@@ -94,7 +94,9 @@ def test_recall_against_exact_counts_overlap_per_query():
 def test_scann_default_settings_recall_on_clustered_catalogue(catalogue):
     items, queries, ids, _ = catalogue
     settings = ScannSettings.default_for(len(items))
-    assert settings.num_leaves == 71 and settings.num_leaves_to_search == 8
+    # sqrt(5000) leaves; 10% of them would be 8, but a small tree searches at least 20.
+    assert settings.num_leaves == 71 and settings.num_leaves_to_search == 20
+    assert ScannSettings.default_for(1_000_000).num_leaves_to_search == 100
     layer = build_index("scann", items, ids, k=10)
     scores, got = layer(tf.constant(queries), k=10)
     _, exact = exact_top_k(queries, items, 10)

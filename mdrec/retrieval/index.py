@@ -204,12 +204,15 @@ class ScannSettings:
 
     @classmethod
     def default_for(cls, n: int, k: int = 10) -> "ScannSettings":
-        """ScaNN's rules of thumb for N items: sqrt(N) leaves, ~10% of them searched, re-score
-        max(100, 10k) candidates; no tree under TREE_MIN_ITEMS items."""
+        """ScaNN's rules of thumb for N items: sqrt(N) leaves, ~10% of them searched (at least 20:
+        a small catalogue's few leaves each hold a large share of the neighbours; searching 10% of
+        a 3,000-item tree gave recall@10 of 0.78-0.95 from build to build), re-score max(100, 10k)
+        candidates; no tree under TREE_MIN_ITEMS items."""
         if n < 1:
             raise MdrecError("cannot index an empty catalogue", hint="give the catalogue at least one item")
         leaves = int(round(math.sqrt(n))) if n >= TREE_MIN_ITEMS else 0
-        return cls(num_leaves=leaves, num_leaves_to_search=max(1, math.ceil(0.1 * leaves)) if leaves else 0,
+        searched = min(leaves, max(20, math.ceil(0.1 * leaves)))
+        return cls(num_leaves=leaves, num_leaves_to_search=searched if leaves else 0,
                    num_reordering_candidates=min(n, max(100, 10 * k)),
                    training_sample_size=min(n, 100_000))
 

@@ -1,0 +1,777 @@
+"""Offline A/B evaluation: a control (A) and a treatment (B) scored on one held-out log.
+
+``ab_test(control, treatment, data)`` answers "is B better than A on this log, and by how much?"
+with intervals rather than single numbers. Each side is one of:
+
+* a run folder (``mdrec train --out``): the model predicts the log (sequences built as in
+  ``mdrec evaluate``, with the run's own splits as earlier context);
+* an export (``export/MODEL`` — the highest complete version — or ``export/MODEL/<version>``):
+  its ``serving_default`` signature scores the log's raw features;
+* a prediction file or folder (CSV/TSV/Parquet): one row per log row, joined on the key columns
+  — the spec's user id, item id, domain column (if the spec has one) and time column (if the spec
+  has one) — with the probability in ``score`` (or ``score_column``). This is how a production
+  model's logged scores become the control. Rows are matched one-to-one; a log row without a
+  prediction, a prediction matching no log row, a missing key column or a NaN score is an error.
+
+What is compared, per slice (overall, per domain, per user segment, per ``slices`` column):
+AUC, GAUC (impression-weighted per-user AUC; users with one class excluded and counted),
+logloss, calibration (mean predicted / observed CTR) and expected calibration error; for two
+retrieval (two_tower) runs, Recall@K and NDCG@K of the per-user ranking queries instead.
+
+Statistics (see :mod:`mdrec.evaluation.stats`): deltas B − A with 95% intervals from a paired
+bootstrap that resamples users; AUC's p-value from DeLong's test with a user-clustered variance,
+the other metrics' from the bootstrap standard error; Holm's correction per metric across the
+slices; a verdict per slice and metric (better / worse / no detectable difference: better or
+worse when the Holm-adjusted p-value is below ``alpha`` *and* the interval excludes 0); the
+minimum detectable effect (power 0.8, level ``alpha``) at the slice's size.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.io import read_file, table_files
+from mdrec.data.log import DOMAIN, LABEL, TIME, Log, _Context, _parse_strings, _parse_time, load_log
+from mdrec.errors import MdrecError
+from mdrec.evaluation import metrics as M
+from mdrec.evaluation import stats
+from mdrec.spec import Spec, load_spec
+
+Printer = Callable[[str], None]
+HISTORY_BUCKETS = ((0, 0, "0"), (1, 4, "1-4"), (5, 19, "5-19"), (20, None, "20+"))
+RETRIEVAL_KS = (10, 50)
+NO_DIFFERENCE = "no detectable difference"
+# The CTR metrics, in report order; miscalibration = |predicted / observed CTR − 1| (lower is better)
+METRICS = ("auc", "gauc", "logloss", "calibration", "miscalibration", "ece")
+_TOP_VALUES = 10  # --slice on a many-valued column: the most frequent values, the rest as "other"
+
+
+# --------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ABResult:
+    """The outcome of :func:`ab_test`.
+
+    verdict: the printed table, one row per slice (rows, users, positives, the primary metric's
+        A / B / delta / 95% CI / Holm p / MDE / verdict, and the other metrics' verdicts).
+    metrics: one row per (slice, metric): control, treatment, delta, ci_low, ci_high, se, p,
+        test, p_holm, mde, verdict.
+    slices: one row per slice: rows, users, positives (queries for retrieval), gauc users used /
+        excluded.
+    ips: IPS / SNIPS click-rate estimates per policy with intervals (None without propensities).
+    notes: what was skipped or assumed, in words (printed and written to the report).
+    sides: how each side was read (kind, path, model).
+    curves: labels and both sides' scores (CTR) for the report's plots; not in summary.json.
+    """
+
+    family: str
+    verdict: pd.DataFrame
+    metrics: pd.DataFrame
+    slices: pd.DataFrame
+    sides: dict[str, dict]
+    settings: dict
+    notes: list[str] = field(default_factory=list)
+    ips: pd.DataFrame | None = None
+    curves: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Everything but the curves, JSON-ready (NaN -> null)."""
+        out = {"family": self.family, "settings": self.settings, "sides": self.sides, "notes": self.notes,
+               "slices": _records(self.slices), "metrics": _records(self.metrics),
+               "verdict": _records(self.verdict)}
+        if self.ips is not None:
+            out["ips"] = _records(self.ips)
+        return out
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    frame = table.reset_index() if table.index.name else table
+    return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _json_value(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# sides
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Side:
+    role: str                      # "control" / "treatment"
+    path: str
+    kind: str                      # "run" / "export" / "predictions"
+    model: str | None = None
+    family: str = "ctr"
+    spec: Spec | None = None
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    context: dict[str, Log] = field(default_factory=dict)   # the run's other splits (runs only)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "model": self.model}
+
+
+def side_kind(path: str | Path) -> str:
+    """"run", "export" or "predictions" for a path given as a side."""
+    from mdrec.export.versions import is_complete, versions
+
+    p = Path(path)
+    if not p.exists():
+        raise MdrecError("not found", path=str(p), hint="pass a run folder (mdrec train --out), an export "
+                         "(export/MODEL) or a prediction file (CSV/Parquet with the log's keys and a score)")
+    if p.is_dir():
+        if (p / "config.json").is_file() and not is_complete(p):
+            return "run"
+        if is_complete(p) or versions(p):
+            return "export"
+    return "predictions"
+
+
+def _open_side(role: str, path: str | Path) -> _Side:
+    side = _Side(role, str(path), side_kind(path))
+    if side.kind == "run":
+        from mdrec.models.registry import model_family
+        from mdrec.training.run import RunDir
+
+        run = RunDir(path)
+        config, _ = run.read_config()
+        side.model, side.family, side.spec = config.model, model_family(config.model), run.load_spec()
+    elif side.kind == "export":
+        folder, info = _export_folder(path)
+        side.path = str(folder)
+        side.model, side.family = info.get("model"), info.get("family", "ctr")
+        side.spec = load_spec(folder / "assets" / "spec.yaml")
+    return side
+
+
+def _export_folder(path: str | Path) -> tuple[Path, dict]:
+    from mdrec.export.request import version_folder
+    from mdrec.export.saved_model import EXPORT_JSON
+
+    folder, _, _ = version_folder(path)  # export/MODEL -> its highest complete version
+    info_path = folder / "assets" / EXPORT_JSON
+    if not info_path.is_file():
+        raise MdrecError(f"not an mdrec export (no assets/{EXPORT_JSON})", path=str(folder),
+                         hint="export a run with `mdrec export --run RUN --name MODEL`")
+    return folder, json.loads(info_path.read_text())
+
+
+def _score_run(side: _Side, data: str | Path, cache: dict) -> None:
+    """Predict ``data`` with a CTR run (best weights); keeps the run's context splits."""
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.training.loop import predict
+    from mdrec.training.workflow import evaluation_context, load_trained, restore_trained
+
+    run, config, spec, transform, model = load_trained(side.path)
+    key = (spec.dump(), tuple(transform.domains), config.train, config.valid, config.test,
+           str(Path(data).resolve()))
+    if key not in cache:  # two runs of one spec and splits read and check the files once
+        cache[key] = evaluation_context(config, spec, transform, data, need_context=True)
+    log_, history, _, context = cache[key]
+    inputs = model_inputs(log_, spec, history)
+    restore_trained(model, run, inputs)
+    side.scores, side.labels, side.context = predict(model, inputs), log_.labels, context
+
+
+def _score_export(side: _Side, data: str | Path, batch_size: int = 4096) -> None:
+    """Score ``data`` with an export's ``serving_default`` signature (raw features in)."""
+    import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
+    import tensorflow as tf
+
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.data.transform import Transform
+    from mdrec.training.run import TrainConfig
+    from mdrec.training.workflow import evaluation_context
+
+    folder = Path(side.path)
+    if side.family != "ctr":
+        raise MdrecError(f"this export is a {side.family} model; an export side must be a CTR model "
+                         "(compare retrieval models as run folders)", path=str(folder))
+    assets = folder / "assets"
+    transform = Transform.load(assets / "transform.json")
+    config = TrainConfig()
+    if (assets / "config.json").is_file():  # the run's splits give sequences their earlier context
+        config = TrainConfig(**json.loads((assets / "config.json").read_text())["config"])
+    log_, history, note, side.context = evaluation_context(config, side.spec, transform, data, need_context=True)
+    if side.spec.sequence is not None and note and note.get("missing_context_files"):
+        side.notes.append(f"{side.role}: behaviour sequences built without {', '.join(note['missing_context_files'])} "
+                          "(not found)")
+    inputs = model_inputs(log_, side.spec, history)
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    names = list(serve.structured_input_signature[1])
+    parts = []
+    for start in range(0, len(log_), batch_size):
+        batch = {name: tf.constant(inputs[name][start:start + batch_size]) for name in names}
+        parts.append(np.asarray(serve(**batch)["probability"]).reshape(-1))
+    side.scores, side.labels = np.concatenate(parts).astype(np.float64), log_.labels
+
+
+def prediction_keys(spec: Spec) -> list[tuple[str, str]]:
+    """(file column, log frame column) of the keys a prediction file must carry: user id, item id,
+    the domain column if the spec has one, the time column if the spec has one."""
+    keys = [(spec.user_id.column, spec.user_id.name), (spec.item_id.column, spec.item_id.name)]
+    if spec.domain.column:
+        keys.append((spec.domain.column, DOMAIN))
+    if spec.time:
+        keys.append((spec.time, TIME))
+    return keys
+
+
+def read_predictions(path: str | Path, log: Log, spec: Spec, score_column: str = "score") -> np.ndarray:
+    """Scores (n,) of a prediction file, in the log's row order, joined on :func:`prediction_keys`.
+
+    Key values are parsed exactly as the log's (ids as text, times as unix seconds). Rows with equal
+    keys are matched in file order. Every log row needs exactly one prediction and every
+    prediction one log row; scores must be finite probabilities in [0, 1].
+    """
+    keys = prediction_keys(spec)
+    files = table_files(path)
+    frames = [read_file(f) for f in files]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    source = str(path)
+    missing = [c for c, _ in keys if c not in frame.columns]
+    if missing:
+        raise MdrecError(f"prediction file lacks key column(s) {', '.join(map(repr, missing))}; it needs "
+                         f"{', '.join(repr(c) for c, _ in keys)} (user id, item id"
+                         f"{', domain' if spec.domain.column else ''}{', time' if spec.time else ''} of spec "
+                         f"'{spec.name}') and a score column; it has {', '.join(map(str, frame.columns))}",
+                         path=source, hint="add the log's key columns to the predictions")
+    if score_column not in frame.columns:
+        raise MdrecError(f"no score column '{score_column}'; the file has {', '.join(map(str, frame.columns))}",
+                         path=source, hint="name the probability column with --score-column")
+    ctx = _Context(source, 0)
+    scores = pd.to_numeric(frame[score_column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"score {frame[score_column].iloc[row]!r} is not a finite number", path=source,
+                         column=score_column, row=ctx.row(row), hint="every row needs a probability; drop "
+                         "or fix the row in both the log and the predictions")
+    bad = (scores < 0) | (scores > 1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"score {scores[row]!r} is outside [0, 1]", path=source, column=score_column,
+                         row=ctx.row(row), hint="give click probabilities (apply the sigmoid to logits)")
+    theirs = pd.DataFrame({name: (_parse_time(frame[col], col, ctx) if name == TIME else
+                                  _parse_strings(frame[col], col, True, ctx)) for col, name in keys})
+    ours = log.frame[[name for _, name in keys]].reset_index(drop=True)
+    names = [name for _, name in keys]
+    for table in (theirs, ours):
+        table["__nth__"] = table.groupby(names, sort=False).cumcount()  # duplicates pair in order
+    theirs["__pred_row__"] = np.arange(len(theirs))
+    ours["__log_row__"] = np.arange(len(ours))
+    joined = ours.merge(theirs, on=names + ["__nth__"], how="outer", indicator=True)
+
+    def describe(row) -> str:
+        return ", ".join(f"{col}={row[name]!r}" for col, name in keys)
+
+    unmatched = joined[joined["_merge"] == "left_only"].sort_values("__log_row__")
+    if len(unmatched):
+        first = unmatched.iloc[0]
+        raise MdrecError(f"{len(unmatched):,} of the log's {len(ours):,} rows have no prediction; first: log "
+                         f"row {int(first['__log_row__']) + 1} ({describe(first)})", path=source,
+                         hint=f"the predictions must score every row of the log once, keyed by "
+                              f"{', '.join(c for c, _ in keys)}")
+    extra = joined[joined["_merge"] == "right_only"].sort_values("__pred_row__")
+    if len(extra):
+        first = extra.iloc[0]
+        raise MdrecError(f"{len(extra):,} prediction rows match no log row; first: row "
+                         f"{int(first['__pred_row__']) + 1} ({describe(first)})", path=source,
+                         hint="score exactly the rows of --data (same keys; a row repeated in the log is "
+                              "repeated in the predictions)")
+    joined = joined.sort_values("__log_row__")
+    return scores[joined["__pred_row__"].to_numpy(dtype=np.int64)]
+
+
+# --------------------------------------------------------------------------------------------
+# slices
+# --------------------------------------------------------------------------------------------
+def _events(log: Log, spec: Spec) -> pd.DataFrame:
+    """user, domain, click (and time) of a log's rows, for segments."""
+    out = pd.DataFrame({"user": log.frame[spec.user_id.name].to_numpy(dtype=object),
+                        "domain": log.frame[DOMAIN].to_numpy(dtype=object),
+                        "click": log.frame[LABEL].to_numpy().astype(np.int64)})
+    if TIME in log.frame:
+        out["time"] = log.frame[TIME].to_numpy()
+    return out
+
+
+def user_segments(log: Log, spec: Spec, known: Log | None, past: Log | None,
+                  notes: list[str]) -> dict[str, np.ndarray]:
+    """Row masks (n,) of the user segments of ``log``.
+
+    * user=returning / user=new: the user has / has no row in ``known`` (the run's training file,
+      or --history); skipped without one.
+    * lines=several / lines=one: the user has rows in several business lines / one, over ``past``
+      and ``log`` together; skipped when the spec has no domain column.
+    * prior_clicks=0 / 1-4 / 5-19 / 20+: the user's clicks before the event: with a time column,
+      clicks strictly earlier in ``past`` and ``log``; without one, all clicks in ``past``.
+      Skipped with neither a history nor a time column.
+    """
+    events = _events(log, spec)
+    history = _events(past, spec) if past is not None else None
+    out: dict[str, np.ndarray] = {}
+    if known is not None:
+        returning = np.isin(events["user"].to_numpy(), _events(known, spec)["user"].unique())
+        out["user=returning"], out["user=new"] = returning, ~returning
+    else:
+        notes.append("segment new vs returning users skipped: no history (give a run folder as a side, "
+                     "or --history LOG)")
+    if spec.domain.column:
+        both = pd.concat([events[["user", "domain"]]] + ([history[["user", "domain"]]] if history is not None else []))
+        lines = both.groupby("user")["domain"].nunique()
+        several = events["user"].map(lines).to_numpy() > 1
+        out["lines=several"], out["lines=one"] = several, ~several
+    prior = None
+    if "time" in events:
+        prior = _prior_clicks(events, history)
+        if history is None:
+            notes.append("prior clicks counted within the evaluated log only (no history file)")
+    elif history is not None:
+        prior = events["user"].map(history.groupby("user")["click"].sum()).fillna(0).to_numpy()
+        notes.append("prior clicks: all of the user's clicks in the history (the spec has no time column)")
+    else:
+        notes.append("segment by history length skipped: the spec has no time column and there is no history")
+    if prior is not None:
+        for low, high, name in HISTORY_BUCKETS:
+            out[f"prior_clicks={name}"] = (prior >= low) & ((prior <= high) if high is not None else True)
+    return out
+
+
+def _prior_clicks(events: pd.DataFrame, past: pd.DataFrame | None) -> np.ndarray:
+    """Clicks of the same user strictly before each event's time, over ``past`` and ``events``."""
+    frames = [events.assign(row=np.arange(len(events)))]
+    if past is not None and "time" in past:
+        frames.append(past[["user", "domain", "click", "time"]].assign(row=-1))
+    both = pd.concat(frames, ignore_index=True).sort_values(["user", "time"], kind="stable")
+    before = both.groupby("user", sort=False)["click"].cumsum() - both["click"]
+    # events at the same second never count each other: take the count at the first of them
+    both["prior"] = before.groupby([both["user"], both["time"]], sort=False).transform("min")
+    mine = both[both["row"] >= 0].sort_values("row")
+    return mine["prior"].to_numpy()
+
+
+def column_slices(log: Log, spec: Spec, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Row masks for ``--slice`` columns (a spec feature, by name or column).
+
+    Categorical / text values: one slice per value, the ``_TOP_VALUES`` most frequent, the rest as
+    "other"; numeric: quartile ranges; an unknown column or a vector feature is an error.
+    """
+    out: dict[str, np.ndarray] = {}
+    by_name = {f.name: f for f in spec.features} | {f.column: f for f in spec.features}
+    for column in columns:
+        if column == spec.domain.column:
+            continue  # every domain is a slice already
+        if column not in by_name:
+            known = sorted({f.column for f in spec.features if f.type != "dense_vector"})
+            raise MdrecError(f"--slice column '{column}' is not a feature of spec '{spec.name}'",
+                             hint=f"slice by one of its columns: {', '.join(known)}")
+        feature = by_name[column]
+        if feature.type == "dense_vector":
+            raise MdrecError(f"--slice column '{column}' is a vector feature and has no values to slice by",
+                             hint="slice by a categorical or numeric column")
+        values = log.frame[feature.name]
+        if feature.type == "numeric":
+            buckets = pd.qcut(values, 4, duplicates="drop")
+            order = [str(c) for c in buckets.cat.categories] + ["(missing)"]   # low to high
+            labels = buckets.astype(str).where(values.notna(), "(missing)")
+        else:
+            labels = values.astype(str).where(values.astype(str) != "", "(missing)")
+            top = labels.value_counts().index[:_TOP_VALUES]
+            labels = labels.where(labels.isin(top), "other")
+            order = sorted(set(top)) + ["other"]
+        for value in order:
+            mask = (labels == value).to_numpy()
+            if mask.any():
+                out[f"{column}={value}"] = mask
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the comparison itself (arrays in, tables out)
+# --------------------------------------------------------------------------------------------
+def _verdict(metric: str, delta: float, low: float, high: float, p_holm: float, alpha: float) -> str:
+    direction = stats.higher_is_better(metric)
+    if direction is None:
+        return "n/a"
+    if not np.isfinite(p_holm) or not np.isfinite(delta):
+        return "untestable"
+    if p_holm >= alpha or not (low > 0 or high < 0):
+        return NO_DIFFERENCE
+    return "better" if (delta > 0) == direction else "worse"
+
+
+def _point_metrics(y: np.ndarray, p: np.ndarray, users: np.ndarray) -> dict[str, float]:
+    calibration = M.calibration(y, p)
+    return {"auc": M.auc(y, p), "gauc": M.gauc(y, p, users).value, "logloss": M.logloss(y, p),
+            "calibration": calibration, "miscalibration": abs(calibration - 1.0),
+            "ece": M.expected_calibration_error(y, p)}
+
+
+def summarise(points: dict[str, dict[str, tuple[float, float]]], replicates: dict[str, dict[str, np.ndarray]],
+              alpha: float, tests: dict[tuple[str, str], stats.DeLongResult] | None = None) -> pd.DataFrame:
+    """One row per (slice, metric) from point values (control, treatment), bootstrap replicates
+    (B, 2) and optional DeLong results (used for that metric's p-value and MDE)."""
+    rows = []
+    for name, by_metric in replicates.items():
+        for metric, rep in by_metric.items():
+            a, b = points[name][metric]
+            delta = b - a
+            deltas = rep[:, 1] - rep[:, 0]
+            finite = deltas[np.isfinite(deltas)]
+            se = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+            low, high = stats.percentile_interval(deltas)
+            test = (tests or {}).get((name, metric))
+            if test is not None:
+                p, test_se, method = test.p_value, test.se, "DeLong (user-clustered)"
+            else:
+                p, test_se, method = stats.two_sided_p(delta, se), se, "user bootstrap"
+            rows.append({"slice": name, "metric": metric, "control": a, "treatment": b, "delta": delta,
+                         "ci_low": low, "ci_high": high, "se": test_se, "p": p, "test": method,
+                         "mde": stats.mde(test_se, alpha), "bootstrap_invalid": int(len(deltas) - len(finite))})
+    table = pd.DataFrame(rows)
+    # Holm per metric across the slices (each metric's family of tests)
+    table["p_holm"] = table.groupby("metric", sort=False)["p"].transform(lambda p: stats.holm(p.to_numpy()))
+    table["verdict"] = [_verdict(r.metric, r.delta, r.ci_low, r.ci_high, r.p_holm, alpha)
+                        for r in table.itertuples()]
+    return table
+
+
+def compare_scores(labels, control, treatment, users, slices: dict[str, np.ndarray] | None = None, *,
+                   n_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The CTR comparison on arrays: (metrics table, slice sizes table).
+
+    labels, control, treatment, users: (n,); slices: name -> (n,) bool mask (default: one slice
+    "ALL"). AUC is tested with DeLong's user-clustered test, the rest with the user bootstrap.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    a = np.asarray(control, dtype=np.float64)
+    b = np.asarray(treatment, dtype=np.float64)
+    users = np.asarray(users)
+    slices = {k: v for k, v in (slices or {"ALL": np.ones(len(y), dtype=bool)}).items() if np.any(v)}
+    replicates = stats.paired_user_bootstrap(y, a, b, users, slices, n_bootstrap=n_bootstrap, seed=seed)
+    points, tests, sizes = {}, {}, []
+    for name, mask in slices.items():
+        ys, us = y[mask], users[mask]
+        pa, pb = _point_metrics(ys, a[mask], us), _point_metrics(ys, b[mask], us)
+        points[name] = {m: (pa[m], pb[m]) for m in METRICS}
+        replicates[name] = {m: (np.abs(replicates[name]["calibration"] - 1.0) if m == "miscalibration"
+                                else replicates[name][m]) for m in METRICS}
+        tests[(name, "auc")] = stats.delong_test(ys, a[mask], b[mask], groups=us)
+        g = M.gauc(ys, a[mask], us)
+        sizes.append({"slice": name, "rows": int(mask.sum()), "users": int(len(pd.unique(us))),
+                      "positives": int(ys.sum()), "ctr": float(ys.mean()),
+                      "gauc_users": g.groups_used, "gauc_users_excluded": g.groups_excluded})
+    return summarise(points, replicates, alpha, tests), pd.DataFrame(sizes).set_index("slice")
+
+
+def verdict_table(metrics: pd.DataFrame, sizes: pd.DataFrame, primary: str,
+                  secondary: Sequence[str]) -> pd.DataFrame:
+    """The printed table: per slice, the sizes, the primary metric in full and the others' verdicts
+    (better / worse / n.d. = no detectable difference; "-" without a direction, "?" untestable)."""
+    short = {NO_DIFFERENCE: "n.d.", "better": "better", "worse": "worse", "n/a": "-", "untestable": "?"}
+    rows = []
+    for name in sizes.index:
+        part = metrics[metrics["slice"] == name].set_index("metric")
+        if primary not in part.index:
+            continue
+        r = part.loc[primary]
+        row = {"slice": name, **sizes.loc[name, [c for c in ("rows", "queries", "users", "positives")
+                                                 if c in sizes.columns]].to_dict(),
+               f"{primary} A": r["control"], f"{primary} B": r["treatment"], f"Δ{primary}": r["delta"],
+               "95% CI": _interval(r["ci_low"], r["ci_high"]), "p (Holm)": r["p_holm"], "MDE": r["mde"],
+               "verdict": r["verdict"]}
+        row["verdict"] = short.get(row["verdict"], row["verdict"])
+        for metric in secondary:
+            if metric in part.index:
+                row[metric] = short.get(part.loc[metric, "verdict"], part.loc[metric, "verdict"])
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("slice")
+    for c in ("rows", "queries", "users", "positives"):
+        if c in table.columns:
+            table[c] = table[c].astype(np.int64)
+    return table
+
+
+def _interval(low: float, high: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "-"
+    return f"[{low:+.4f}, {high:+.4f}]"
+
+
+# --------------------------------------------------------------------------------------------
+# inverse propensity scoring
+# --------------------------------------------------------------------------------------------
+def read_propensities(data: str | Path, column: str, n: int) -> np.ndarray:
+    """The logging policy's propensities (n,) from ``data``'s ``column``: finite, in (0, 1]."""
+    frames = []
+    for file in table_files(data):
+        frame = read_file(file)
+        if column not in frame.columns:
+            raise MdrecError(f"no propensity column '{column}'; the file has {', '.join(map(str, frame.columns))}",
+                             path=str(file), hint="name the logging policy's probability column with --propensity")
+        frames.append(frame[column])
+    raw = pd.concat(frames, ignore_index=True)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~(np.isfinite(values) & (values > 0) & (values <= 1))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MdrecError(f"propensity {raw.iloc[row]!r} is not a probability in (0, 1]", path=str(data),
+                         column=column, row=row + 1, hint="IPS divides by the propensity: every row needs one")
+    if len(values) != n:
+        raise MdrecError(f"{len(values)} propensities for {n} log rows", path=str(data), column=column)
+    return values
+
+
+def ips_table(labels, propensity, control, treatment, users, *, n_bootstrap: int = 1000, seed: int = 0
+              ) -> pd.DataFrame:
+    """IPS and self-normalised IPS estimates of the click rate each side's policy would get.
+
+    The log has no request groups, so a side's policy is taken to be: for each user, show one of
+    the user's logged items with probability proportional to the side's score,
+    ``pi(i) = s_i / Σ_{j in user's rows} s_j`` (its normalised score within the user's candidate
+    set). With the logging propensity ``p_i`` of the shown item and ``w_i = pi(i) / p_i``:
+    ``IPS = Σ y_i w_i / n`` and ``SNIPS = Σ y_i w_i / Σ w_i`` estimate the clicks per impression
+    under that policy. Both are *estimates* (unbiased / consistent only if the logging policy gave
+    every candidate a chance and the candidate set is the user's logged items); the row
+    "logging policy" is the observed CTR. Intervals: the same paired user bootstrap.
+    Returns rows control / treatment / "treatment − control" / logging policy with ips, snips and
+    their 95% intervals.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p0 = np.asarray(propensity, dtype=np.float64)
+    codes = pd.factorize(np.asarray(users))[0]
+    n_users = int(codes.max()) + 1
+    sums = {}
+    for name, scores in (("control", control), ("treatment", treatment)):
+        s = np.asarray(scores, dtype=np.float64)
+        total = np.bincount(codes, weights=s, minlength=n_users)
+        count = np.bincount(codes, minlength=n_users)
+        pi = np.where(total[codes] > 0, s / np.where(total[codes] > 0, total[codes], 1.0), 1.0 / count[codes])
+        w = pi / p0
+        sums[name] = (np.bincount(codes, weights=y * w, minlength=n_users), np.bincount(codes, weights=w, minlength=n_users))
+    rows_u = np.bincount(codes, minlength=n_users).astype(np.float64)
+    clicks_u = np.bincount(codes, weights=y, minlength=n_users)
+    point = {name: (yw.sum() / rows_u.sum(), yw.sum() / ww.sum()) for name, (yw, ww) in sums.items()}
+    reps: dict[str, list] = {"control": [], "treatment": [], "logging": []}
+    chunk = max(1, min(n_bootstrap, 2_000_000 // n_users))
+    for wu in stats.user_weights(n_users, n_bootstrap, seed, chunk):
+        n_w = wu @ rows_u
+        for name, (yw, ww) in sums.items():
+            reps[name].append(np.stack([(wu @ yw) / n_w, (wu @ yw) / (wu @ ww)], axis=1))
+        reps["logging"].append(np.stack([(wu @ clicks_u) / n_w] * 2, axis=1))
+    reps = {k: np.concatenate(v) for k, v in reps.items()}
+    reps["treatment − control"] = reps["treatment"] - reps["control"]
+    observed = y.mean()
+    point["logging"] = (observed, observed)
+    point["treatment − control"] = tuple(np.subtract(point["treatment"], point["control"]))
+    rows = []
+    for name in ("control", "treatment", "treatment − control", "logging"):
+        row = {"policy": "logging policy (observed CTR)" if name == "logging" else name}
+        for j, est in enumerate(("ips", "snips")):
+            row[est] = float(point[name][j])
+            row[f"{est} 95% CI"] = _interval(*stats.percentile_interval(reps[name][:, j]))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("policy")
+
+
+# --------------------------------------------------------------------------------------------
+# retrieval runs
+# --------------------------------------------------------------------------------------------
+def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int]):
+    """(queries, per-query metrics {name: (Q,)}, line names (Q,)) of a two_tower run on ``data``."""
+    from mdrec.data.pipeline import model_inputs
+    from mdrec.evaluation.ranking import full_ranking, ranking_queries
+    from mdrec.training.retrieval import model_scores
+    from mdrec.training.workflow import evaluation_context, load_trained, restore_trained
+
+    run, config, spec, transform, model = load_trained(path)
+    log_, history, _, context = evaluation_context(config, spec, transform, data, need_context=True)
+    if "train" not in context:
+        raise MdrecError("the run's training file is needed to remove the users' training clicks from the "
+                         "ranking, and it is not there", path=config.train, hint="restore the training file")
+    train = context["train"]
+    empty = np.full((len(train), spec.sequence.max_length), "", dtype=object) if spec.sequence else None
+    restore_trained(model, run, model_inputs(train, spec, empty))
+    seen = [context[n] for n in ("train", "valid") if n in context]
+    queries = ranking_queries(log_, spec, model.catalogue, seen)
+    per_query = full_ranking(model_scores(model, spec, model.catalogue, log_, history, queries), queries,
+                             model.catalogue.membership, ks)
+    lines = np.asarray(model.catalogue.domains, dtype=object)[queries.domain]
+    return queries, per_query, lines
+
+
+def compare_retrieval(control: str, treatment: str, data: str | Path, *, n_bootstrap: int, seed: int,
+                      alpha: float, ks: Sequence[int] = RETRIEVAL_KS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recall@K and NDCG@K of two retrieval runs on the same queries, paired user bootstrap."""
+    qa, ma, lines = _retrieval_queries(control, data, ks)
+    qb, mb, _ = _retrieval_queries(treatment, data, ks)
+    if not np.array_equal(qa.rows, qb.rows):
+        raise MdrecError(f"the two retrieval runs rank different queries ({len(qa)} vs {len(qb)}): their "
+                         "training / validation files differ, so different clicks are removed", path=str(data),
+                         hint="compare runs trained on the same splits")
+    if len(qa) == 0:
+        raise MdrecError("the log has no clicks to rank (no retrieval query)", path=str(data))
+    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+    values = {m: np.stack([ma[m], mb[m]], axis=1) for m in names}
+    replicates = stats.bootstrap_user_means(values, qa.users, lines, n_bootstrap=n_bootstrap, seed=seed)
+    points, sizes = {}, []
+    for name in replicates:
+        mask = np.ones(len(lines), dtype=bool) if name == "ALL" else lines == name.split("=", 1)[1]
+        points[name] = {m: tuple(values[m][mask].mean(axis=0)) for m in names}
+        sizes.append({"slice": name, "queries": int(mask.sum()), "users": int(len(pd.unique(qa.users[mask])))})
+    return summarise(points, replicates, alpha), pd.DataFrame(sizes).set_index("slice")
+
+
+# --------------------------------------------------------------------------------------------
+# the public entry points
+# --------------------------------------------------------------------------------------------
+def ab_test(control: str | Path, treatment: str | Path, data: str | Path, *, out: str | Path | None = None,
+            slices: Sequence[str] = (), n_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05,
+            propensity_column: str | None = None, score_column: str | tuple[str, str] = "score",
+            spec: str | Path | None = None, history: str | Path | None = None, log: Printer | None = None
+            ) -> ABResult:
+    """Compare ``treatment`` (B) with ``control`` (A) on the log ``data``; see the module docstring.
+
+    score_column: the probability column of prediction files, or a (control, treatment) pair when
+    they differ (e.g. production's scores logged in the log itself as the control). spec: needed
+    only when both sides are prediction files (it names the key columns); history: a log whose
+    users count as returning (default: a run side's training file). With ``out``, report.md,
+    report.html and summary.json are written there (atomically).
+    """
+    say = log or (lambda _msg: None)
+    if n_bootstrap < 2:
+        raise MdrecError(f"--bootstrap {n_bootstrap}: use at least 2 replicates (1000 is usual)")
+    if not 0 < alpha < 1:
+        raise MdrecError(f"alpha {alpha} must be in (0, 1)")
+    sides = [_open_side("control", control), _open_side("treatment", treatment)]
+    families = {s.family for s in sides}
+    settings = {"data": str(data), "n_bootstrap": n_bootstrap, "seed": seed, "alpha": alpha,
+                "slices": list(slices), "propensity_column": propensity_column}
+    if "retrieval" in families:
+        if families != {"retrieval"} or any(s.kind != "run" for s in sides):
+            raise MdrecError("a retrieval model can only be compared with another retrieval model, both as "
+                             "run folders", hint="give two two_tower run folders, or two CTR models")
+        if slices or propensity_column:
+            raise MdrecError("--slice and --propensity apply to CTR comparisons, not to retrieval runs")
+        say("ranking the log's clicks with both retrieval runs")
+        table, sizes = compare_retrieval(sides[0].path, sides[1].path, data, n_bootstrap=n_bootstrap,
+                                         seed=seed, alpha=alpha)
+        names = list(dict.fromkeys(table["metric"]))
+        result = ABResult("retrieval", verdict_table(table, sizes, names[0], names[1:]), table, sizes,
+                          {s.role: s.describe() for s in sides}, settings,
+                          notes=["queries: one per (user, line) with clicks in the log; the users' training "
+                                 "(and validation) clicks are removed from the ranking, as in mdrec evaluate"])
+        return _finish(result, out, say)
+
+    analysis_spec = load_spec(spec) if spec else next((s.spec for s in sides if s.spec is not None), None)
+    if analysis_spec is None:
+        raise MdrecError("both sides are prediction files, so nothing says which columns are the log's keys",
+                         hint="give --spec SPEC (the log's feature spec)")
+    log_ = load_log(data, analysis_spec)
+    # bad --slice / --propensity fail here, before any model is loaded
+    column_masks = column_slices(log_, analysis_spec, slices)
+    p0 = read_propensities(data, propensity_column, len(log_)) if propensity_column else None
+    cache: dict = {}
+    notes: list[str] = []
+    score_columns = (score_column, score_column) if isinstance(score_column, str) else tuple(score_column)
+    for side, column in zip(sides, score_columns):
+        say(f"scoring the log with the {side.role}: {side.path} ({side.kind})")
+        if side.kind == "run":
+            _score_run(side, data, cache)
+        elif side.kind == "export":
+            _score_export(side, data)
+        else:
+            side.scores = read_predictions(side.path, log_, analysis_spec, column)
+            side.labels = log_.labels
+        if len(side.scores) != len(log_) or not np.array_equal(side.labels, log_.labels):
+            raise MdrecError(f"the {side.role} reads different labels or rows from the log than spec "
+                             f"'{analysis_spec.name}' does (its spec's label rule differs)", path=side.path,
+                             hint="compare models of one spec, or pass --spec")
+        if not np.all(np.isfinite(side.scores)):
+            raise MdrecError(f"the {side.role} produced non-finite scores", path=side.path)
+        notes += side.notes
+
+    known, past = None, None
+    if history:
+        known = past = load_log(history, analysis_spec)
+        notes.append(f"history for the user segments: {history}")
+    else:
+        model_side = next((s for s in sides if "train" in s.context), None)  # a run's or an export's
+        if model_side is not None:
+            known = past = model_side.context["train"]
+            what = f"the {model_side.role}'s training file {', '.join(known.sources)}"
+            if TIME in log_.frame and len(model_side.context) > 1:
+                past = Log.concat(list(model_side.context.values()))  # earlier events of any split count
+                what += f"; prior clicks also from its other splits ({', '.join(sorted(model_side.context))}), " \
+                        "earlier events only"
+            notes.append(f"history for the user segments: {what}")
+    users = log_.frame[analysis_spec.user_id.name].to_numpy(dtype=object)
+    masks: dict[str, np.ndarray] = {"ALL": np.ones(len(log_), dtype=bool)}
+    domains = log_.frame[DOMAIN].to_numpy(dtype=object)
+    for d in sorted(set(domains.tolist())):
+        masks[f"domain={d}"] = domains == d
+    masks.update(user_segments(log_, analysis_spec, known, past, notes))
+    masks.update(column_masks)
+    empty = [name for name, mask in masks.items() if not mask.any()]
+    if empty:
+        notes.append(f"no rows in slice(s) {', '.join(empty)}: left out")
+
+    y = log_.labels.astype(np.float64)
+    say(f"bootstrapping {n_bootstrap} user resamples over {len(masks)} slices")
+    table, sizes = compare_scores(y, sides[0].scores, sides[1].scores, users, masks,
+                                  n_bootstrap=n_bootstrap, seed=seed, alpha=alpha)
+    verdict = verdict_table(table, sizes, "auc", ("gauc", "logloss", "ece", "miscalibration"))
+    result = ABResult("ctr", verdict, table, sizes, {s.role: s.describe() for s in sides}, settings, notes,
+                      curves={"labels": y, "control": sides[0].scores, "treatment": sides[1].scores})
+    if p0 is not None:
+        result.ips = ips_table(y, p0, sides[0].scores, sides[1].scores, users, n_bootstrap=n_bootstrap, seed=seed)
+    return _finish(result, out, say)
+
+
+def _finish(result: ABResult, out: str | Path | None, say: Printer) -> ABResult:
+    if out is not None:
+        from mdrec.evaluation.report import write_report
+
+        result.files = {k: str(v) for k, v in write_report(result, out).items()}
+        say(f"wrote {', '.join(result.files.values())}")
+    return result
+
+
+def legend(alpha: float = 0.05, family: str = "ctr") -> str:
+    """The line printed under the verdict table."""
+    tests = ("DeLong (user-clustered) for AUC, bootstrap for the others" if family == "ctr"
+             else "bootstrap standard error")
+    text = (f"Δ = treatment − control; 95% CI: paired bootstrap over users; p (Holm): {tests}, Holm-adjusted "
+            f"across slices; verdict at α={alpha}; MDE: smallest |Δ| detected with power 0.8; "
+            f"n.d. = {NO_DIFFERENCE}")
+    if family == "ctr":
+        text += "; miscalibration = |predicted/observed CTR − 1|"
+    return text
+
+
+def ab_step(star_run: str | Path, base_run: str | Path, test_path: str | Path, out: str | Path,
+            log: Printer = print, *, n_bootstrap: int = 500) -> ABResult:
+    """The demo's last step: STAR (treatment) against shared-bottom (control) on the test split."""
+    log("offline A/B: STAR (treatment) vs shared-bottom (control) on the test split, "
+        f"{n_bootstrap} user resamples")
+    result = ab_test(base_run, star_run, test_path, out=out, n_bootstrap=n_bootstrap, seed=0)
+    log(M.format_table(result.verdict))
+    log(legend(result.settings["alpha"], result.family))
+    for note in result.notes:
+        log(f"note: {note}")
+    log(f"report: {result.files.get('report.html')}")
+    return result
