@@ -137,6 +137,15 @@ def canonicalize(frame: pd.DataFrame, spec: Spec, *, source: str = "<frame>", ro
     return Log(pd.DataFrame(out), dense, missing_counts, [source])
 
 
+def parse_keys(frame: pd.DataFrame, keys: Sequence[tuple[str, str]], source: str) -> pd.DataFrame:
+    """Key columns of another file (e.g. predictions) parsed exactly as a log parses them, so they
+    join with a log's frame. ``keys``: (file column, canonical or feature name); TIME parses as time,
+    everything else as strings."""
+    ctx = _Context(source, 0)
+    return pd.DataFrame({name: (_parse_time(frame[column], column, ctx) if name == TIME else
+                                _parse_strings(frame[column], column, True, ctx)) for column, name in keys})
+
+
 class _Context:
     def __init__(self, source: str, row_offset: int):
         self.source = source

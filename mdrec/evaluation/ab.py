@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.io import read_file, table_files
-from mdrec.data.log import DOMAIN, LABEL, TIME, Log, _Context, _parse_strings, _parse_time, load_log
+from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log, parse_keys
 from mdrec.errors import MdrecError
 from mdrec.evaluation import metrics as M
 from mdrec.evaluation import stats
@@ -252,21 +252,19 @@ def read_predictions(path: str | Path, log: Log, spec: Spec, score_column: str =
     if score_column not in frame.columns:
         raise MdrecError(f"no score column '{score_column}'; the file has {', '.join(map(str, frame.columns))}",
                          path=source, hint="name the probability column with --score-column")
-    ctx = _Context(source, 0)
     scores = pd.to_numeric(frame[score_column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(scores)
     if bad.any():
         row = int(np.argmax(bad))
         raise MdrecError(f"score {frame[score_column].iloc[row]!r} is not a finite number", path=source,
-                         column=score_column, row=ctx.row(row), hint="every row needs a probability; drop "
+                         column=score_column, row=row + 1, hint="every row needs a probability; drop "
                          "or fix the row in both the log and the predictions")
     bad = (scores < 0) | (scores > 1)
     if bad.any():
         row = int(np.argmax(bad))
         raise MdrecError(f"score {scores[row]!r} is outside [0, 1]", path=source, column=score_column,
-                         row=ctx.row(row), hint="give click probabilities (apply the sigmoid to logits)")
-    theirs = pd.DataFrame({name: (_parse_time(frame[col], col, ctx) if name == TIME else
-                                  _parse_strings(frame[col], col, True, ctx)) for col, name in keys})
+                         row=row + 1, hint="give click probabilities (apply the sigmoid to logits)")
+    theirs = parse_keys(frame, keys, source)
     ours = log.frame[[name for _, name in keys]].reset_index(drop=True)
     names = [name for _, name in keys]
     for table in (theirs, ours):
