@@ -276,8 +276,6 @@ def parse_spec(raw: Any, source: str = "<spec>") -> Spec:
         matching = [f for f in features if f.name == item]
         if not matching or matching[0].role != "item_id":
             err.fail(f"sequence.item '{item}' must name the feature with role item_id")
-        if time is None:
-            err.fail("a sequence needs the log's time: add `time: {column: <timestamp column>}`",)
         if "time" in seq_raw and str(seq_raw["time"]) != time:
             err.fail(f"sequence.time '{seq_raw['time']}' differs from time.column '{time}'")
         max_length = _positive_int(seq_raw.get("max_length", 20), "sequence.max_length", err)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mdrec.data.sequences import build_history
+from mdrec.data.sequences import build_history, build_profile
 from mdrec.data.splits import leave_last_out, random_split, time_split
 
 
@@ -86,3 +86,16 @@ def test_split_files_round_trip(tmp_path, tiny_spec_path):
     ts = {n: p["ts"].astype(int) for n, p in parts.items()}     # CSV cells are kept as read (text)
     assert ts["train"].max() < ts["valid"].min() <= ts["valid"].max() < ts["test"].min()
     assert sorted(pd.concat(parts.values())["vec"]) == sorted(frame["vec"])   # raw columns kept
+
+
+def test_profile_leaves_the_own_item_out_and_reads_only_the_source():
+    # Training clicks of u1: a, b, c (b twice); u2: x. No time column: profiles, not sequences.
+    source_users = np.array(["u1", "u1", "u1", "u1", "u2"], dtype=object)
+    source_items = np.array(["a", "b", "c", "b", "x"], dtype=object)
+    rows_users = np.array(["u1", "u1", "u2", "u3"], dtype=object)
+    rows_items = np.array(["b", "z", "x", "a"], dtype=object)
+    out = build_profile(source_users, source_items, rows_users, rows_items, max_length=2)
+    assert out.tolist() == [["a", "c"],        # b is the row's own item: never its own history
+                            ["c", "b"],        # the last two distinct, a repeated b at its latest place
+                            ["", ""],          # x is u2's only click and the row's own item
+                            ["", ""]]          # unknown user: empty

@@ -105,7 +105,6 @@ def test_label_rule():
                      {"name": "x", "role": "item", "type": "categorical", "share_embedding_with": "item_id",
                       "embedding_dim": 8}]),
      ("differs from 'item_id'",)),
-    (_spec(sequence={"item": "item_id"}), ("needs the log's time",)),
     (_spec(time={"column": "ts"}, sequence={"item": "user_id"}), ("must name the feature with role item_id",)),
     (_spec(domain={"column": "d", "values": ["a", "a"]}), ("lists a domain twice",)),
 ])

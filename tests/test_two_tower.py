@@ -22,6 +22,7 @@ from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec, with_domain_values
 from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import evaluate_retrieval_run, train_run
+from conftest import TINY_SPEC
 
 
 def _model(tiny_spec_path, tiny_splits, **hyperparameters):
@@ -275,3 +276,22 @@ def test_index_command_reports_and_saves_a_routed_index(tmp_path, tiny_spec_path
 
 def report_dim(index) -> int:
     return int(index.signatures["serving_default"].structured_input_signature[1]["queries"].shape[1])
+
+
+def test_specs_without_time_use_training_profiles_and_never_held_out_clicks(tmp_path, tiny_splits):
+    from mdrec.training.workflow import evaluation_context, load_trained
+
+    spec_path = tmp_path / "no_time.yaml"
+    spec_path.write_text(TINY_SPEC.replace("time: {column: ts}\n", ""))
+    assert "time:" not in spec_path.read_text()
+    train_run(spec_path, _tt_config(tiny_splits, epochs=1), tmp_path / "tt", log=lambda *_: None)
+    run, config, spec, transform, model = load_trained(tmp_path / "tt")
+    test, history, _, context = evaluation_context(config, spec, transform, tiny_splits["test"], need_context=True)
+    train = context["train"].frame
+    clicked = train[train["__label__"] == 1].groupby("user_id")["item_id"].apply(set).to_dict()
+    test_clicks = test.frame[test.frame["__label__"] == 1]
+    assert len(test_clicks) > 0
+    for row, (user, item) in enumerate(zip(test.frame["user_id"], test.frame["item_id"])):
+        profile = {h for h in history[row] if h}
+        assert profile <= clicked.get(user, set())       # training clicks only, no held-out click
+        assert item not in profile

@@ -1,8 +1,13 @@
 """Behaviour sequences without leakage.
 
-For each event, the history is the items of the same user's events with a time *strictly* before
-the event's time (events at the same second are never each other's history), optionally only the
-clicked ones, the most recent ``max_length`` of them, oldest first, padded with "" at the end.
+With a time column, the history of an event is the items of the same user's events with a time
+*strictly* before the event's time (events at the same second are never each other's history),
+optionally only the clicked ones, the most recent ``max_length`` of them, oldest first, padded
+with "" at the end.
+
+Without a time column there is no "before"; the history is then the user's *profile*: their
+clicked items in the training split (the last ``max_length`` in file order), never the event's own
+item. Validation and test events see training clicks only, so no held-out click is ever history.
 """
 from __future__ import annotations
 
@@ -52,15 +57,56 @@ def build_history(users: np.ndarray, items: np.ndarray, times: np.ndarray, max_l
     return out
 
 
+def build_profile(source_users: np.ndarray, source_items: np.ndarray, users: np.ndarray, items: np.ndarray,
+                  max_length: int) -> np.ndarray:
+    """Profile matrix: per row, the row's user's items in the source (the last ``max_length``
+    distinct ones in source order, oldest first), without the row's own item; "" padding.
+
+    Args:
+      source_users, source_items: [M] the events profiles are built from (e.g. training clicks).
+      users, items: [N] the rows to build profiles for.
+    Returns: [N, max_length] object array.
+    """
+    by_user: dict = {}
+    for user, item in zip(source_users.tolist(), source_items.tolist()):
+        seen = by_user.setdefault(user, {})
+        seen.pop(item, None)  # a repeated item moves to its latest position
+        seen[item] = None
+    out = np.full((len(users), max_length), "", dtype=object)
+    empty: dict = {}
+    for row, (user, own) in enumerate(zip(np.asarray(users, dtype=object).tolist(),
+                                          np.asarray(items, dtype=object).tolist())):
+        profile = [item for item in by_user.get(user, empty) if item != own][-max_length:]
+        out[row, :len(profile)] = profile
+    return out
+
+
+def add_profile(source: Log, log: Log, spec: Spec) -> np.ndarray:
+    """Time-free history of ``log``'s rows from ``source``'s (training) events (clicks only unless
+    ``positives_only: false``)."""
+    seq = spec.sequence
+    include = source.frame[LABEL].to_numpy() == 1 if seq.positives_only else np.ones(len(source), bool)
+    return build_profile(source.frame[spec.user_id.name].to_numpy(dtype=object)[include],
+                         _history_keys(source, spec)[include],
+                         log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),
+                         seq.max_length)
+
+
+def _history_keys(log: Log, spec: Spec) -> np.ndarray:
+    # History holds table keys ("domain/item" for scope: domain), so the model looks them up as-is.
+    item_feature = spec.feature(spec.sequence.item)
+    return lookup_keys(log.frame[item_feature.name].to_numpy(dtype=object), item_feature,
+                       log.frame[DOMAIN].to_numpy(dtype=object))
+
+
 def add_history(log: Log, spec: Spec) -> np.ndarray | None:
-    """The spec's behaviour sequence for every row of ``log`` ([N, max_length] or None)."""
+    """The spec's behaviour sequence for every row of ``log`` ([N, max_length] or None); without a
+    time column, the profile of each row from the log's own other events."""
     if spec.sequence is None:
         return None
+    if spec.time is None:
+        return add_profile(log, log, spec)
     seq = spec.sequence
-    item_feature = spec.feature(seq.item)
     include = log.frame[LABEL].to_numpy() == 1 if seq.positives_only else None
-    # History holds table keys ("domain/item" for scope: domain), so the model looks them up as-is.
-    items = lookup_keys(log.frame[item_feature.name].to_numpy(dtype=object), item_feature,
-                        log.frame[DOMAIN].to_numpy(dtype=object))
-    return build_history(log.frame[spec.user_id.name].to_numpy(dtype=object), items,
+    return build_history(log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),
                          log.frame[TIME].to_numpy(), seq.max_length, include)

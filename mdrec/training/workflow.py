@@ -10,7 +10,7 @@ import pandas as pd
 
 from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs, load_log
 from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
-from mdrec.data.sequences import add_history
+from mdrec.data.sequences import add_history, add_profile
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines import MeanBaseline
@@ -28,11 +28,18 @@ def _resolve(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def _histories(spec: Spec, logs: list[Log]) -> list[np.ndarray | None]:
-    """Behaviour sequences for several splits, computed over their union so that an event's history
-    may use any earlier event (from any split) but never one at or after its own time."""
+def _histories(spec: Spec, logs: list[Log], train: int | None = 0) -> list[np.ndarray | None]:
+    """Behaviour sequences for several splits.
+
+    With time, computed over their union so that an event's history may use any earlier event
+    (from any split) but never one at or after its own time. Without time (profiles), every split's
+    history comes from the training split ``logs[train]`` alone (its own rows leave their item
+    out); with ``train`` None, each log profiles itself.
+    """
     if spec.sequence is None:
         return [None] * len(logs)
+    if spec.time is None:
+        return [add_profile(logs[train] if train is not None else log, log, spec) for log in logs]
     combined = Log.concat(logs)
     history = add_history(combined, spec)
     out, start = [], 0
@@ -233,7 +240,9 @@ def evaluation_context(config: TrainConfig, spec: Spec, transform: Transform, da
     note = {"context_files": [p for _, p in present],
             "missing_context_files": sorted({p for _, p in named} - {p for _, p in present})}
     context = {n: load_log(p, spec, known_domains=transform.domains) for n, p in present}
-    history = _histories(spec, list(context.values()) + [log_])[-1] if spec.sequence else None
+    logs = list(context.values()) + [log_]
+    train = list(context).index("train") if "train" in context else None  # profiles: training clicks
+    history = _histories(spec, logs, train)[-1] if spec.sequence else None
     return log_, history, note, context
 
 
