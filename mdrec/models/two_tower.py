@@ -54,9 +54,11 @@ def candidate_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
 
 
 class TwoTower(tf_keras.Model):
-    """call(query inputs) -> query embeddings float32 [B, embedding_dim] (L2-normalised).
+    """call(query inputs) -> query embeddings float32 [B, self.embedding_dim].
 
-    ``hidden`` gives the widths of both towers' MLPs (before the projection to ``embedding_dim``).
+    Each tower gives an L2-normalised vector of ``embedding_dim``; with ``item_bias`` the query
+    then carries its line one-hot and the candidate its per-line offsets (``self.embedding_dim`` =
+    embedding_dim + number of lines). ``hidden`` gives the widths of both towers' MLPs.
     """
 
     def __init__(self, spec: Spec, transform: Transform, catalogue: Catalogue, *, embedding_dim: int = 32,
