@@ -77,15 +77,12 @@ def reload_and_serve(run_path, test_path, tmp_path):
     """
     import tensorflow as tf
 
-    from mdrec.data.pipeline import model_inputs
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+    from mdrec.training.workflow import restore_for
 
-    run, config, spec, transform, model = load_trained(run_path)
-    log, history, _ = evaluation_log(config, spec, transform, test_path)
-    inputs = model_inputs(log, spec, history)
-    restore_trained(model, run, inputs)
+    r = restore_for(run_path, test_path)
+    model, spec, inputs = r.model, r.spec, r.inputs
     expected = predict(model, inputs)
     tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec)})
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]

@@ -171,19 +171,11 @@ def _export_folder(path: str | Path) -> tuple[Path, dict]:
 
 def _score_run(side: _Side, data: str | Path, cache: dict) -> None:
     """Predict ``data`` with a CTR run (best weights); keeps the run's context splits."""
-    from mdrec.data.pipeline import model_inputs
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import evaluation_context, load_trained, restore_trained
+    from mdrec.training.workflow import restore_for
 
-    run, config, spec, transform, model = load_trained(side.path)
-    key = (spec.dump(), tuple(transform.domains), config.train, config.valid, config.test,
-           str(Path(data).resolve()))
-    if key not in cache:  # two runs of one spec and splits read and check the files once
-        cache[key] = evaluation_context(config, spec, transform, data, need_context=True)
-    log_, history, _, context = cache[key]
-    inputs = model_inputs(log_, spec, history)
-    restore_trained(model, run, inputs)
-    side.scores, side.labels, side.context = predict(model, inputs), log_.labels, context
+    r = restore_for(side.path, data, cache=cache, need_context=True)
+    side.scores, side.labels, side.context = predict(r.model, r.inputs), r.log.labels, r.context
 
 
 def _score_export(side: _Side, data: str | Path, batch_size: int = 4096) -> None:
@@ -591,22 +583,14 @@ def ips_table(labels, propensity, control, treatment, users, *, n_bootstrap: int
 # --------------------------------------------------------------------------------------------
 def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int]):
     """(queries, per-query metrics {name: (Q,)}, line names (Q,)) of a two_tower run on ``data``."""
-    from mdrec.data.pipeline import model_inputs
     from mdrec.evaluation.ranking import full_ranking, ranking_queries
     from mdrec.training.retrieval import model_scores
-    from mdrec.training.workflow import evaluation_context, load_trained, restore_trained
+    from mdrec.training.workflow import restore_for
 
-    run, config, spec, transform, model = load_trained(path)
-    log_, history, _, context = evaluation_context(config, spec, transform, data, need_context=True)
-    if "train" not in context:
-        raise MdrecError("the run's training file is needed to remove the users' training clicks from the "
-                         "ranking, and it is not there", path=config.train, hint="restore the training file")
-    train = context["train"]
-    empty = np.full((len(train), spec.sequence.max_length), "", dtype=object) if spec.sequence else None
-    restore_trained(model, run, model_inputs(train, spec, empty))
-    seen = [context[n] for n in ("train", "valid") if n in context]
-    queries = ranking_queries(log_, spec, model.catalogue, seen)
-    per_query = full_ranking(model_scores(model, spec, model.catalogue, log_, history, queries), queries,
+    r = restore_for(path, data, need_context=True)
+    model = r.model
+    queries = ranking_queries(r.log, r.spec, model.catalogue, r.seen_clicks())
+    per_query = full_ranking(model_scores(model, r.spec, model.catalogue, r.log, r.history, queries), queries,
                              model.catalogue.membership, ks)
     lines = np.asarray(model.catalogue.domains, dtype=object)[queries.domain]
     return queries, per_query, lines

@@ -92,6 +92,8 @@ def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: n
     """Per-query recall@K, ndcg@K, hr@K (float [Q] each) against each line's whole catalogue."""
     k_max = int(min(max(ks), membership.shape[1]))
     out = {f"{m}@{k}": np.zeros(len(queries)) for k in ks for m in ("recall", "ndcg", "hr")}
+    gains = 1.0 / np.log2(np.arange(2, max(ks) + 2))   # discount of rank 1, 2, ...
+    ideal = np.cumsum(gains)                            # best DCG with 1, 2, ... relevant items
     for start in range(0, len(queries), block):
         positions = np.arange(start, min(start + block, len(queries)))
         scores = np.array(score_block(positions), dtype=np.float32, copy=True)
@@ -108,9 +110,7 @@ def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: n
                 hit_k = hits[:k]
                 out[f"recall@{k}"][q] = hit_k.sum() / len(relevant)
                 out[f"hr@{k}"][q] = float(hit_k.any())
-                gains = 1.0 / np.log2(np.arange(2, k + 2))
-                ideal = gains[: min(len(relevant), k)].sum()
-                out[f"ndcg@{k}"][q] = (gains[: len(hit_k)][hit_k]).sum() / ideal
+                out[f"ndcg@{k}"][q] = gains[: len(hit_k)][hit_k].sum() / ideal[min(len(relevant), k) - 1]
     return out
 
 

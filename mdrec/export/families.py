@@ -64,17 +64,17 @@ class Family:
 def build_ctr(run_path: Path) -> FamilyExport:
     """CTR models (star, shared_bottom, separate, mmoe): ``serving_default`` = raw features ->
     probability and logit; warmup rows from the run's validation split (else test, else train)."""
-    from mdrec.data.pipeline import model_inputs
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+    from mdrec.training.run import RunDir
+    from mdrec.training.workflow import restore_for
 
-    run, config, spec, transform, model = load_trained(run_path)
+    run = RunDir(run_path).require()
     run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work
+    config, _ = run.read_config()
     source = first_existing([config.valid, config.test, config.train], run.path)
-    log, history, _ = evaluation_log(config, spec, transform, source)
-    inputs = model_inputs(log, spec, history)
-    restore_trained(model, run, inputs)  # also refreshes STAR's fused serving weights
+    r = restore_for(run_path, source)  # restoring also refreshes STAR's fused serving weights
+    spec, model, log, inputs = r.spec, r.model, r.log, r.inputs
     module = tf.Module()
     module.model = model  # tracks the variables and lookup tables the signature captures
     return FamilyExport(

@@ -32,21 +32,21 @@ INDEX_KINDS = ("brute_force", "scann")
 
 
 def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 100) -> FamilyExport:
-    from mdrec.data.pipeline import model_inputs
     from mdrec.models.two_tower import candidate_signature, query_signature
     from mdrec.retrieval.index import DomainIndex, save_options, write_scann_searcher
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
-    from mdrec.training.workflow import evaluation_log, load_trained, restore_trained
+    from mdrec.training.run import RunDir
+    from mdrec.training.workflow import restore_for
     from mdrec.export.families import first_existing
 
     if index not in INDEX_KINDS:
         raise MdrecError(f"unknown index kind '{index}'", hint=f"use one of {', '.join(INDEX_KINDS)}")
-    run, config, spec, transform, model = load_trained(run_path)
-    run.read_metrics()
+    run = RunDir(run_path).require()
+    run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work
+    config, _ = run.read_config()
     source = first_existing([config.valid, config.test, config.train], run.path)
-    log, history, _ = evaluation_log(config, spec, transform, source)
-    inputs = model_inputs(log, spec, history)
-    restore_trained(model, run, inputs)
+    r = restore_for(run_path, source)
+    spec, model, log, inputs = r.spec, r.model, r.log, r.inputs
     catalogue = model.catalogue
     sizes = catalogue.membership.sum(1)
     k = int(min(top_k, sizes.min()))

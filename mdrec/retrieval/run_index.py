@@ -21,8 +21,7 @@ from mdrec.data.pipeline import model_inputs
 from mdrec.errors import MdrecError
 from mdrec.evaluation.ranking import ranking_queries
 from mdrec.fileio import atomic_write_json
-from mdrec.retrieval.index import (KINDS, DomainIndex, ScannSettings, exact_top_k, measure_qps,
-                                   recall_against_exact, tune)
+from mdrec.retrieval.index import KINDS, DomainIndex, exact_top_k, measure_qps, recall_against_exact, tune
 
 Printer = Callable[[str], None]
 
@@ -108,17 +107,11 @@ def index_run(run_path: str | Path, *, kind: str = "scann", k: int = 10, recall_
     report = {"run": str(run.path), "kind": kind, "k": k, "queries": len(rows), "query_source": str(data),
               "items": len(catalogue), "items_per_line": dict(zip(catalogue.domains,
                                                                    catalogue.membership.sum(1).tolist())),
-              "scann_settings": {line: vars(s) for line, s in _settings(indexes["scann"], catalogue.domains,
-                                                                         settings, k).items()},
+              "scann_settings": {line: vars(layer.settings) for line, layer in
+                                 zip(catalogue.domains, indexes["scann"].indexes)},
               "measured": measured, "tuning": tuning, "saved": str(folder)}
     atomic_write_json(run.path / "index" / f"{kind}.json", report)
     return report
-
-
-def _settings(index: DomainIndex, domains: list[str], chosen: dict | None, k: int) -> dict:
-    if chosen:
-        return chosen
-    return {line: ScannSettings.default_for(size, k) for line, size in zip(domains, index.sizes)}
 
 
 def format_report(report: dict) -> str:

@@ -47,15 +47,28 @@ def build(model: tf_keras.Model, inputs: dict[str, np.ndarray]) -> None:
 def predict(model: tf_keras.Model, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
     """Click probabilities, float64 [N]."""
     _prepare_inference(model)
-    step = getattr(model, "_mdrec_predict_step", None)
-    if step is None:  # one traced function per model (fixed input signature), not one per call
-        spec = getattr(model, "spec", None)
-        signature = [input_signature(spec)] if spec is not None else None
-        step = tf.function(lambda x: tf.sigmoid(model(x, training=False)), input_signature=signature,
+    spec = getattr(model, "spec", None)
+    scores = run_batched(model, "_mdrec_predict_step", lambda x: tf.sigmoid(model(x, training=False)),
+                         input_signature(spec) if spec is not None else None, inputs, batch_size)
+    return scores.astype(np.float64) if len(scores) else np.zeros(0)
+
+
+def run_batched(model: tf_keras.Model, name: str, fn, signature: dict | None, inputs: dict[str, np.ndarray],
+                batch_size: int = 4096) -> np.ndarray:
+    """``fn`` over ``inputs`` in batches, concatenated (empty array when there are no rows).
+
+    One tf.function per model and ``name``, traced with the fixed input ``signature`` (the
+    inputs are narrowed to it), not one trace per call.
+    """
+    step = getattr(model, name, None)
+    if step is None:
+        step = tf.function(fn, input_signature=[signature] if signature is not None else None,
                            reduce_retracing=True)
-        model._mdrec_predict_step = step
+        setattr(model, name, step)
+    if signature is not None:
+        inputs = {k: v for k, v in inputs.items() if k in signature}
     parts = [step(batch).numpy() for batch in predict_dataset(inputs, batch_size)]
-    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def _prepare_inference(model: tf_keras.Model) -> None:

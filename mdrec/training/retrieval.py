@@ -11,44 +11,33 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-import mdrec  # noqa: F401
-import tensorflow as tf
-
 from mdrec.data.log import DOMAIN, LABEL, Log
-from mdrec.data.pipeline import model_inputs, predict_dataset
+from mdrec.data.pipeline import model_inputs
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec
+from mdrec.training.loop import run_batched
 
 EARLY_STOPPING = "recall@50"
 POPULARITY = "baseline: popularity per line"
-
-
-def _embed(model, step_name: str, signature: dict, inputs: dict[str, np.ndarray],
-           batch_size: int = 4096) -> np.ndarray:
-    step = getattr(model, step_name, None)
-    if step is None:  # one traced function per tower, with a fixed input signature
-        tower = model.query_embedding if step_name == "_mdrec_query_step" else model.candidate_embedding
-        step = tf.function(lambda x: tower(x, training=False), input_signature=[signature])
-        setattr(model, step_name, step)
-    inputs = {k: v for k, v in inputs.items() if k in signature}
-    parts = [step(batch).numpy() for batch in predict_dataset(inputs, batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, model.embedding_dim), np.float32)
 
 
 def query_embeddings(model, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """float32 [N, dim] for the rows of ``inputs`` (raw query features)."""
     from mdrec.models.two_tower import query_signature
 
-    return _embed(model, "_mdrec_query_step", query_signature(model.spec), inputs)
+    out = run_batched(model, "_mdrec_query_step", lambda x: model.query_embedding(x, training=False),
+                      query_signature(model.spec), inputs)
+    return out if len(out) else np.zeros((0, model.embedding_dim), np.float32)
 
 
 def candidate_embeddings(model, catalogue: Catalogue) -> np.ndarray:
     """float32 [N items, dim] for every catalogue item."""
     from mdrec.models.two_tower import candidate_signature
 
-    return _embed(model, "_mdrec_candidate_step", candidate_signature(model.spec), catalogue.inputs(model.spec))
+    return run_batched(model, "_mdrec_candidate_step", lambda x: model.candidate_embedding(x, training=False),
+                       candidate_signature(model.spec), catalogue.inputs(model.spec))
 
 
 def clicks(log: Log, history: np.ndarray | None) -> tuple[Log, np.ndarray | None]:

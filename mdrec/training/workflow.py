@@ -1,7 +1,7 @@
 """Train and evaluate runs: the library calls behind ``mdrec train`` and ``mdrec evaluate``."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -254,34 +254,70 @@ def restore_trained(model, run: RunDir, inputs: dict[str, np.ndarray]) -> None:
     restore_weights(model, run.best)
 
 
+@dataclass
+class Restored:
+    """A trained run ready to score ``log``: the model holds its best weights; ``inputs`` are the
+    raw model inputs of ``log`` (with its behaviour sequences); ``context``: the run's other splits
+    (read when sequences need them or when asked for)."""
+
+    run: RunDir
+    config: TrainConfig
+    spec: Spec
+    transform: Transform
+    model: object
+    log: Log
+    history: np.ndarray | None
+    note: dict | None
+    context: dict[str, Log]
+    inputs: dict[str, np.ndarray]
+
+    def seen_clicks(self) -> list[Log]:
+        """The splits whose clicks a retrieval ranking removes: training, and validation unless it
+        is the evaluated log."""
+        if "train" not in self.context:
+            raise MdrecError("the run's training file is needed to remove the users' training clicks from "
+                             "the ranking, and it is not there", path=self.config.train,
+                             hint="restore the training file at that path")
+        return [self.context[n] for n in ("train", "valid") if n in self.context]
+
+
+def restore_for(run_path: str | Path, data: str | Path, *, cache: dict | None = None,
+                need_context: bool = False) -> Restored:
+    """Load a finished run and ``data`` validated against its spec.
+
+    ``cache`` (any dict, shared across calls) keeps the validated log, its sequences and context,
+    so scoring several runs of one spec on one log reads and checks the files once.
+    """
+    run, config, spec, transform, model = load_trained(run_path)
+    key = (spec.dump(), tuple(transform.domains), config.train, config.valid, config.test,
+           str(Path(data).resolve()), need_context)
+    if cache is not None and key in cache:
+        log_, history, note, context = cache[key]
+    else:
+        log_, history, note, context = evaluation_context(config, spec, transform, data, need_context)
+        if cache is not None:
+            cache[key] = (log_, history, note, context)
+    inputs = model_inputs(log_, spec, history)
+    restore_trained(model, run, inputs)
+    return Restored(run, config, spec, transform, model, log_, history, note, context, inputs)
+
+
 def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
                  cache: dict | None = None) -> dict:
     """Metrics of a trained run on ``data``: per-domain table, OOV and missing counts.
 
-    ``cache`` (any dict, shared across calls) keeps the validated log and its sequences, so
-    comparing several runs of one spec on one log reads and checks the files once.
+    ``cache``: see :func:`restore_for` (``mdrec compare`` shares one across its runs).
     """
     from mdrec.training.loop import predict
 
     if model_family(RunDir(run_path).read_config()[0].model) == "retrieval":
         return evaluate_retrieval_run(run_path, data, out=out)
-    run, config, spec, transform, model = load_trained(run_path)
-    key = (spec.dump(), tuple(transform.domains), config.train, config.valid,
-           config.test, str(Path(data).resolve()))
-    if cache is not None and key in cache:
-        log_, history, context_note = cache[key]
-    else:
-        log_, history, context_note = evaluation_log(config, spec, transform, data)
-        if cache is not None:
-            cache[key] = (log_, history, context_note)
-    inputs = model_inputs(log_, spec, history)
-    restore_trained(model, run, inputs)
-    scores = predict(model, inputs)
-    table = _report(spec, log_, scores)
-    result = {"run": str(run.path), "data": str(data), "rows": len(log_), "table": _table_records(table),
-              "oov": transform.oov_counts(log_, spec, history), "missing_values": log_.missing}
-    if context_note:
-        result["sequence_context"] = context_note
+    r = restore_for(run_path, data, cache=cache)
+    table = _report(r.spec, r.log, predict(r.model, r.inputs))
+    result = {"run": str(r.run.path), "data": str(data), "rows": len(r.log), "table": _table_records(table),
+              "oov": r.transform.oov_counts(r.log, r.spec, r.history), "missing_values": r.log.missing}
+    if r.note:
+        result["sequence_context"] = r.note
     if out:
         atomic_write_json(out, result)
     result["_table"] = table
@@ -297,21 +333,14 @@ def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str |
     """
     from mdrec.training import retrieval
 
-    run, config, spec, transform, model = load_trained(run_path)
-    log_, history, note, context = evaluation_context(config, spec, transform, data, need_context=True)
-    seen = [context[n] for n in ("train", "valid") if n in context]
-    if "train" not in context:
-        raise MdrecError("the run's training file is needed to remove the users' training clicks from "
-                         "the ranking, and it is not there", path=config.train,
-                         hint="restore the training file at that path")
-    restore_trained(model, run, model_inputs(context["train"], spec, np.full(
-        (len(context["train"]), spec.sequence.max_length), "", dtype=object) if spec.sequence else None))
-    tables = retrieval.retrieval_tables(model, spec, model.catalogue, log_, history, seen, sampled=sampled,
-                                        negatives=negatives, seed=seed)
-    result = {"run": str(run.path), "data": str(data), "family": "retrieval", "rows": len(log_),
-              "counts": tables["counts"], "oov": transform.oov_counts(log_, spec, history),
-              "missing_values": log_.missing, "sequence_context": note,
-              "removed_from_ranking": [n for n in ("train", "valid") if n in context],
+    r = restore_for(run_path, data, need_context=True)
+    seen = r.seen_clicks()
+    tables = retrieval.retrieval_tables(r.model, r.spec, r.model.catalogue, r.log, r.history, seen,
+                                        sampled=sampled, negatives=negatives, seed=seed)
+    result = {"run": str(r.run.path), "data": str(data), "family": "retrieval", "rows": len(r.log),
+              "counts": tables["counts"], "oov": r.transform.oov_counts(r.log, r.spec, r.history),
+              "missing_values": r.log.missing, "sequence_context": r.note,
+              "removed_from_ranking": [n for n in ("train", "valid") if n in r.context],
               "full": {name: _table_records(t) for name, t in tables["full"].items()}}
     if sampled:
         result["sampled"] = {name: _table_records(t) for name, t in tables["sampled"].items()}
