@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=None)
     p.add_argument("--items", type=int, default=None)
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    p.add_argument("--preset", default="default", choices=("default", "transfer"),
+                   help="transfer: one big line with long histories, small lines with a few events per user")
+    p.add_argument("--line-files", action="store_true", help="also write lines/<line>/{train,valid,test} per line")
     p.set_defaults(func=_data_synth)
 
     p = data.add_parser("prepare", help="turn a raw public dataset folder into a log a shipped spec describes")
@@ -82,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_data_split)
+
+    p = data.add_parser("convert", help="validate a log and write it as TFRecord or Parquet shards (streaming) for "
+                        "sharded training input")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--data", required=True, help="a CSV/TSV/Parquet file or folder")
+    p.add_argument("--out", required=True, help="output folder: part-NNNNN-of-NNNNN files and manifest.json")
+    p.add_argument("--format", choices=("tfrecord", "parquet"), default="tfrecord")
+    p.add_argument("--shards", type=int, default=8, help="number of shard files (at least the number of workers; "
+                   "default 8)")
+    p.add_argument("--compression", choices=("none", "gzip"), default="none", help="TFRecord compression")
+    p.add_argument("--chunk-rows", type=int, default=65536, help="rows read and validated at a time (memory bound)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_data_convert)
 
     spec = sub.add_parser("spec", help="feature spec tools").add_subparsers(title="spec commands", metavar="COMMAND")
     p = spec.add_parser("check", help="validate a spec, and a log against it")
@@ -116,14 +132,116 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="read the training log from disk chunk by chunk each epoch (bounded memory; "
                         "specs without a behaviour sequence)")
+    p.add_argument("--warm-start", metavar="RUN", help="start the embedding tables from a trained run's rows, "
+                   "matched by ID across vocabularies (e.g. a run on the big line)")
+    p.add_argument("--strategy", choices=("mirrored", "multi_worker", "parameter_server"),
+                   help="train with tf.distribute (CTR models): mirrored (this machine's devices), multi_worker "
+                        "(synchronous, every node runs this command) or parameter_server (the chief runs it, "
+                        "workers and ps serve; TFRecord shards); the cluster comes from TF_CONFIG")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (mlm, "
+                       "autoregressive or contrastive; resumes if interrupted)")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--data", required=True, help="the source log (a file, a folder of shards, or a prepared folder: "
+                   "its train split)")
+    p.add_argument("--valid", help="held-out log: each user's first click there is the validation target "
+                   "(default: each user's last click in --data is held out)")
+    p.add_argument("--domains", nargs="+", metavar="LINE", help="keep only these business lines (default: all)")
+    p.add_argument("--objective", required=True, choices=("mlm", "autoregressive", "contrastive"),
+                   help="mlm: masked items (ShopperBERT); autoregressive: next item (PeterRec); "
+                        "contrastive: two augmented views, InfoNCE (CLUE)")
+    p.add_argument("--architecture", choices=("transformer", "nextitnet"),
+                   help="default: transformer (mlm, contrastive), nextitnet (autoregressive)")
+    p.add_argument("--pooling", choices=("cls", "mean", "last"),
+                   help="the user vector: cls or mean (transformer; default mean for mlm, cls for contrastive), "
+                        "last or mean (causal encoders; default last)")
+    p.add_argument("--attributes", nargs="+", default=[], metavar="FEATURE",
+                   help="item categorical features embedded with each item (and predicted by mlm), e.g. category")
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2, help="encoder blocks")
+    p.add_argument("--heads", type=int, default=2, help="attention heads (transformer)")
+    p.add_argument("--max-length", type=int, default=50, help="the last N clicks of each user")
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--time-buckets", type=int, default=0, help="embed log2-hour gaps between clicks in N buckets "
+                   "(needs a time column; default 0: off)")
+    p.add_argument("--mask-rate", type=float, default=0.15, help="mlm: share of positions masked")
+    p.add_argument("--temperature", type=float, default=0.1, help="contrastive: InfoNCE temperature")
+    p.add_argument("--negatives", type=int, default=256, help="sampled-softmax negatives per batch (0: full softmax)")
+    p.add_argument("--repeats", type=int, default=10, help="each user's sequence this many times per epoch, with "
+                   "fresh masks / views each time (more steps per epoch when users are few)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=2, help="epochs without validation recall@10 gain before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("transfer", help="carry a pretrained user encoder into a target line's CTR, retrieval or "
+                       "user-profile model (frozen, finetune, adapter or scratch)")
+    p.add_argument("--from", dest="pretrained", required=True, metavar="RUN", help="a pretraining run (mdrec pretrain)")
+    p.add_argument("--spec", required=True, help="the target line's feature spec")
+    p.add_argument("--train", required=True, help="target training log (profile: the log holding the users' "
+                   "attribute column; users are split 80/10/10)")
+    p.add_argument("--valid", help="target validation log (early stopping)")
+    p.add_argument("--test", help="target test log (metrics, and for ctr the slices by history length)")
+    p.add_argument("--task", required=True, choices=("ctr", "retrieval", "profile"))
+    p.add_argument("--mode", required=True, choices=("frozen", "finetune", "adapter", "scratch"),
+                   help="frozen: encoder fixed, head trains; finetune: all trains; adapter: only bottleneck "
+                        "adapters, layer norms and head train; scratch: same network, random start")
+    p.add_argument("--model", help="target model: star, shared_bottom (default for ctr), mmoe; two_tower (retrieval)")
+    p.add_argument("--target", help="profile: the user attribute column to predict (e.g. gender)")
+    p.add_argument("--adapter-dim", type=int, default=16, help="adapter bottleneck width")
+    p.add_argument("--warm-start", metavar="RUN", help="also start the target's ID tables from this run's rows")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a model hyperparameter")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
+    p.set_defaults(func=_transfer)
 
     p = sub.add_parser("compare", help="one row per trained run on one log, with the sanity baseline")
     p.add_argument("--runs", nargs="+", required=True, help="run folders")
     p.add_argument("--data", required=True, help="the log to evaluate on (e.g. a test split)")
     p.add_argument("--out", help="also write the table as CSV here")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("compare-branches", help="ID vs content: train one backbone with each item encoder "
+                       "(id, content, hybrid) on one split; metrics overall, warm and cold items, per line, by "
+                       "item popularity, mean ± std over seeds")
+    p.add_argument("--spec", required=True, help="a spec with item content (features with role item)")
+    p.add_argument("--model", default="two_tower", help="the backbone: two_tower (default) or a CTR model (star, ...)")
+    p.add_argument("--data", help="one log to split here, holding --cold-items of the items out of training")
+    p.add_argument("--cold-items", type=float, help="with --data: share of the items held out of training "
+                   "(default 0.1; seeded by --split-seed)")
+    p.add_argument("--split", choices=("time", "random", "leave_last_out"), default="time",
+                   help="with --data: the base split (default time)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--train", help="or: given training file")
+    p.add_argument("--valid", help="given validation file (early stopping)")
+    p.add_argument("--test", help="given test file (the report's numbers)")
+    p.add_argument("--encoders", default="id,content,hybrid",
+                   help="item encoders, comma separated; parameters after colons, e.g. "
+                        "id,content,hybrid,content:text_encoder=transformer (default id,content,hybrid)")
+    p.add_argument("--seeds", default="0", help="training seeds, comma separated, e.g. 0,1,2 (default 0)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model hyperparameter for every branch, e.g. text_encoder=transformer, "
+                        "frozen_text=lsa, hidden=[64]; repeatable")
+    p.add_argument("--buckets", type=int, default=4, help="item popularity buckets of the warm items (default 4)")
+    p.add_argument("--out", required=True, help="report folder, e.g. reports/NAME (runs go in NAME/runs)")
+    p.add_argument("--overwrite", action="store_true", help="discard runs there with a different config")
+    p.set_defaults(func=_compare_branches)
 
     p = sub.add_parser("evaluate", help="per-domain metrics of a trained run on a log")
     p.add_argument("--run", required=True)
@@ -145,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="held-out queries from this log (default: the run's validation split)")
     p.add_argument("--queries", type=int, default=2000, help="at most this many held-out queries")
     p.set_defaults(func=_index)
+
+    p = sub.add_parser("lifelong", help="Conure: one user encoder learns tasks in sequence (pretraining, "
+                       "target lines, user profiles) without forgetting; with the baselines")
+    p.add_argument("--spec", required=True, help="feature spec YAML")
+    p.add_argument("--tasks", required=True, help="tasks YAML (see feature_specs/lifelong-synthetic.yaml)")
+    p.add_argument("--out", required=True, help="run folder (resumes per task when it exists)")
+    p.add_argument("--data", help="prepared data folder (default: the tasks file's 'data' field)")
+    p.add_argument("--overwrite", action="store_true", help="start over when --out holds a different run")
+    p.add_argument("--stop-after", type=int, help="stop after this task (the next run continues from there)")
+    p.set_defaults(func=_lifelong)
 
     p = sub.add_parser("export", help="export a trained run as a versioned TF Serving SavedModel")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
@@ -215,8 +343,8 @@ def _data_synth(args) -> int:
 
     overrides = {k: v for k, v in (("seed", args.seed), ("num_impressions", args.impressions),
                                    ("num_users", args.users), ("num_items", args.items)) if v is not None}
-    log = synthetic.generate(synthetic.SyntheticConfig(**overrides))
-    paths = synthetic.write(log, args.out, fmt=args.format)
+    log = synthetic.generate(synthetic.preset(args.preset, **overrides))
+    paths = synthetic.write(log, args.out, fmt=args.format, line_files=args.line_files)
     for name, path in paths.items():
         print(f"wrote {path}")
     print(json.dumps({"bayes_auc": log.meta.get("bayes_auc")}, indent=2))
@@ -239,6 +367,20 @@ def _data_split(args) -> int:
                                           valid_fraction=args.valid_fraction,
                                           test_fraction=args.test_fraction, seed=args.seed).items():
         print(f"{name}: {rows:,} rows -> {path}")
+    return 0
+
+
+def _data_convert(args) -> int:
+    from mdrec.data.shards import convert
+    from mdrec.spec import load_spec
+
+    manifest = convert(load_spec(args.spec), args.data, args.out, fmt=args.format, shards=args.shards,
+                       compression=args.compression, chunk_rows=args.chunk_rows, overwrite=args.overwrite,
+                       log=lambda message: print(message, end="\r", file=sys.stderr, flush=True))
+    sizes = ", ".join(f"{shard['rows']:,}" for shard in manifest["shards"][:8])
+    more = ", ..." if len(manifest["shards"]) > 8 else ""
+    print(f"\nwrote {manifest['rows']:,} rows in {len(manifest['shards'])} {manifest['format']} shards to "
+          f"{args.out} ({sizes}{more} rows)")
     return 0
 
 
@@ -274,7 +416,8 @@ def _train(args) -> int:
     config = TrainConfig(model=args.model, train=args.train, valid=args.valid, test=args.test,
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         stream=args.stream, domain_batches=args.domain_batches,
+                         stream=args.stream, domain_batches=args.domain_batches, warm_start=args.warm_start,
+                         strategy=args.strategy,
                          hyperparameters={**hyperparameters, **_params(args.param)})
     metrics = train_run(args.spec, config, args.out, overwrite=args.overwrite)
     if metrics.get("family") == "retrieval":
@@ -282,6 +425,56 @@ def _train(args) -> int:
     else:
         _print_ctr_metrics(metrics, args.model)
     _print_oov(metrics.get("oov", {}))
+    print(f"\nrun folder: {args.out}")
+    return 0
+
+
+def _pretrain(args) -> int:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.pretraining.train import pretrain_run, validation_table
+
+    metrics = pretrain_run(args.spec, args.data, args.out, valid=args.valid, epochs=args.epochs,
+                           batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
+                           seed=args.seed, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
+                           objective=args.objective, architecture=args.architecture, pooling=args.pooling,
+                           attributes=args.attributes, domains=args.domains, dim=args.dim, layers=args.layers,
+                           heads=args.heads, max_length=args.max_length, dropout=args.dropout,
+                           time_buckets=args.time_buckets, mask_rate=args.mask_rate, temperature=args.temperature,
+                           negatives=args.negatives, repeats=args.repeats)
+    v = metrics["validation"]
+    print(f"\nvalidation ({v['protocol']}: {v['queries']:,} held-out items ranked against {v['ranked_against']}, "
+          f"{v['removed_from_ranking']} removed; best epoch {metrics['best_epoch'] + 1}):")
+    print(format_table(validation_table(metrics)))
+    print(f"{v['skipped_repeat_targets']:,} repeat targets skipped; {v['targets_outside_vocabulary']:,} targets "
+          f"outside the vocabulary (count as misses); {metrics['seconds']:.0f} s")
+    print(f"\nrun folder: {args.out}")
+    return 0
+
+
+def _transfer(args) -> int:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.transfer.workflow import transfer_run
+
+    metrics = transfer_run(args.pretrained, args.spec, args.out, task=args.task, mode=args.mode, train=args.train,
+                           valid=args.valid, test=args.test, model=args.model, target=args.target,
+                           adapter_dim=args.adapter_dim, epochs=args.epochs, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, patience=args.patience, seed=args.seed,
+                           hyperparameters=_params(args.param), warm_start=args.warm_start,
+                           overwrite=args.overwrite)
+    if args.task == "profile":
+        print(f"\n{args.target} on held-out users ({args.mode}):")
+        print(format_table(metrics["_table"]))
+    elif metrics.get("family") == "retrieval":
+        _print_retrieval_metrics(metrics, f"two_tower + pretrained ({args.mode})")
+    else:
+        _print_ctr_metrics(metrics, f"{metrics['model']} + pretrained ({args.mode})")
+        if "_slices" in metrics:
+            print("\ntest, by the user's target-line history and by source history:")
+            print(format_table(metrics["_slices"]))
+    share = metrics.get("transfer", {})
+    if share:
+        print(f"\ntrainable encoder parameters: {share['encoder_trainable']:,} of {share['encoder_parameters']:,} "
+              f"({100 * share['encoder_trainable_share']:.1f}%); source-line users known: {share['source_users']:,}")
     print(f"\nrun folder: {args.out}")
     return 0
 
@@ -332,6 +525,32 @@ def _compare(args) -> int:
         print(format_table(aggregate_by_model(table)))
     if args.out:
         atomic_write_text(args.out, table.to_csv())
+    return 0
+
+
+def _compare_branches(args) -> int:
+    from mdrec.evaluation.branches import bucket_table, compare_branches, findings, summary_table, SUBSETS
+    from mdrec.evaluation.metrics import format_table
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise MdrecError(f"--seeds '{args.seeds}' must be comma-separated integers, e.g. 0,1,2") from None
+    report = compare_branches(args.spec, args.out, model=args.model, data=args.data, train=args.train,
+                              valid=args.valid, test=args.test, cold_items=args.cold_items, split=args.split,
+                              split_seed=args.split_seed, encoders=args.encoders, seeds=seeds, epochs=args.epochs,
+                              batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
+                              hyperparameters=_params(args.param), buckets=args.buckets, overwrite=args.overwrite,
+                              log=lambda message: print(message, file=sys.stderr))
+    for subset, title in SUBSETS.items():
+        if subset in report["summary"]:
+            print(f"\ntest, {title}:")
+            print(format_table(summary_table(report, subset)))
+    print(f"\n{report['main_metric']} by item popularity (training clicks):")
+    print(format_table(bucket_table(report)))
+    for line in findings(report):
+        print(line)
+    print(f"\nreport: {report['files']['report.md']}, {report['files']['report.json']}, {report['files']['plot']}")
     return 0
 
 
@@ -394,6 +613,15 @@ def _index(args) -> int:
                        max_queries=args.queries)
     print(format_report(report))
     print(f"\nsaved the {args.kind} index: {report['saved']} (report: {report['saved']}.json)")
+    return 0
+
+
+def _lifelong(args) -> int:
+    from mdrec.lifelong.train import lifelong_run
+
+    lifelong_run(args.spec, args.tasks, args.out, data=args.data, overwrite=args.overwrite,
+                 stop_after=args.stop_after)
+    print(f"\nrun folder: {args.out} (metrics.json, report.txt)")
     return 0
 
 

@@ -65,6 +65,7 @@ class FeatureSpec:
     transform: str = "none"
     scope: str = "shared"
     share_embedding_with: str | None = None
+    hash_buckets: int = 0  # > 0: ids hashed into this many buckets instead of a vocabulary
 
     @property
     def is_categorical(self) -> bool:
@@ -195,9 +196,10 @@ _TIME_KEYS = ("column",)
 _SEQUENCE_KEYS = ("item", "time", "max_length", "positives_only")
 # Keys that only make sense for some feature types: a typo-free key on the wrong type is an error too.
 _TYPE_KEYS = {
-    "categorical": {"embedding_dim", "min_count", "oov_buckets", "scope", "share_embedding_with"},
+    "categorical": {"embedding_dim", "min_count", "oov_buckets", "scope", "share_embedding_with",
+                    "hash_buckets"},
     "categorical_list": {"embedding_dim", "min_count", "oov_buckets", "separator", "scope",
-                         "share_embedding_with"},
+                         "share_embedding_with", "hash_buckets"},
     "numeric": {"normalize", "transform"},
     "text": {"embedding_dim", "max_tokens", "length"},
     "dense_vector": {"dim", "separator"},
@@ -339,6 +341,14 @@ def _parse_feature(item: Any, index: int, err: "_Errors") -> FeatureSpec:
         kwargs["scope"] = item["scope"]
     if item.get("share_embedding_with") is not None:
         kwargs["share_embedding_with"] = str(item["share_embedding_with"])
+    if "hash_buckets" in item:
+        kwargs["hash_buckets"] = _positive_int(item["hash_buckets"], f"{where}: hash_buckets (the number of "
+                                               "hash buckets, e.g. 10000000)", err)
+        clash = [k for k in ("min_count", "oov_buckets", "share_embedding_with") if k in item]
+        if clash:
+            err.fail(f"{where}: hash_buckets replaces the vocabulary, so {', '.join(clash)} cannot be set with it"
+                     + (" (a feature sharing a table uses the owner's hashing)" if "share_embedding_with" in clash
+                        else ""))
     if role in ("user_id", "item_id") and ftype != "categorical":
         err.fail(f"{where}: role {role} needs type categorical")
     return FeatureSpec(**kwargs)

@@ -35,3 +35,8 @@ def test_quick_demo(tmp_path):
     # The demo ends with the A/B of STAR against shared-bottom: a verdict per slice and a report.
     verdict = result["ab"].verdict
     assert len(verdict) > 0 and (tmp_path / "demo" / "ab" / "report.html").is_file()
+    # Transfer: every variant scored on the small line, with the sanity row and the history slices.
+    transfer = result["transfer"]
+    assert list(transfer.index) == ["no transfer", "baseline: user+item mean", "scratch", "frozen", "adapter",
+                                    "finetune"]
+    assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)

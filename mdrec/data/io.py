@@ -14,6 +14,7 @@ from mdrec.errors import MdrecError
 
 _TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".dat": "\t"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
+_TFRECORD_SUFFIXES = {".tfrecord", ".tfrecords", ".tfr"}  # shards of `mdrec data convert`
 
 
 def table_files(path: str | Path) -> list[Path]:
@@ -26,11 +27,11 @@ def table_files(path: str | Path) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
                        and _kind(p) is not None)
         if not files:
-            raise MdrecError("folder holds no .csv, .tsv or .parquet files", path=str(path))
+            raise MdrecError("folder holds no .csv, .tsv, .parquet or .tfrecord files", path=str(path))
         return files
     if _kind(path) is None:
         raise MdrecError(f"unknown file type '{''.join(path.suffixes)}'", path=str(path),
-                         hint="use .csv, .tsv, .parquet (optionally .gz for text files)")
+                         hint="use .csv, .tsv, .parquet, .tfrecord (optionally .gz for text and TFRecord files)")
     return [path]
 
 
@@ -42,6 +43,8 @@ def _kind(path: Path) -> str | None:
         return None
     if suffixes[-1] in _PARQUET_SUFFIXES:
         return "parquet"
+    if suffixes[-1] in _TFRECORD_SUFFIXES:
+        return "tfrecord"
     if suffixes[-1] in _TEXT_SUFFIXES:
         return suffixes[-1]
     return None
@@ -53,6 +56,11 @@ def read_file(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
+        elif kind == "tfrecord":
+            from mdrec.data.shards import read_tfrecord_chunks
+
+            parts = list(read_tfrecord_chunks(path, 1 << 20))
+            frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         else:
             frame = pd.read_csv(path, sep=_TEXT_SUFFIXES[kind], dtype=str, keep_default_na=False,
                                 na_values=[""], low_memory=False)
@@ -77,7 +85,16 @@ def iter_chunks(path: str | Path, chunk_rows: int = 65536,
     """Stream ``(file, first_row_number, chunk)`` without holding a whole file in memory."""
     for file in table_files(path):
         kind = _kind(file)
-        if kind == "parquet":
+        if kind == "tfrecord":
+            from mdrec.data.shards import read_tfrecord_chunks
+
+            start = 0
+            for chunk in read_tfrecord_chunks(file, chunk_rows, columns):
+                yield file, start, chunk
+                start += len(chunk)
+            if start == 0:
+                raise MdrecError("file has no data rows", path=str(file))
+        elif kind == "parquet":
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(file)

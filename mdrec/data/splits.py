@@ -79,6 +79,39 @@ def stratified_random_split(groups: np.ndarray, fractions: tuple[float, float, f
     return split
 
 
+def cold_item_split(item_keys: np.ndarray, parts: tuple[np.ndarray, np.ndarray, np.ndarray], share: float,
+                    seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Hold a seeded random ``share`` of the items out of training entirely (cold items).
+
+    ``parts``: (train, valid, test) row indices of a base split; ``item_keys``: each row's item
+    (its embedding-table key). Each held-out item goes to validation or test at random (in
+    proportion to their sizes) with all of its rows, so no row of it is left in training. Returns
+    ((train, valid, test) sorted row indices, the held-out item keys, sorted).
+    """
+    if not 0.0 < share < 1.0:
+        raise MdrecError(f"the cold item share must be in (0, 1), got {share}",
+                         hint="e.g. 0.1 holds a tenth of the items out of training")
+    keys = np.asarray(item_keys, dtype=object)
+    items = np.array(sorted(set(keys[keys != ""].tolist())), dtype=object)
+    count = int(round(share * len(items)))
+    if count == 0:
+        raise MdrecError(f"a cold item share of {share} of {len(items)} items holds out no item",
+                         hint="raise the share")
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.choice(items, count, replace=False))
+    train, valid, test = parts
+    p_valid = len(valid) / max(len(valid) + len(test), 1) if len(valid) + len(test) else 0.5
+    to_valid = set(cold[rng.random(count) < p_valid].tolist())
+    is_cold = pd.Index(cold).get_indexer(keys) >= 0
+    rows = np.flatnonzero(is_cold)
+    row_to_valid = np.fromiter((k in to_valid for k in keys[rows]), bool, len(rows))
+    keep = lambda index: index[~is_cold[index]]  # noqa: E731
+    out = (np.sort(keep(np.asarray(train))),
+           np.sort(np.concatenate([keep(np.asarray(valid)), rows[row_to_valid]])),
+           np.sort(np.concatenate([keep(np.asarray(test)), rows[~row_to_valid]])))
+    return out, cold
+
+
 def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
     if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1 and valid_fraction + test_fraction < 1):
         raise MdrecError(f"split fractions valid={valid_fraction}, test={test_fraction} must be in [0, 1) "
@@ -86,10 +119,12 @@ def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
 
 
 def split_files(spec_path, data, out, *, by: str = "time", valid_fraction: float = 0.1,
-                test_fraction: float = 0.1, seed: int = 0) -> dict[str, tuple[int, Path]]:
+                test_fraction: float = 0.1, seed: int = 0, cold_items: float = 0.0) -> dict[str, tuple[int, Path]]:
     """Validate ``data`` against the spec, split it and write train/valid/test.parquet to ``out``.
 
     Rows are written as they were read (raw columns), so the files feed `mdrec train` directly.
+    ``cold_items`` > 0 then holds that share of the items out of training (:func:`cold_item_split`,
+    seeded by ``seed``) and writes their keys to cold_items.txt (entry "cold_items": (count, path)).
     """
     from mdrec.data.io import read_file, table_files
     from mdrec.data.log import TIME, load_log
@@ -111,9 +146,19 @@ def split_files(spec_path, data, out, *, by: str = "time", valid_fraction: float
         parts = random_split(users, valid_fraction, test_fraction, seed)
     else:
         raise MdrecError(f"unknown split '{by}'; use time, leave_last_out or random")
+    cold = None
+    if cold_items:
+        from mdrec.retrieval.catalogue import item_keys
+
+        parts, cold = cold_item_split(item_keys(log, spec), parts, cold_items, seed)
     out = Path(out)
     written = {}
     for name, index in zip(("train", "valid", "test"), parts):
         path = atomic_write_table(raw.iloc[np.sort(index)].reset_index(drop=True), out / f"{name}.parquet")
         written[name] = (len(index), path)
+    if cold is not None:
+        from mdrec.fileio import atomic_write_text
+
+        written["cold_items"] = (len(cold), atomic_write_text(out / "cold_items.txt",
+                                                               "".join(f"{k}\n" for k in cold)))
     return written

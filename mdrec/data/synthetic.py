@@ -166,6 +166,21 @@ class SyntheticConfig:
         return out
 
 
+# Named configurations. "transfer": one big line whose users have long click histories and small
+# lines where most users have a handful of events (the pretrain-and-transfer scenario).
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "transfer": {"num_users": 3000, "num_items": 3000, "num_impressions": 500_000,
+                 "domain_shares": (0.9, 0.05, 0.03, 0.02), "user_overlap": 0.9},
+}
+
+
+def preset(name: str, **overrides) -> SyntheticConfig:
+    if name not in PRESETS:
+        raise MdrecError(f"unknown synthetic preset '{name}'", hint=f"use one of: {', '.join(PRESETS)}")
+    return SyntheticConfig(**{**PRESETS[name], **overrides})
+
+
 def _as_tuple(name, value):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         _bad(name, value, "must be a sequence", "use a tuple, e.g. ('main', 'mini')")
@@ -794,8 +809,9 @@ def _describe(cfg, frame, prob, user_of, item_of, dom, items, users, click_model
 
 
 def write(log: SyntheticLog, out_dir, *, fmt: str = "parquet", valid_fraction: float = 0.1,
-          test_fraction: float = 0.1) -> dict[str, Path]:
-    """Write ``log.<fmt>``, ``train/valid/test.<fmt>`` (time split) and ``meta.json``.
+          test_fraction: float = 0.1, line_files: bool = False) -> dict[str, Path]:
+    """Write ``log.<fmt>``, ``train/valid/test.<fmt>`` (time split) and ``meta.json``; with
+    ``line_files`` also ``lines/<line>/train/valid/test.<fmt>`` per business line.
 
     Each file is written to a temporary name in ``out_dir`` and renamed into place, so a reader
     never sees half a file. ``meta.json`` is ``log.meta`` plus the split's row counts and cut
@@ -817,6 +833,14 @@ def write(log: SyntheticLog, out_dir, *, fmt: str = "parquet", valid_fraction: f
         "test_start_timestamp": int(test["timestamp"].iloc[0]) if len(test) else None,
     }
     meta["files"] = {name: path.name for name, path in paths.items()}
+    if line_files:
+        # lines/<line>/{train,valid,test}: one business line alone, the same time split (a target
+        # line for `mdrec transfer`, or a per-line model).
+        for line in sorted(log.frame["domain"].unique()):
+            for name, part in (("train", train), ("valid", valid), ("test", test)):
+                key = f"{line}/{name}"
+                paths[key] = atomic_write_table(part[part["domain"] == line], out / "lines" / line / f"{name}.{fmt}", fmt)
+                meta["files"][key] = str(paths[key].relative_to(out))
     paths["meta"] = atomic_write_json(out / "meta.json", meta)
     return paths
 

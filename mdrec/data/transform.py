@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mdrec.data.hashing import HashStats
 from mdrec.data.log import DOMAIN, Log
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json
@@ -65,6 +66,8 @@ class Transform:
     text: dict[str, list[str]] = field(default_factory=dict)
     domains: list[str] = field(default_factory=list)
     rows: int = 0
+    # Hashed tables (``hash_buckets`` in the spec): table -> buckets, distinct ids, collisions.
+    hashed: dict[str, dict] = field(default_factory=dict)
 
     # ---- fitting --------------------------------------------------------------------------------
     @classmethod
@@ -77,6 +80,7 @@ class Transform:
         sums: dict[str, list[float]] = {}
         domains: set[str] = set()
         rows = 0
+        hashed = {f.table: HashStats(f.hash_buckets) for f in spec.features if f.hash_buckets}
         for log in logs:
             rows += len(log)
             frame = log.frame
@@ -85,8 +89,11 @@ class Transform:
             for feature in spec.features:
                 if feature.is_categorical:
                     values = frame[feature.name].to_numpy(dtype=object)
-                    counter = counters.setdefault(feature.table, Counter())
-                    if feature.type == "categorical":
+                    counter = hashed.get(feature.table) or counters.setdefault(feature.table, Counter())
+                    if feature.type == "categorical" and feature.table in hashed:
+                        keys = lookup_keys(values, feature, domain_values)
+                        counter.update(keys[keys != ""])
+                    elif feature.type == "categorical":
                         keys = lookup_keys(values, feature, domain_values)
                         counter.update(pd.Series(keys[keys != ""]).value_counts().to_dict())
                     else:
@@ -112,7 +119,9 @@ class Transform:
                                  "domain.values", path=spec.source)
             transform.domains = list(spec.domain.values)
         for feature in spec.features:
-            if feature.is_categorical and feature.share_embedding_with is None:
+            if feature.is_categorical and feature.table in hashed:
+                transform.hashed[feature.table] = hashed[feature.table].summary()
+            elif feature.is_categorical and feature.share_embedding_with is None:
                 counter = counters.get(feature.table, Counter())
                 transform.vocabularies[feature.table] = _ranked(counter, feature.min_count)
             elif feature.type == "text":
@@ -138,6 +147,12 @@ class Transform:
         for feature in spec.features:
             if not feature.is_categorical:
                 continue
+            if feature.table in self.hashed:  # every value has a bucket: nothing maps to OOV
+                values = log.frame[feature.name].to_numpy(dtype=object)
+                count = int((values != "").sum()) if feature.type == "categorical" else \
+                    len(list_tokens(values, feature, domain_values))
+                report[feature.name] = {"values": count, "oov": 0, "hashed": True}
+                continue
             vocab = pd.Index(self.vocabulary(feature))
             values = log.frame[feature.name].to_numpy(dtype=object)
             if feature.type == "categorical":
@@ -147,7 +162,10 @@ class Transform:
                 tokens = np.asarray(list_tokens(values, feature, domain_values), dtype=object)
             oov = int((~pd.Index(tokens).isin(vocab)).sum()) if len(tokens) else 0
             report[feature.name] = {"values": int(len(tokens)), "oov": oov}
-        if history is not None and spec.sequence is not None:
+        if history is not None and spec.sequence is not None and \
+                spec.feature(spec.sequence.item).table in self.hashed:
+            report[spec.sequence.name] = {"values": int((history != "").sum()), "oov": 0, "hashed": True}
+        elif history is not None and spec.sequence is not None:
             tokens = history[history != ""]
             vocab = pd.Index(self.vocabulary(spec.feature(spec.sequence.item)))
             report[spec.sequence.name] = {"values": int(tokens.size),
@@ -156,8 +174,11 @@ class Transform:
 
     # ---- persistence ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"vocabularies": self.vocabularies, "numeric": self.numeric, "text": self.text,
-                "domains": self.domains, "rows": self.rows}
+        out = {"vocabularies": self.vocabularies, "numeric": self.numeric, "text": self.text,
+               "domains": self.domains, "rows": self.rows}
+        if self.hashed:
+            out["hashed"] = self.hashed
+        return out
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_dict())

@@ -18,6 +18,7 @@ import mdrec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras
 
+from mdrec.data.hashing import HashedLookup
 from mdrec.data.transform import PUNCTUATION, Transform
 from mdrec.spec import FeatureSpec, Spec
 
@@ -50,19 +51,28 @@ class FeatureEncoder(tf_keras.layers.Layer):
     """
 
     def __init__(self, spec: Spec, transform: Transform, domain_embedding_dim: int = 8,
-                 embeddings_l2: float = 0.0, **kwargs):
+                 embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         self.transform = transform
+        # Optional layer user ids [B] -> [B, w] embedded with the user's features (the pretrained
+        # user vector of mdrec.transfer); its output is under "__pretrained_user__".
+        self.user_feature = user_feature
+        # Optional callable history item keys [B, L] -> [B, L, w] replacing the item ID embeddings
+        # in the history (an item encoder in content mode: mdrec.layers.item_encoders).
+        self.history_items = None
         regularizer = tf_keras.regularizers.l2(embeddings_l2) if embeddings_l2 else None
         self.lookups: dict[str, tf_keras.layers.StringLookup] = {}
         self.tables: dict[str, tf_keras.layers.Embedding] = {}
         for feature in spec.features:
             if feature.is_categorical and feature.share_embedding_with is None:
-                vocab = transform.vocabularies[feature.table] or [_EMPTY_VOCAB_PLACEHOLDER]
-                lookup = tf_keras.layers.StringLookup(vocabulary=vocab, mask_token="",
-                                                      num_oov_indices=feature.oov_buckets,
-                                                      name=f"{feature.table}_lookup")
+                if feature.hash_buckets:  # no vocabulary: hashed ids (mdrec.data.hashing)
+                    lookup = HashedLookup(feature.hash_buckets, name=f"{feature.table}_lookup")
+                else:
+                    vocab = transform.vocabularies[feature.table] or [_EMPTY_VOCAB_PLACEHOLDER]
+                    lookup = tf_keras.layers.StringLookup(vocabulary=vocab, mask_token="",
+                                                          num_oov_indices=feature.oov_buckets,
+                                                          name=f"{feature.table}_lookup")
                 self.lookups[feature.table] = lookup
                 self.tables[feature.table] = tf_keras.layers.Embedding(
                     lookup.vocabulary_size(), feature.embedding_dim, embeddings_initializer=_init(feature.table),
@@ -102,13 +112,14 @@ class FeatureEncoder(tf_keras.layers.Layer):
         """Embedding of already-keyed ids of ``feature``'s table (any shape; "" -> the mask row)."""
         return self.tables[feature.table](self.lookups[feature.table](keys))
 
-    def call(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return self.encode(inputs, self.spec.features)
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
+        return self.encode(inputs, self.spec.features, training=training)
 
     def encode(self, inputs: dict[str, tf.Tensor], features, *, history: bool = True,
-               domain: bool = True) -> dict[str, tf.Tensor]:
+               domain: bool = True, training: bool | None = None) -> dict[str, tf.Tensor]:
         """Embed only ``features`` (and the history / domain if asked): a two-tower model's
-        candidate tower reads item features alone, so it needs no user columns."""
+        candidate tower reads item features alone, so it needs no user columns. The pretrained
+        user vector, if any, comes with the history (it is user behaviour too)."""
         out: dict[str, tf.Tensor] = {}
         for feature in features:
             value = inputs[feature.name]
@@ -129,9 +140,12 @@ class FeatureEncoder(tf_keras.layers.Layer):
         if history and self.spec.sequence:
             seq = inputs[self.spec.sequence.name]
             item = self.spec.feature(self.spec.sequence.item)
-            vectors = self.embed_ids(item, seq)                           # [B, L, d]
+            vectors = self.embed_ids(item, seq) if self.history_items is None \
+                else self.history_items(seq, training=training)           # [B, L, d]
             mask = tf.cast(tf.not_equal(seq, ""), tf.float32)[..., None]
             out[self.spec.sequence.name] = tf.reduce_sum(vectors * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        if history and self.user_feature is not None:
+            out["__pretrained_user__"] = self.user_feature(inputs[self.spec.user_id.name], training=training)
         if domain:
             out["__domain__"] = self.domain_embedding(self.domain_index(inputs))
         return out

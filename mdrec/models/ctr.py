@@ -23,6 +23,7 @@ from mdrec.data.transform import Transform
 from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
 from mdrec.layers.features import FeatureEncoder
 from mdrec.layers.interaction import ProjectedDotInteraction
+from mdrec.layers.item_encoders import ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.spec import Spec
 
@@ -41,12 +42,27 @@ class CTRModel(ClickModel):
     """Shared plumbing: the feature encoder and the optional dot interaction."""
 
     def __init__(self, spec: Spec, transform: Transform, *, embeddings_l2: float = 0.0,
-                 interaction: str = "dot", interaction_dim: int = 16, **kwargs):
+                 interaction: str = "dot", interaction_dim: int = 16, pretrained: str | None = None,
+                 transfer_mode: str = "finetune", adapter_dim: int = 16, item_encoder: str = "auto",
+                 text_encoder: str = "mean", frozen_text: str = "none", hybrid_combine: str = "concat",
+                 catalogue=None, **kwargs):
+        """``pretrained``: a pretraining run whose user encoder reads each user's source-line
+        behaviour as one more user feature, trained as ``transfer_mode`` says (mdrec.transfer).
+        ``item_encoder``: how the item is read, id / content / hybrid (mdrec.layers.item_encoders;
+        ``catalogue``, the training items, backs the content history and the frozen text)."""
         super().__init__(**kwargs)
         if interaction not in ("dot", "none"):
             raise ValueError(f"interaction must be 'dot' or 'none', got {interaction!r}")
+        from mdrec.transfer.user_feature import pretrained_user
+
         self.spec = spec
-        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features")
+        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features",
+                                      user_feature=pretrained_user(pretrained, transfer_mode, adapter_dim))
+        self.item_encoder = ItemEncoder(spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
+                                        frozen_text=frozen_text, hybrid_combine=hybrid_combine,
+                                        catalogue=catalogue, name="item_encoder")
+        if self.item_encoder.history_lookup is not None:
+            self.encoder.history_items = self.item_encoder.history_items
         self.interaction = ProjectedDotInteraction(interaction_dim, name="interaction") \
             if interaction == "dot" else None
 
@@ -56,7 +72,8 @@ class CTRModel(ClickModel):
 
     def features(self, inputs, *, with_domain: bool = True) -> tuple[tf.Tensor, dict, tf.Tensor]:
         """(concatenated features [B, D], embedded features by name, domain index [B])."""
-        embedded = self.encoder(inputs)
+        embedded = self.encoder.encode(inputs, self.item_encoder.other_features())  # user, context, history
+        embedded.update(self.item_encoder(inputs))                                 # the item's fields
         names = [n for n in sorted(embedded) if with_domain or n != DOMAIN_KEY]
         vectors = [embedded[n] for n in names]
         x = tf.concat(vectors, axis=-1)
@@ -160,11 +177,18 @@ class Separate(ClickModel):
         interaction = kwargs.pop("interaction", "dot")
         interaction_dim = kwargs.pop("interaction_dim", 16)
         embeddings_l2 = kwargs.pop("embeddings_l2", 0.0)
+        if kwargs.pop("pretrained", None):
+            raise ValueError("a pretrained user encoder plugs into one shared encoder; 'separate' has one per "
+                             "line: transfer into shared_bottom, star or mmoe")
+        kwargs.pop("transfer_mode", None)
+        kwargs.pop("adapter_dim", None)
+        item = {k: kwargs.pop(k) for k in ("item_encoder", "text_encoder", "frozen_text", "hybrid_combine",
+                                           "catalogue") if k in kwargs}
         super().__init__(**kwargs)
         self.spec = spec
         self.num_domains = len(transform.domains)
         self.towers = [SharedBottom(spec, transform, hidden, dropout, embeddings_l2=embeddings_l2,
-                                    interaction=interaction, interaction_dim=interaction_dim,
+                                    interaction=interaction, interaction_dim=interaction_dim, **item,
                                     name=f"domain_{d}") for d in range(self.num_domains)]
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:

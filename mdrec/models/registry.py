@@ -43,7 +43,8 @@ def build_model(name: str, spec, transform, *, catalogue=None, **hyperparameters
     if unknown:
         raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}; "
                          f"it takes {', '.join(sorted(accepted))}")
-    extra = {"catalogue": catalogue} if model_family(name) == "retrieval" else {}
+    # Retrieval models always take the catalogue; CTR models when their item encoder reads content.
+    extra = {"catalogue": catalogue} if model_family(name) == "retrieval" or catalogue is not None else {}
     try:
         return classes[0](spec, transform, **extra, **hyperparameters)
     except (ValueError, TypeError) as exc:

@@ -2,7 +2,10 @@
 
 Query tower: the user id (one table for every business line), user and context features, the
 line's embedding and the user's recent history (mean of item embeddings from the same item table
-the candidate tower reads). Candidate tower: the item id and the item features. Both end in an
+the candidate tower reads). Candidate tower: the item through an item encoder (``item_encoder``:
+``id``, ``content`` or ``hybrid``; by default the item id and the item features; in ``content``
+mode no item id is read, the history is embedded by content and the per-item offsets below are
+predicted from the content). Both end in an
 L2-normalised vector of ``embedding_dim``; the score is their dot product / temperature, plus a
 learned offset per item and line (``item_bias``: how much more often the item is clicked in that
 line than its similarity says, the popularity a normalised vector cannot hold). It is carried as
@@ -28,6 +31,7 @@ import tf_keras
 
 from mdrec.data.transform import Transform
 from mdrec.layers.features import FeatureEncoder, input_signature
+from mdrec.layers.item_encoders import ContentOffsets, ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.layers.sampling import StreamingFrequencyEstimator
 from mdrec.retrieval.catalogue import Catalogue, item_features
@@ -67,7 +71,9 @@ class TwoTower(tf_keras.Model):
                  frequency_alpha: float = 0.01, remove_accidental_hits: bool = True,
                  hard_negatives: int = 0, negatives: str = "all", item_bias: bool = True,
                  user_id_embedding: bool = True,
-                 embeddings_l2: float = 0.0, **kwargs):
+                 embeddings_l2: float = 0.0, pretrained: str | None = None, transfer_mode: str = "finetune",
+                 adapter_dim: int = 16, item_encoder: str = "auto", text_encoder: str = "mean",
+                 frozen_text: str = "none", hybrid_combine: str = "concat", **kwargs):
         super().__init__(**kwargs)
         if logq not in LOGQ:
             raise ValueError(f"logq must be one of {', '.join(LOGQ)}, got {logq!r}")
@@ -86,7 +92,18 @@ class TwoTower(tf_keras.Model):
         self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)  # width of both towers' output
         self.logq = logq
         self.negatives = negatives
-        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features")
+        from mdrec.transfer.user_feature import pretrained_user
+
+        # ``pretrained``: a pretraining run's user encoder joins the query tower (mdrec.transfer).
+        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features",
+                                      user_feature=pretrained_user(pretrained, transfer_mode, adapter_dim))
+        # The candidate tower reads the item through an item encoder: its ID, its content or both
+        # (mdrec.layers.item_encoders); in content mode the history is embedded by content too.
+        self.item_encoder = ItemEncoder(spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
+                                        frozen_text=frozen_text, hybrid_combine=hybrid_combine,
+                                        catalogue=catalogue, dropout=dropout, name="item_encoder")
+        if self.item_encoder.history_lookup is not None:
+            self.encoder.history_items = self.item_encoder.history_items
         self.query_tower = _Tower(hidden, embedding_dim, dropout, name="query_tower")
         self.candidate_tower = _Tower(hidden, embedding_dim, dropout, name="candidate_tower")
         self.task = tfrs.tasks.Retrieval(
@@ -111,9 +128,11 @@ class TwoTower(tf_keras.Model):
         clicks[:, slots] = catalogue.positives
         frequency = (clicks + 0.5) / (clicks + 0.5).sum(1, keepdims=True)
         prior = temperature * (np.log(frequency) - np.log(frequency).mean(1, keepdims=True))
-        self.item_bias = tf_keras.layers.Embedding(
-            vocabulary_size, lines, embeddings_initializer=tf_keras.initializers.Constant(prior.T),
-            name="item_bias") if item_bias else None
+        # A content-mode model reads no ID, so its offsets are predicted from the content instead.
+        self.item_bias = None if not item_bias else ContentOffsets(lines, name="content_bias") \
+            if self.item_encoder.mode == "content" else tf_keras.layers.Embedding(
+                vocabulary_size, lines, embeddings_initializer=tf_keras.initializers.Constant(prior.T),
+                name="item_bias")
         self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
             if logq == "streaming" else None
 
@@ -122,7 +141,7 @@ class TwoTower(tf_keras.Model):
         return self.query_embedding(inputs, training=training)
 
     def query_embedding(self, inputs, training: bool = False) -> tf.Tensor:
-        embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True)
+        embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True, training=training)
         query = self.query_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
         if self.item_bias is not None:
             line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
@@ -130,10 +149,13 @@ class TwoTower(tf_keras.Model):
         return query
 
     def candidate_embedding(self, inputs, training: bool = False) -> tf.Tensor:
-        embedded = self.encoder.encode(inputs, item_features(self.spec), history=False, domain=False)
-        candidate = self.candidate_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
+        embedded = self.item_encoder(inputs, training=training)
+        features = tf.concat([embedded[k] for k in sorted(embedded)], -1)
+        candidate = self.candidate_tower(features, training=training)
         if self.item_bias is not None:
-            candidate = tf.concat([candidate, self.item_bias(self.item_slot(inputs))], -1)
+            offsets = self.item_bias(features) if isinstance(self.item_bias, ContentOffsets) \
+                else self.item_bias(self.item_slot(inputs))
+            candidate = tf.concat([candidate, offsets], -1)
         return candidate
 
     def item_slot(self, inputs) -> tf.Tensor:

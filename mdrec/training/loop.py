@@ -140,14 +140,19 @@ def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels:
 
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
         validate: Callable[[], float] | None, *, metric: str = "valid_auc",
-        log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None) -> FitResult:
+        log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
+        after_build: Callable[[tf_keras.Model], None] | None = None) -> FitResult:
     """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
 
     ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
     (recorded in history.json under ``metric``), checked after every epoch for early stopping.
+    ``after_build(model)`` initialises weights once they exist (ID warm start); a checkpoint, if
+    there is one, then overrides them.
     """
     tf_keras.utils.set_random_seed(config.seed)
     build(model, train.sample())
+    if after_build is not None:
+        after_build(model)
     optimizer = tf_keras.optimizers.Adam(config.learning_rate)
     state = {
         "step": tf.Variable(0, dtype=tf.int64, trainable=False),

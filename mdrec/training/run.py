@@ -41,6 +41,8 @@ class TrainConfig:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     domain_batches: bool = False
+    warm_start: str | None = None  # a trained run whose embedding rows start this one's (by ID)
+    strategy: str | None = None  # tf.distribute: mirrored, multi_worker, parameter_server (None: one process)
 
     def resumable_fields(self) -> dict[str, Any]:
         # Paths may be given relative or absolute; what must match is everything that shapes training.

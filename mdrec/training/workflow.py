@@ -1,6 +1,7 @@
 """Train and evaluate runs: the library calls behind ``mdrec train`` and ``mdrec evaluate``."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -62,6 +63,17 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     config.train = _resolve(config.train)
     config.valid = _resolve(config.valid)
     config.test = _resolve(config.test)
+    config.warm_start = _resolve(config.warm_start)
+    if config.hyperparameters.get("pretrained"):
+        config.hyperparameters["pretrained"] = _resolve(config.hyperparameters["pretrained"])
+    dist, resume_from = None, None
+    if config.strategy:  # tf.distribute (mdrec.training.distribute); a ps/worker task serves and never returns
+        from mdrec.training import distribute
+
+        dist = distribute.setup(config, spec)
+        if not dist.chief:  # a multi-worker non-chief resumes from the chief's checkpoints, writes to scratch
+            resume_from, run = run.checkpoints, RunDir(dist.scratch)
+    streaming = config.stream or (dist is not None and dist.files_per_worker)
     if run.exists():
         previous, _ = run.read_config()
         if asdict(previous) != asdict(config) and not overwrite:
@@ -72,8 +84,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
             import shutil
 
             shutil.rmtree(run.path)
-    log(f"reading {config.train}" + (" (streaming)" if config.stream else ""))
-    if config.stream:
+    log(f"reading {config.train}" + (" (streaming)" if streaming else ""))
+    if streaming:
         if config.domain_batches:
             raise MdrecError("--domain-batches needs the training log in memory; drop --stream")
         if spec.sequence is not None:
@@ -94,15 +106,21 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     histories = {"train": None, "valid": None, "test": None}
     histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named])))
 
+    from mdrec.layers.item_encoders import needs_catalogue
+
     retrieval = model_family(config.model) == "retrieval"
     catalogue = None
-    if retrieval:
-        if config.stream:
-            raise MdrecError("--stream is for CTR models; a retrieval model trains on the clicks in memory")
+    if retrieval or needs_catalogue(spec, config.hyperparameters):  # content items: item -> content table
+        if streaming:
+            raise MdrecError("--stream is for CTR models; a retrieval model trains on the clicks in memory"
+                             if retrieval else f"{'--stream' if config.stream else '--strategy ' + str(config.strategy)}"
+                             " cannot build the item catalogue a content item encoder reads (the content "
+                             "history, the frozen text); train in memory in one process")
         catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) if run.catalogue_path.is_file() \
             else Catalogue.from_log(train_log, spec, transform.domains)
-    model = build_model(config.model, spec, transform, catalogue=catalogue,
-                        **config.hyperparameters)  # bad parameters fail here
+    with dist.scope() if dist is not None else contextlib.nullcontext():  # variables, tables: the strategy's
+        model = build_model(config.model, spec, transform, catalogue=catalogue,
+                            **config.hyperparameters)  # bad parameters fail here
     if not run.exists():
         fingerprints = {name: fingerprint(path) for name, path in
                         (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
@@ -115,7 +133,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
                                 dict(named), histories, log=log, on_batch=on_batch)
 
     train_inputs = model_inputs(train_log, spec, histories["train"])
-    if config.stream:
+    if streaming:
         train = StreamingEpochs(lambda epoch: streaming_dataset(
             config.train, spec, config.batch_size, known_domains=transform.domains,
             shuffle_buffer=16 * config.batch_size, seed=config.seed + epoch), train_inputs)
@@ -124,18 +142,27 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
                                domains=train_log.frame[DOMAIN].to_numpy(dtype=object) if config.domain_batches else None)
     validate = auc_validation(model, model_inputs(valid_log, spec, histories["valid"]), labels_of(valid_log)) \
         if valid_log is not None else None
-    result = fit(model, run, config, train, validate, log=log, on_batch=on_batch)
+    warm = _warm_start_hook(config, log)
+    if dist is not None:
+        result = distribute.fit(dist, model, run, config, spec, train, validate, rows=transform.rows, log=log,
+                                on_batch=on_batch, after_build=warm, resume_from=resume_from)
+    else:
+        result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm)
     restore_weights(model, run.best)
 
     metrics: dict = {"model": config.model, "best_epoch": result.best_epoch,
                      "best_valid_auc": result.best_score, "epochs_run": result.epochs_run,
                      "stopped_early": result.stopped_early, "train_rows": transform.rows,
-                     "missing_values": {}, "oov": {}, "tables": {}}
+                     "missing_values": {}, "oov": {}, "tables": {}, **_transfer_metrics(model, warm)}
+    if dist is not None:
+        metrics["strategy"] = {**dist.describe(), "sharded_tables": distribute.sharding_report(model)}
+    if transform.hashed:  # hashed ids: buckets, distinct training ids, collisions
+        metrics["hashing"] = transform.hashed
     # The sanity row: a smoothed user-mean + item-mean score fitted on the same training split.
     train_missing: dict[str, int] = {}
 
     def id_chunks():
-        for part in (iter_logs(config.train, spec) if config.stream else [train_log]):
+        for part in (iter_logs(config.train, spec) if streaming else [train_log]):
             for key, value in part.missing.items():
                 train_missing[key] = train_missing.get(key, 0) + value
             yield part.frame[spec.user_id.name], part.frame[spec.item_id.name], part.frame[LABEL]
@@ -154,7 +181,37 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         metrics["oov"][name] = transform.oov_counts(split, spec, histories[name])
         metrics["missing_values"][name] = split.missing
     atomic_write_json(run.metrics_path, metrics)
+    if dist is not None:
+        dist.finish()
     return metrics
+
+
+def _warm_start_hook(config: TrainConfig, log: Printer):
+    """fit's after_build for ``config.warm_start`` (None without one); keeps its row counts."""
+    if not config.warm_start:
+        return None
+    from mdrec.transfer.warm_start import warm_start
+
+    def hook(model) -> None:
+        hook.report = warm_start(model, config.warm_start)
+        log("warm start from " + config.warm_start + ": " + ", ".join(
+            f"{t} {r['copied']:,} rows copied, {r['fresh']:,} fresh" for t, r in hook.report.items()))
+    hook.report = {}
+    return hook
+
+
+def _transfer_metrics(model, warm) -> dict:
+    """What a run transferred: ID warm-start row counts; the pretrained encoder's trainable share."""
+    out: dict = {}
+    if warm is not None:
+        out["warm_start"] = warm.report
+    user_feature = getattr(getattr(model, "encoder", None), "user_feature", None)
+    if user_feature is not None:
+        from mdrec.transfer.user_feature import trainable_share
+
+        out["transfer"] = {"mode": user_feature.mode, "source_users": user_feature.known_users,
+                           **trainable_share(user_feature.encoder)}
+    return out
 
 
 def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transform: Transform,
@@ -174,7 +231,8 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
         validate = retrieval.recall_validation(model, spec, catalogue, logs["valid"], histories["valid"],
                                                [logs["train"]])
     metric = f"valid_{retrieval.EARLY_STOPPING}"
-    result = fit(model, run, config, train, validate, metric=metric, log=log, on_batch=on_batch)
+    warm = _warm_start_hook(config, log)
+    result = fit(model, run, config, train, validate, metric=metric, log=log, on_batch=on_batch, after_build=warm)
     restore_weights(model, run.best)
     metrics: dict = {"model": config.model, "family": "retrieval", "best_epoch": result.best_epoch,
                      f"best_{metric}": result.best_score, "epochs_run": result.epochs_run,
@@ -182,7 +240,7 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
                      "train_clicks": int(len(labels)), "catalogue_items": len(catalogue),
                      "catalogue_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
                      "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
-                     "oov": {}, "missing_values": {}}
+                     "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
     seen = [logs["train"]]
     for name in ("valid", "test"):
         if name not in logs:
@@ -210,7 +268,7 @@ def load_trained(run_path: str | Path):
         raise MdrecError("run has no trained weights yet (best/ is missing)", path=str(run.path),
                          hint="finish training with the same `mdrec train` command")
     catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) \
-        if model_family(config.model) == "retrieval" else None
+        if model_family(config.model) == "retrieval" or run.catalogue_path.is_file() else None
     model = build_model(config.model, spec, transform, catalogue=catalogue, **config.hyperparameters)
     return run, config, spec, transform, model
 

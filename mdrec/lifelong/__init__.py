@@ -1,0 +1,1 @@
+"""Lifelong user representation (Conure): one encoder, tasks learned in sequence, nothing forgotten."""

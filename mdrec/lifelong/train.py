@@ -1,0 +1,416 @@
+"""``mdrec lifelong``: tasks learned in sequence by one encoder (Conure), with the baselines.
+
+runs/NAME/
+  config.json     model "lifelong", the parsed tasks file (encoder, tasks, prune rates), data paths
+  spec.yaml       the spec as used
+  vocabulary.json task 1's item vocabulary, and each later task's items / classes
+  state/after_T/  a checkpoint of every model after task T (the resume point; a finished task is
+                  never retrained when the command runs again)
+  progress.json   tasks done, the metric matrices so far and wall times (written after the state)
+  metrics.json    at the end: per task the metric right after it was learned and after all
+                  tasks, per method; parameter counts; weight ownership
+  report.txt      the same as tables
+
+Methods (all in one run):
+  conure      one encoder; per-weight owners, masked training, magnitude pruning + retraining
+  sequential  one encoder fine-tuned on every task in turn, no isolation (forgets)
+  per_task    one model per task: task 1's encoder (before pruning), copied and fully fine-tuned
+              per later task
+  adapters    PeterRec: task 1's encoder frozen, two bottleneck adapters per block and a head per
+              later task
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+import tf_keras
+
+from mdrec.errors import MdrecError
+from mdrec.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from mdrec.lifelong.masks import ownership_summary, prune, train_forward_mask
+from mdrec.lifelong.model import TaskModel, count
+from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks
+from mdrec.spec import load_spec
+from mdrec.training.run import RunDir, TrainConfig, fingerprint
+
+MODEL = "lifelong"
+K = 10
+METHODS = ("conure", "sequential", "per_task", "adapters")
+LABELS = {"conure": "Conure", "sequential": "sequential fine-tuning", "per_task": "one model per task",
+          "adapters": "PeterRec adapters"}
+Printer = Callable[[str], None]
+
+
+# ---- models -----------------------------------------------------------------------------------------
+
+class World(tf.Module):
+    """Every model of the run (so one checkpoint holds them all)."""
+
+    def __init__(self, tasks: TaskFile, vocabulary: list[str], data: list[TaskData]):
+        super().__init__(name="lifelong")
+        heads = {d.task.index: (d.task.kind, d.outputs) for d in data}
+        enc = tasks.encoder
+        self.conure = TaskModel(vocabulary, enc, heads, isolated=True, name="conure")
+        self.rng = tf.random.Generator.from_seed(tasks.seed)
+        if tasks.baselines:
+            self.sequential = TaskModel(vocabulary, enc, heads, name="sequential")
+            self.per_task = {str(t): TaskModel(vocabulary, enc, {t: heads[t]}, name=f"per_task_{t}") for t in heads}
+            self.adapters = {str(t): TaskModel(vocabulary, enc, {t: heads[t]}, adapter_bottleneck=tasks.adapter_bottleneck,
+                                               name=f"adapters_{t}") for t in heads if t > 1}
+
+
+def base_weights(model: TaskModel) -> list[tf.Variable]:
+    """The encoder's weights without adapters, in a fixed order (copy between models)."""
+    return model.encoder_other_weights() + [layer.kernel for _, layer in model.kernels()]
+
+
+def copy_encoder(source: TaskModel, target: TaskModel) -> None:
+    for a, b in zip(base_weights(source), base_weights(target), strict=True):
+        b.assign(a)
+
+
+def copy_head(source: TaskModel, target: TaskModel, task: int) -> None:
+    target.head(task).set_weights(source.head(task).get_weights())
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+def train_phase(model: TaskModel, data: TaskData, variables: list[tf.Variable], *, masks=None,
+                grad_masks: dict[int, tf.Tensor] | None = None, epochs: int, learning_rate: float, batch_size: int,
+                negatives: int, rng: tf.random.Generator, seed: int) -> list[float]:
+    """Adam on ``variables`` (a fresh optimiser: a weight whose gradient is always zero never moves)
+    with the kernels multiplied by ``masks`` and the gradients of ``grad_masks`` (id(variable) ->
+    0/1 mask) multiplied in. Returns the mean loss per epoch."""
+    if not epochs or not len(data.x):
+        return []
+    task, kind = data.task.index, data.task.kind
+    optimizer = tf_keras.optimizers.Adam(learning_rate)
+    optimizer.build(variables)
+    gm = [None if grad_masks is None else grad_masks.get(id(v)) for v in variables]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, data.x.shape[1]], tf.string), tf.TensorSpec([None], tf.int64)],
+                 autograph=False)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = model.loss(x, y, task, kind, masks, negatives, rng)
+        grads = tape.gradient(loss, variables)
+        pairs = []
+        for g, m, v in zip(grads, gm, variables):
+            if g is None:
+                continue
+            if m is not None:
+                g = tf.convert_to_tensor(g) * m
+            pairs.append((g, v))
+        optimizer.apply_gradients(pairs)
+        return loss
+
+    order_rng = np.random.default_rng([seed, task, 11])
+    losses = []
+    for _ in range(epochs):
+        order = order_rng.permutation(len(data.x))
+        total, n = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            loss = step(tf.constant(data.x[rows]), tf.constant(data.y[rows]))
+            total += float(loss) * len(rows)
+            n += len(rows)
+        losses.append(total / max(n, 1))
+    return losses
+
+
+def task_scores(model: TaskModel, task: int, items: np.ndarray, masks=None, batch_size: int = 512) -> np.ndarray:
+    fn = tf.function(lambda x: model.scores(x, task, masks), autograph=False,
+                     input_signature=[tf.TensorSpec([None, items.shape[1]], tf.string)])
+    out = [fn(tf.constant(items[s:s + batch_size])).numpy() for s in range(0, len(items), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.head(task).outputs), np.float32)
+
+
+def ranking_metrics(scores: np.ndarray, targets: list, excluded: list | None = None) -> dict[str, float]:
+    """recall@K (fraction of a user's targets in the top K) and NDCG@K, averaged over users."""
+    recall, ndcg = [], []
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    for row, target in enumerate(targets):
+        if excluded:
+            scores[row, excluded[row]] = -np.inf
+        top = np.argsort(-scores[row], kind="stable")[:K]
+        target = np.atleast_1d(np.asarray(target))
+        hits = np.isin(top, target)
+        recall.append(hits.sum() / len(target))
+        ideal = np.sum(1.0 / np.log2(np.arange(2, min(len(target), K) + 2)))
+        ndcg.append(np.sum(hits / np.log2(np.arange(2, K + 2))) / ideal)
+    return {f"recall@{K}": float(np.mean(recall)) if recall else float("nan"),
+            f"ndcg@{K}": float(np.mean(ndcg)) if ndcg else float("nan")}
+
+
+def evaluate(model: TaskModel, data: TaskData, masks=None) -> dict[str, float]:
+    scores = task_scores(model, data.task.index, data.eval_x, masks)
+    return metrics_of(scores, data)
+
+
+def metrics_of(scores: np.ndarray, data: TaskData) -> dict[str, float]:
+    if data.task.kind == "next_item":
+        return ranking_metrics(scores, data.eval_targets, data.excluded)
+    if data.task.kind == "line_items":
+        return ranking_metrics(scores, data.eval_targets)
+    predicted = scores.argmax(1)
+    labels = np.asarray(data.eval_targets)
+    return {"accuracy": float(np.mean(predicted == labels)),
+            "macro_f1": float(f1_score(labels, predicted, average="macro", labels=np.arange(data.outputs),
+                                       zero_division=0))}
+
+
+def sanity(data: TaskData) -> tuple[str, dict[str, float]]:
+    n = len(data.eval_x)
+    if data.task.kind == "profile":
+        scores = np.zeros((n, data.outputs))
+        scores[:, data.majority] = 1.0
+        return "majority class", metrics_of(scores, data)
+    scores = np.tile(data.popularity.astype(np.float64), (n, 1))
+    return "popularity", metrics_of(scores, data)
+
+
+# ---- one task per method ----------------------------------------------------------------------------
+
+def learn_conure(model: TaskModel, data: TaskData, tasks: TaskFile, rng, log: Printer) -> dict:
+    """Train task t in the free weights, prune, retrain the kept ones; returns losses and counts."""
+    t, spec = data.task.index, data.task
+    kernels = model.kernels()
+    owners = model.owner_arrays()
+    head = model.head(t).trainable_weights
+    shared = model.encoder_other_weights() if t == 1 else []  # embeddings, biases, norms: task 1's
+    kernel_vars = [layer.kernel for _, layer in kernels]
+    masks = {name: tf.constant(train_forward_mask(owners[name], t)) for name, _ in kernels}
+    grads = {id(layer.kernel): tf.constant((owners[name] == 0).astype(np.float32)) for name, layer in kernels}
+    common = dict(batch_size=spec.batch_size, negatives=tasks.negatives, rng=rng, seed=tasks.seed)
+    losses = train_phase(model, data, kernel_vars + shared + head, masks=masks, grad_masks=grads,
+                         epochs=spec.epochs, learning_rate=spec.learning_rate, **common)
+    before_prune = [v.numpy() for v in base_weights(model)] if t == 1 else None
+    head_before_prune = model.head(t).get_weights()
+    for name, layer in kernels:
+        values, owner = prune(layer.kernel.numpy(), owners[name], t, spec.prune)
+        layer.kernel.assign(values)
+        model.owners[name].assign(owner)
+    owners = model.owner_arrays()
+    retrain = []
+    if spec.prune > 0 and spec.retrain_epochs:
+        masks = model.predict_masks(t)
+        grads = {id(layer.kernel): tf.constant((owners[name] == t).astype(np.float32)) for name, layer in kernels}
+        retrain = train_phase(model, data, kernel_vars + shared + head, masks=masks, grad_masks=grads,
+                              epochs=spec.retrain_epochs, learning_rate=spec.learning_rate, **common)
+    return {"losses": losses, "retrain_losses": retrain, "before_prune": before_prune,
+            "head_before_prune": head_before_prune}
+
+
+def learn_plain(model: TaskModel, data: TaskData, variables, tasks: TaskFile, rng) -> list[float]:
+    spec = data.task
+    return train_phase(model, data, variables, epochs=spec.epochs, learning_rate=spec.learning_rate,
+                       batch_size=spec.batch_size, negatives=tasks.negatives, rng=rng, seed=tasks.seed)
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path, *, data: str | Path | None = None,
+                 overwrite: bool = False, stop_after: int | None = None, log: Printer = print) -> dict:
+    """Learn the tasks of ``tasks_path`` in order in run folder ``out`` (resumes per task)."""
+    started = time.perf_counter()
+    tasks = parse_tasks(tasks_path)
+    data_path = data or tasks.data
+    if not data_path:
+        raise MdrecError("no data: the tasks file has no 'data' field and --data was not given", path=tasks.path,
+                         hint="pass --data DIR (a prepared folder, e.g. from `mdrec data synth --preset transfer`)")
+    spec = load_spec(spec_path)
+    config = TrainConfig(model=MODEL, train=str(Path(data_path).resolve()), seed=tasks.seed,
+                         hyperparameters={"tasks_file": str(Path(tasks_path).resolve()), **tasks.as_config()})
+    run = RunDir(out)
+    if run.exists():
+        previous, _ = run.read_config()
+        if json.dumps(asdict(previous), sort_keys=True, default=str) != json.dumps(asdict(config), sort_keys=True,
+                                                                                  default=str):
+            if not overwrite:
+                raise MdrecError("run folder holds a lifelong run with a different configuration (tasks, encoder "
+                                 "or data)", path=str(run.path), hint="use a new --out, or --overwrite to start over")
+            shutil.rmtree(run.path)
+    tf_keras.utils.set_random_seed(tasks.seed)
+    log(f"lifelong: {len(tasks.tasks)} tasks, encoder {tasks.encoder}")
+    vocabulary, task_data = build_task_data(tasks, spec, data_path, log=log)
+    if not run.exists():
+        run.write_config(config, spec, {"train": fingerprint(resolve_train(data_path))})
+        atomic_write_json(run.path / "vocabulary.json",
+                          {"items": vocabulary, **{d.task.name: d.classes for d in task_data[1:]}})
+    world = World(tasks, vocabulary, task_data)
+    checkpoint = tf.train.Checkpoint(world=world)
+    progress_path = run.path / "progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {
+        "done": 0, "matrix": {m: {} for m in ("conure", "sequential")}, "right_after": {m: {} for m in METHODS},
+        "losses": {}, "seconds": {}, "sanity": {}}
+    if progress["done"]:
+        checkpoint.read(str(run.path / "state" / f"after_{progress['done']}" / "ckpt")).expect_partial()
+        log(f"resumed after task {progress['done']} ({task_data[progress['done'] - 1].task.name}); "
+            "finished tasks are not retrained")
+    rng = world.rng
+    for data in task_data[progress["done"]:]:
+        t, spec_t = data.task.index, data.task
+        name = spec_t.name
+        log(f"task {t} {name} ({spec_t.kind}, prune {spec_t.prune}):")
+        seconds = {}
+        clock = time.perf_counter()
+        learned = learn_conure(world.conure, data, tasks, rng, log)
+        seconds["conure"] = time.perf_counter() - clock
+        progress["losses"][name] = {"conure": learned["losses"], "conure_retrain": learned["retrain_losses"]}
+        conure_row = {str(i): evaluate(world.conure, d, world.conure.predict_masks(i))
+                      for i, d in ((d.task.index, d) for d in task_data[:t])}
+        progress["matrix"]["conure"][str(t)] = conure_row
+        progress["right_after"]["conure"][str(t)] = conure_row[str(t)]
+        if tasks.baselines:
+            clock = time.perf_counter()
+            seq = world.sequential
+            if t == 1:
+                # Task 1's plain model is Conure's task-1 encoder before pruning: the shared base
+                # of one-model-per-task and the adapters, and sequential fine-tuning's start.
+                for target in (world.per_task["1"], seq):
+                    for variable, value in zip(base_weights(target), learned["before_prune"], strict=True):
+                        variable.assign(value)
+                    target.head(1).set_weights(learned["head_before_prune"])
+                seconds["sequential"] = seconds["per_task"] = 0.0
+            else:
+                progress["losses"][name]["sequential"] = learn_plain(
+                    seq, data, seq.encoder.trainable_weights + seq.head(t).trainable_weights, tasks, rng)
+                seconds["sequential"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+                own = world.per_task[str(t)]
+                copy_encoder(world.per_task["1"], own)
+                progress["losses"][name]["per_task"] = learn_plain(
+                    own, data, own.encoder.trainable_weights + own.head(t).trainable_weights, tasks, rng)
+                seconds["per_task"] = time.perf_counter() - clock
+                clock = time.perf_counter()
+                patched = world.adapters[str(t)]
+                copy_encoder(world.per_task["1"], patched)
+                progress["losses"][name]["adapters"] = learn_plain(
+                    patched, data, patched.encoder.adapter_weights + patched.head(t).trainable_weights, tasks, rng)
+                seconds["adapters"] = time.perf_counter() - clock
+            seq_row = {str(d.task.index): evaluate(seq, d) for d in task_data[:t]}
+            progress["matrix"]["sequential"][str(t)] = seq_row
+            progress["right_after"]["sequential"][str(t)] = seq_row[str(t)]
+            progress["right_after"]["per_task"][str(t)] = evaluate(world.per_task[str(t)], data)
+            progress["right_after"]["adapters"][str(t)] = (progress["right_after"]["per_task"]["1"] if t == 1 else
+                                                           evaluate(world.adapters[str(t)], data))
+        progress["sanity"][str(t)] = sanity(data)
+        progress["seconds"][str(t)] = seconds
+        metric = spec_t.metric
+        log(f"  {metric}: conure {conure_row[str(t)][metric]:.4f}" +
+            (f", sequential {progress['right_after']['sequential'][str(t)][metric]:.4f}, one-per-task "
+             f"{progress['right_after']['per_task'][str(t)][metric]:.4f}, adapters "
+             f"{progress['right_after']['adapters'][str(t)][metric]:.4f}" if tasks.baselines else "") +
+            f"; {progress['sanity'][str(t)][0]} {progress['sanity'][str(t)][1][metric]:.4f}"
+            f"  ({sum(seconds.values()):.1f}s)")
+        state = run.path / "state" / f"after_{t}"
+        with atomic_directory(state) as tmp:
+            checkpoint.write(str(tmp / "ckpt"))
+        progress["done"] = t
+        atomic_write_json(progress_path, progress)
+        for old in (run.path / "state").glob("after_*"):
+            if old.name != state.name:
+                shutil.rmtree(old, ignore_errors=True)
+        if stop_after is not None and t >= stop_after:
+            log(f"stopped after task {t} (--stop-after); run the command again to continue")
+            return {"done": t}
+    metrics = final_metrics(world, tasks, task_data, progress)
+    metrics["seconds_total_this_invocation"] = time.perf_counter() - started
+    report = report_text(metrics)
+    atomic_write_json(run.metrics_path, metrics)
+    atomic_write_text(run.path / "report.txt", report)
+    log(report)
+    metrics["_report"] = report
+    return metrics
+
+
+def resolve_train(data) -> Path:
+    from mdrec.pretraining.data import resolve_source
+
+    return resolve_source(data)
+
+
+def parameter_counts(world: World, tasks: TaskFile) -> dict:
+    c = world.conure
+    heads = count([v for h in c.heads.values() for v in h.trainable_weights])
+    encoder = count(c.encoder.trainable_weights)
+    out = {"encoder": encoder, "heads": heads, "conure": encoder + heads}
+    if tasks.baselines:
+        out["per_task"] = sum(count(m.encoder.trainable_weights) + count(m.heads[k].trainable_weights)
+                              for k, m in world.per_task.items())
+        out["sequential"] = encoder + heads
+        out["adapters"] = encoder + heads + sum(count(m.encoder.adapter_weights) for m in world.adapters.values())
+    return out
+
+
+def final_metrics(world: World, tasks: TaskFile, task_data: list[TaskData], progress: dict) -> dict:
+    last = str(len(task_data))
+    rows = []
+    for d in task_data:
+        t, metric = str(d.task.index), d.task.metric
+        row = {"task": int(t), "name": d.task.name, "kind": d.task.kind, "metric": metric, "prune": d.task.prune,
+               "sanity": progress["sanity"][t][0], "sanity_value": progress["sanity"][t][1][metric]}
+        for method in ("conure", "sequential"):
+            if method == "sequential" and not tasks.baselines:
+                continue
+            after = progress["right_after"][method][t][metric]
+            final = progress["matrix"][method][last][t][metric]
+            row[f"{method}_after_it"], row[f"{method}_after_all"] = after, final
+            row[f"{method}_change"] = final - after
+        if tasks.baselines:
+            for method in ("per_task", "adapters"):
+                row[method] = progress["right_after"][method][t][metric]  # unchanged by later tasks
+        rows.append(row)
+    counts = parameter_counts(world, tasks)
+    return {"model": MODEL, "tasks": rows, "parameters": counts,
+            "ownership": ownership_summary(world.conure.owner_arrays(), len(task_data)),
+            "matrix": progress["matrix"], "right_after": progress["right_after"], "losses": progress["losses"],
+            "seconds": progress["seconds"], "sanity": progress["sanity"]}
+
+
+def report_text(metrics: dict) -> str:
+    rows = []
+    for r in metrics["tasks"]:
+        row = {"task": f"{r['task']} {r['name']}", "metric": r["metric"], "p": r["prune"],
+               "Conure after it": r["conure_after_it"], "Conure after all": r["conure_after_all"],
+               "Conure Δ": r["conure_change"]}
+        if "sequential_after_it" in r:
+            row.update({"seq-FT after it": r["sequential_after_it"], "seq-FT after all": r["sequential_after_all"],
+                        "seq-FT Δ": r["sequential_change"], "one model/task": r["per_task"],
+                        "adapters": r["adapters"]})
+        row[r["sanity"]] = r["sanity_value"]
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("task")
+    sanity_cols = [c for c in table.columns if c in ("popularity", "majority class")]
+    table = table[[c for c in table.columns if c not in sanity_cols] + sanity_cols]
+    counts = metrics["parameters"]
+    lines = ["Forgetting: each task's test metric right after it was learned and after all tasks",
+             table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"), ""]
+    prow = [{"method": "Conure (one encoder, masks)", "parameters": counts["conure"]}]
+    if "per_task" in counts:
+        prow += [{"method": "one model per task", "parameters": counts["per_task"]},
+                 {"method": "sequential fine-tuning", "parameters": counts["sequential"]},
+                 {"method": "PeterRec adapters", "parameters": counts["adapters"]}]
+    ptable = pd.DataFrame(prow).set_index("method")
+    if "per_task" in counts:
+        ptable["vs one model per task"] = ptable["parameters"] / counts["per_task"]
+    lines += ["Parameters (encoder + heads; Conure's prunable kernels are shared by owner)",
+              ptable.to_string(float_format=lambda v: f"{v:.2f}"), ""]
+    own = metrics["ownership"]
+    lines.append("Prunable kernel weights by owner: " + ", ".join(
+        f"{'free' if k == '0' else 'task ' + k} {v} ({own['share'][k]:.0%})" for k, v in own["per_owner"].items()))
+    secs = metrics["seconds"]
+    lines.append("Wall seconds per task: " + "; ".join(
+        f"task {t}: " + ", ".join(f"{m} {s:.1f}" for m, s in v.items()) for t, v in secs.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Pretraining a user encoder on a business line's behaviour sequences (mdrec pretrain)."""

@@ -1,0 +1,149 @@
+"""Pretraining objectives: masking, next-item targets, augmentations and their losses.
+
+Every function works on item rows int32 [B, L] (0 = padding, right-padded; 1 = OOV; 2.. the
+vocabulary; ``mask_id`` = the [MASK] row) and draws randomness from a ``tf.random.Generator``
+(saved in checkpoints, so a resumed run continues the same random stream).
+
+- mlm (ShopperBERT / BERT4Rec): a fraction of the non-padding positions is replaced by [MASK]
+  (every chosen position, always: unlike BERT's 10% kept / 10% random, a masked position's input
+  never holds its target), at least one per non-empty sequence; the loss is computed at masked
+  positions only.
+- autoregressive (NextItNet / PeterRec): the state at t predicts the item at t + 1, at every
+  position that has a next item.
+- contrastive (CLUE / CL4SRec augmentations): each sequence gets two views, each made by one of
+  crop (a random contiguous part), mask (random items -> [MASK]) or reorder (a random contiguous
+  part shuffled), chosen uniformly per view; InfoNCE with in-batch negatives and a temperature.
+Item prediction uses a sampled softmax over the vocabulary: ``negatives`` items drawn log-uniformly
+by popularity rank (the vocabulary is most-frequent first) and shared by the batch, each logit
+corrected by log(expected count) (logQ), accidental hits removed; ``negatives`` 0 (or at least the
+vocabulary) means the full softmax.
+"""
+from __future__ import annotations
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+
+AUGMENTATIONS = ("crop", "mask", "reorder")
+
+
+def mlm_mask(ids: tf.Tensor, rate: float, rng: tf.random.Generator, mask_id: int
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(inputs, targets, weights): inputs with the chosen positions set to ``mask_id``; targets =
+    the original item at chosen positions and 0 elsewhere; weights 1.0 at chosen positions, else 0."""
+    ids = tf.cast(ids, tf.int32)
+    valid = tf.not_equal(ids, 0)
+    chosen = tf.logical_and(valid, rng.uniform(tf.shape(ids)) < rate)
+    # A non-empty sequence with nothing chosen gets one random position masked.
+    nothing = tf.logical_and(tf.logical_not(tf.reduce_any(chosen, axis=1)), tf.reduce_any(valid, axis=1))
+    pick = tf.argmax(tf.where(valid, rng.uniform(tf.shape(ids)), -1.0), axis=1, output_type=tf.int32)
+    forced = tf.logical_and(tf.cast(tf.one_hot(pick, tf.shape(ids)[1], dtype=tf.int32), tf.bool), nothing[:, None])
+    chosen = tf.logical_or(chosen, forced)
+    inputs = tf.where(chosen, tf.cast(mask_id, tf.int32), ids)
+    targets = tf.where(chosen, ids, 0)
+    return inputs, targets, tf.cast(chosen, tf.float32)
+
+
+def next_item_targets(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(targets, weights): the item at t + 1 for every position t (0 past the end)."""
+    ids = tf.cast(ids, tf.int32)
+    targets = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
+    weights = tf.cast(tf.logical_and(tf.not_equal(ids, 0), tf.not_equal(targets, 0)), tf.float32)
+    return targets, weights
+
+
+def augment(ids: tf.Tensor, rng: tf.random.Generator, mask_id: int, *, crop: float = 0.6, mask: float = 0.3,
+            reorder: float = 0.6, times: tf.Tensor | None = None,
+            kinds: tuple[str, ...] = AUGMENTATIONS) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """One augmented view per sequence (and its times): crop keeps a random ``crop`` share of the
+    items (contiguous, moved to the front), mask replaces each item by [MASK] with probability
+    ``mask``, reorder shuffles a random contiguous ``reorder`` share. One of ``kinds`` per row."""
+    ids = tf.cast(ids, tf.int32)
+    shape = tf.shape(ids)
+    batch, length = shape[0], shape[1]
+    valid = tf.not_equal(ids, 0)
+    n = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    position = tf.range(length)[None, :]
+
+    def part(rate):
+        size = tf.maximum(tf.cast(tf.floor(rate * tf.cast(n, tf.float32)), tf.int32), 1)
+        start = tf.cast(tf.floor(rng.uniform([batch]) * tf.cast(tf.maximum(n - size + 1, 1), tf.float32)), tf.int32)
+        return size, tf.minimum(start, tf.maximum(n - size, 0))
+
+    size, start = part(crop)
+    crop_index = tf.minimum(start[:, None] + position, length - 1)
+    keep = position < tf.minimum(size, n)[:, None]
+    cropped = tf.where(keep, tf.gather(ids, crop_index, batch_dims=1), 0)
+
+    masked = tf.where(tf.logical_and(valid, rng.uniform(shape) < mask), tf.cast(mask_id, tf.int32), ids)
+
+    size, start = part(reorder)
+    inside = tf.logical_and(position >= start[:, None], position < (start + size)[:, None])
+    keys = tf.where(inside, tf.cast(start, tf.float32)[:, None] + rng.uniform(shape) * tf.cast(size, tf.float32)[:, None],
+                    tf.cast(position, tf.float32))
+    order = tf.argsort(keys, axis=1, stable=True)
+    reordered = tf.gather(ids, order, batch_dims=1)
+
+    options = {"crop": cropped, "mask": masked, "reorder": reordered}
+    choice = rng.uniform([batch], 0, len(kinds), dtype=tf.int32)
+    out = options[kinds[-1]]
+    for index in range(len(kinds) - 2, -1, -1):
+        out = tf.where(tf.equal(choice, index)[:, None], options[kinds[index]], out)
+    if times is None:
+        return out, None
+    time_options = {"crop": tf.where(keep, tf.gather(times, crop_index, batch_dims=1), tf.zeros_like(times)),
+                    "mask": times, "reorder": tf.gather(times, order, batch_dims=1)}
+    out_times = time_options[kinds[-1]]
+    for index in range(len(kinds) - 2, -1, -1):
+        out_times = tf.where(tf.equal(choice, index)[:, None], time_options[kinds[index]], out_times)
+    return out, out_times
+
+
+def log_uniform_probability(index: tf.Tensor, num_items: int) -> tf.Tensor:
+    """P(k) = log((k + 2) / (k + 1)) / log(V + 1): Zipf over popularity ranks 0 .. V-1."""
+    k = tf.cast(index, tf.float32)
+    return (tf.math.log(k + 2.0) - tf.math.log(k + 1.0)) / tf.math.log(float(num_items) + 1.0)
+
+
+def log_uniform_sample(rng: tf.random.Generator, count: int, num_items: int) -> tf.Tensor:
+    """``count`` ranks in [0, V) drawn (with replacement) from :func:`log_uniform_probability`."""
+    u = rng.uniform([count])
+    k = tf.cast(tf.floor(tf.exp(u * tf.math.log(float(num_items) + 1.0))), tf.int32) - 1
+    return tf.clip_by_value(k, 0, num_items - 1)
+
+
+def item_softmax_loss(hidden: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, bias: tf.Tensor,
+                      negatives: int, rng: tf.random.Generator) -> tf.Tensor:
+    """Per-row cross-entropy of the target item: hidden [n, d], targets [n] (0-based vocabulary
+    index), table [V, d], bias [V] -> [n]. Sampled softmax with ``negatives`` shared negatives, or
+    the full softmax when ``negatives`` is 0 or covers the vocabulary."""
+    num_items = int(table.shape[0])
+    targets = tf.cast(targets, tf.int32)
+    if negatives <= 0 or negatives >= num_items:
+        logits = tf.matmul(hidden, table, transpose_b=True) + bias
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    sampled = log_uniform_sample(rng, negatives, num_items)
+    log_q_true = tf.math.log(negatives * log_uniform_probability(targets, num_items))
+    log_q_sampled = tf.math.log(negatives * log_uniform_probability(sampled, num_items))
+    positive = tf.reduce_sum(hidden * tf.gather(table, targets), axis=-1) + tf.gather(bias, targets) - log_q_true
+    negative = (tf.matmul(hidden, tf.gather(table, sampled), transpose_b=True) + tf.gather(bias, sampled)
+                - log_q_sampled[None, :])
+    negative = tf.where(tf.equal(sampled[None, :], targets[:, None]), -1e9, negative)  # accidental hits
+    logits = tf.concat([positive[:, None], negative], axis=1)
+    return tf.reduce_logsumexp(logits, axis=1) - positive
+
+
+def info_nce(a: tf.Tensor, b: tf.Tensor, temperature: float) -> tf.Tensor:
+    """Symmetric InfoNCE of two views [B, d] -> [B]: row i of ``a`` must pick row i of ``b`` among
+    the batch (cosine similarity / temperature), and the other way round."""
+    a = tf.math.l2_normalize(a, axis=-1)
+    b = tf.math.l2_normalize(b, axis=-1)
+    logits = tf.matmul(a, b, transpose_b=True) / temperature
+    labels = tf.range(tf.shape(a)[0])
+    forward = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    backward = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.transpose(logits))
+    return 0.5 * (forward + backward)
+
+
+def weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    weights = tf.cast(weights, values.dtype)
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)

@@ -1,0 +1,80 @@
+"""Scratch vs transferred on one target line: every variant trained on the same split, scored by
+the user's target-line history (the demo and bench/transfer.py).
+
+Variants: "no transfer" (the target model alone), "ID warm start" (its tables start from a donor
+run on the source line), and the four modes of the pretrained user encoder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+VARIANTS = ("no transfer", "ID warm start", "scratch", "frozen", "finetune", "adapter")
+SLICES = ("ALL", "target history 0", "target history 1-3", "target history 4+", "with source history",
+          "no source history")
+BASELINE = "baseline: user+item mean"
+
+
+def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], out: str | Path,
+                pretrained: str | Path | None = None, donor: str | Path | None = None, model: str = "shared_bottom",
+                seed: int = 0, hyperparameters: dict | None = None, epochs: int = 10, batch_size: int = 256,
+                learning_rate: float = 2e-3, patience: int = 2,
+                log: Callable[[str], None] = lambda *_: None) -> list[dict]:
+    """Train one variant on ``target`` (train/valid/test paths); rows of test AUC by slice for
+    the model and the user+item-mean sanity baseline."""
+    from mdrec.training.run import TrainConfig
+    from mdrec.training.workflow import train_run
+    from mdrec.transfer.slices import ctr_slices
+    from mdrec.transfer.workflow import transfer_run
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
+    training = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed)
+    if variant in ("no transfer", "ID warm start"):
+        if variant == "ID warm start" and donor is None:
+            raise ValueError("ID warm start needs a donor run")
+        config = TrainConfig(model=model, train=target["train"], valid=target["valid"], test=target["test"],
+                             hyperparameters=dict(hyperparameters or {}),
+                             warm_start=str(donor) if variant == "ID warm start" else None, **training)
+        metrics = train_run(spec_path, config, out, overwrite=True, log=log)
+        source_users = None
+        if pretrained is not None:
+            from mdrec.pretraining.train import load_pretrained
+
+            source_users = {u for u, items in load_pretrained(pretrained).sequences.items() if len(items)}
+        table = ctr_slices(out, target["test"], source_users)
+    else:
+        metrics = transfer_run(pretrained, spec_path, out, task="ctr", mode=variant, train=target["train"],
+                               valid=target["valid"], test=target["test"], model=model,
+                               hyperparameters=hyperparameters, overwrite=True, log=log, **training)
+        table = metrics["_slices"]
+    rows = []
+    for scorer, name in (("model", variant), ("baseline", BASELINE)):
+        part = table[table["model"] == scorer]
+        row = {"variant": name, "seed": seed, **{s: float(part.loc[s, "auc"]) for s in SLICES if s in part.index},
+               "rows": {s: int(part.loc[s, "rows"]) for s in SLICES if s in part.index}}
+        if scorer == "model":
+            row["trainable_share"] = metrics.get("transfer", {}).get("encoder_trainable_share")
+        rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict]) -> pd.DataFrame:
+    """Variant x slice: "mean ± std" over seeds (the baseline once per seed)."""
+    frame = pd.DataFrame(rows).drop_duplicates(subset=["variant", "seed"])
+    columns = [s for s in SLICES if s in frame.columns]
+    out = {}
+    for variant, group in frame.groupby("variant", sort=False):
+        cells = {}
+        for column in columns:
+            values = group[column].dropna().to_numpy()
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            cells[column] = f"{values.mean():.4f} ± {std:.4f}" if len(values) > 1 else f"{values.mean():.4f}" \
+                if len(values) else "n/a"
+        out[variant] = cells
+    table = pd.DataFrame(out).T
+    table.index.name = "variant"
+    return table

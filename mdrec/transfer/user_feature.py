@@ -1,0 +1,121 @@
+"""The pretrained user vector as one more user feature of the target line's model.
+
+A target model (any CTR model or the two-tower query tower) receives the user id it always
+receives; :class:`PretrainedUser` looks up that user's source-line behaviour (the sequences kept in
+the pretraining run) inside the graph and runs the pretrained encoder over it. No extra request
+input is needed, so evaluation, A/B and export work unchanged, and a served model carries the
+source histories it was trained with (a snapshot, like a feature store's). A user the source line
+has never seen gets the empty sequence and a ``has_history`` flag of 0: a clean fallback that
+evaluation reports as its own slice.
+
+Transfer modes (what trains besides the target model's own layers, the "head"):
+  frozen    nothing of the encoder (ShopperBERT's U-MLP: the head reads a fixed vector)
+  finetune  every encoder weight
+  adapter   PeterRec's model patches only: bottleneck adapters added to every encoder block,
+            plus the layer norms; every other encoder weight stays as pretrained
+  scratch   the same encoder architecture, randomly initialised and fully trained (the control)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+import tf_keras
+
+MODES = ("frozen", "finetune", "adapter", "scratch")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"transfer_mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def apply_policy(encoder: tf_keras.Model, mode: str, adapter_dim: int) -> None:
+    """Set which encoder weights train in ``mode`` (adds the adapters in adapter mode).
+
+    Keras 2 decides trainability per layer, so in adapter mode every leaf layer that holds no
+    adapter or norm weight is frozen, and weights a non-leaf layer holds itself (a [CLS] token,
+    say) are moved to its non-trainable list.
+    """
+    check_mode(mode)
+    if mode == "frozen":
+        encoder.trainable = False
+        return
+    encoder.trainable = True
+    if mode != "adapter":
+        return
+    if adapter_dim < 1:
+        raise ValueError(f"adapter_dim must be >= 1, got {adapter_dim}")
+    encoder.add_adapters(int(adapter_dim))
+    keep = {id(v) for v in list(encoder.adapter_weights) + list(encoder.norm_weights)}
+    for layer in encoder._flatten_layers(include_self=True, recursive=True):
+        children = list(layer._flatten_layers(include_self=False, recursive=False))
+        own = list(layer._trainable_weights)
+        if not children and own and not any(id(v) in keep for v in own):
+            layer.trainable = False
+        elif children:
+            for variable in [v for v in own if id(v) not in keep]:
+                layer._trainable_weights.remove(variable)
+                layer._non_trainable_weights.append(variable)
+
+
+def trainable_share(encoder: tf_keras.Model) -> dict:
+    """Trainable encoder parameters and their share of all encoder parameters."""
+    total = int(sum(np.prod(v.shape) for v in encoder.weights))
+    trainable = int(sum(np.prod(v.shape) for v in encoder.trainable_weights))
+    return {"encoder_parameters": total, "encoder_trainable": trainable,
+            "encoder_trainable_share": trainable / total if total else 0.0}
+
+
+class PretrainedUser(tf_keras.layers.Layer):
+    """user ids tf.string [B] -> [pretrained user vector, has_history] float32 [B, dim + 1].
+
+    ``pretrained``: a pretraining run folder (``mdrec pretrain``); ``mode``: see the module doc.
+    """
+
+    def __init__(self, pretrained: str, mode: str = "finetune", adapter_dim: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        from mdrec.models.user_encoder import UserEncoder
+        from mdrec.pretraining.train import load_pretrained
+
+        self.mode = check_mode(mode)
+        source = load_pretrained(pretrained)
+        if source.encoder.time_buckets:
+            raise ValueError("transfer looks up source items only, not their times: pretrain without "
+                             "--time-buckets to transfer the encoder")
+        # scratch: the same architecture, fresh weights (the control for "does pretraining help").
+        self.encoder = source.encoder if mode != "scratch" else UserEncoder.from_config(source.encoder.get_config())
+        apply_policy(self.encoder, mode, adapter_dim)
+        self.max_length = int(source.encoder.max_length)
+        users = sorted(u for u, items in source.sequences.items() if items)
+        histories = np.full((len(users) + 1, self.max_length), "", dtype=object)  # row 0: unknown user
+        for row, user in enumerate(users, start=1):
+            items = list(source.sequences[user])[-self.max_length:]
+            histories[row, :len(items)] = items
+        self.known_users = len(users)
+        self.users = frozenset(users)  # for evaluation slices (in the graph: user_lookup)
+        self.user_lookup = tf_keras.layers.StringLookup(vocabulary=users or ["\x00<none>"], num_oov_indices=1,
+                                                        mask_token=None, name="source_users")
+        self.histories = tf.constant(histories.astype(str))
+
+    @property
+    def width(self) -> int:
+        return int(self.encoder.dim) + 1
+
+    def source_history(self, user_ids: tf.Tensor) -> tf.Tensor:
+        """Each user's source-line items, oldest first, "" padding: tf.string [B, max_length]."""
+        return tf.gather(self.histories, self.user_lookup(user_ids))
+
+    def call(self, user_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        history = self.source_history(user_ids)
+        vector = self.encoder({"items": history}, training=bool(training) and self.mode != "frozen")
+        has_history = tf.cast(tf.reduce_any(tf.not_equal(history, ""), axis=1), vector.dtype)[:, None]
+        return tf.concat([vector * has_history, has_history], axis=-1)
+
+
+def pretrained_user(pretrained: str | None, mode: str, adapter_dim: int) -> PretrainedUser | None:
+    """The layer for a model's ``pretrained`` hyperparameter (None: no transfer)."""
+    check_mode(mode)
+    return None if not pretrained else PretrainedUser(pretrained, mode, adapter_dim, name="pretrained_user")

@@ -1,0 +1,64 @@
+"""``mdrec transfer``: a pretrained user encoder carried into a target line's model.
+
+ctr and retrieval train an ordinary mdrec run (any CTR model but 'separate', or two_tower) whose
+feature encoder also reads the pretrained user vector (``pretrained`` / ``transfer_mode``
+hyperparameters, so evaluate, compare, ab and export treat it like any run); profile trains
+:mod:`mdrec.transfer.profile`'s user-attribute classifier.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mdrec.errors import MdrecError
+from mdrec.fileio import atomic_write_json
+from mdrec.models.registry import model_family
+from mdrec.transfer.user_feature import MODES
+
+TASKS = ("ctr", "retrieval", "profile")
+
+
+def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path, *, task: str, mode: str,
+                 train: str, valid: str | None = None, test: str | None = None, model: str | None = None,
+                 target: str | None = None, adapter_dim: int = 16, epochs: int = 10, batch_size: int = 512,
+                 learning_rate: float = 1e-3, patience: int = 2, seed: int = 0,
+                 hyperparameters: dict | None = None, warm_start: str | None = None,
+                 overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    from mdrec.pretraining.train import load_pretrained
+
+    if task not in TASKS:
+        raise MdrecError(f"unknown --task '{task}'", hint=f"use one of: {', '.join(TASKS)}")
+    if mode not in MODES:
+        raise MdrecError(f"unknown --mode '{mode}'", hint=f"use one of: {', '.join(MODES)}")
+    load_pretrained(pretrained)  # a bad --from fails here, with its own message
+    if task == "profile":
+        from mdrec.transfer.profile import train_profile
+
+        if not target:
+            raise MdrecError("--task profile needs --target COLUMN (a user attribute, e.g. gender)")
+        return train_profile(str(pretrained), str(spec_path), train, target, out, mode=mode,
+                             adapter_dim=adapter_dim, epochs=epochs, batch_size=batch_size,
+                             learning_rate=learning_rate, patience=patience, seed=seed, overwrite=overwrite,
+                             log=log, **(hyperparameters or {}))
+    from mdrec.training.run import TrainConfig
+    from mdrec.training.workflow import train_run
+
+    model = model or ("two_tower" if task == "retrieval" else "shared_bottom")
+    family = model_family(model)
+    if (family == "retrieval") != (task == "retrieval"):
+        raise MdrecError(f"--model {model} is a {family} model and --task is {task}",
+                         hint="use two_tower for --task retrieval and a CTR model (star, shared_bottom, "
+                              "mmoe) for --task ctr")
+    config = TrainConfig(model=model, train=train, valid=valid, test=test, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, patience=patience, seed=seed, warm_start=warm_start,
+                         hyperparameters={**(hyperparameters or {}), "pretrained": str(pretrained),
+                                          "transfer_mode": mode, "adapter_dim": adapter_dim})
+    metrics = train_run(spec_path, config, out, overwrite=overwrite, log=log)
+    if task == "ctr" and test:
+        from mdrec.transfer.slices import ctr_slices
+
+        table = ctr_slices(out, test)
+        metrics["slices"] = {"test": table.reset_index().to_dict(orient="records")}
+        atomic_write_json(Path(out) / "metrics.json", {k: v for k, v in metrics.items() if not k.startswith("_")})
+        metrics["_slices"] = table
+    return metrics

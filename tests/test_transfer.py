@@ -1,0 +1,156 @@
+"""Transfer of a pretrained user encoder into a target line's models."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mdrec  # noqa: F401
+import tensorflow as tf
+
+from conftest import TINY_SPEC, write_tiny_splits
+from mdrec.cli import main as cli
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny log, its spec and an encoder pretrained (mlm, 1 epoch) on its training split."""
+    folder = tmp_path_factory.mktemp("transfer")
+    spec = folder / "tiny.yaml"
+    spec.write_text(TINY_SPEC)
+    paths = write_tiny_splits(folder)
+    pretrained = folder / "pretrained"
+    code = cli(["pretrain", "--spec", str(spec), "--data", str(paths["train"]), "--objective", "mlm",
+                "--dim", "8", "--layers", "1", "--heads", "1", "--max-length", "5", "--epochs", "1",
+                "--batch-size", "16", "--out", str(pretrained)])
+    assert code == 0
+    return {"spec": spec, "paths": paths, "pretrained": pretrained, "folder": folder}
+
+
+def _model(setup, mode: str):
+    from mdrec.data.log import load_log
+    from mdrec.data.pipeline import labels_of, model_inputs
+    from mdrec.data.transform import Transform
+    from mdrec.models.registry import build_model
+    from mdrec.spec import load_spec
+    from mdrec.training.loop import build
+
+    spec = load_spec(setup["spec"])
+    log = load_log(setup["paths"]["train"], spec)
+    transform = Transform.fit(log, spec)
+    model = build_model("shared_bottom", spec, transform, hidden=[8], pretrained=str(setup["pretrained"]),
+                        transfer_mode=mode, adapter_dim=4)
+    inputs = model_inputs(log, spec)
+    build(model, inputs)
+    return model, inputs, labels_of(log)
+
+
+def _train_steps(model, inputs, labels, steps: int = 8):
+    import tf_keras
+
+    optimizer = tf_keras.optimizers.Adam(0.05)
+    batch = {k: tf.constant(v[:64]) for k, v in inputs.items()}
+    y = tf.constant(labels[:64])
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model.training_loss(batch, y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+
+def _snapshot(variables):
+    return {id(v): (v.name, v.numpy().copy()) for v in variables}
+
+
+def test_adapter_mode_changes_only_adapters_norms_and_head(setup):
+    model, inputs, labels = _model(setup, "adapter")
+    encoder = model.encoder.user_feature.encoder
+    patched = {id(v) for v in encoder.adapter_weights + encoder.norm_weights}
+    assert encoder.adapter_weights, "adapter mode adds adapters"
+    before = _snapshot(encoder.weights)
+    head_before = _snapshot(model.mlp.weights)
+    _train_steps(model, inputs, labels)
+    changed = {key for key, (_, value) in before.items()
+               if not np.array_equal(value, next(v for v in encoder.weights if id(v) == key).numpy())}
+    assert changed, "the adapters should learn"
+    frozen_changed = [before[k][0] for k in changed if k not in patched]
+    assert not frozen_changed, f"pretrained weights moved in adapter mode: {frozen_changed}"
+    assert any(not np.array_equal(value, v.numpy()) for v in model.mlp.weights for k, (_, value) in head_before.items()
+               if id(v) == k)
+    from mdrec.transfer.user_feature import trainable_share
+
+    share = trainable_share(encoder)["encoder_trainable_share"]
+    assert 0 < share < 0.5
+
+
+def test_frozen_keeps_the_encoder_and_finetune_moves_it(setup):
+    for mode, should_move in (("frozen", False), ("finetune", True)):
+        model, inputs, labels = _model(setup, mode)
+        encoder = model.encoder.user_feature.encoder
+        before = [v.numpy().copy() for v in encoder.weights]
+        _train_steps(model, inputs, labels)
+        moved = any(not np.array_equal(b, v.numpy()) for b, v in zip(before, encoder.weights))
+        assert moved == should_move, mode
+
+
+def test_scratch_starts_from_fresh_weights_of_the_same_shape(setup):
+    pretrained, _, _ = _model(setup, "finetune")
+    scratch, _, _ = _model(setup, "scratch")
+    a = pretrained.encoder.user_feature.encoder.weights
+    b = scratch.encoder.user_feature.encoder.weights
+    assert [v.shape for v in a] == [v.shape for v in b]
+    assert any(not np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
+
+
+def test_a_user_the_source_never_saw_falls_back_to_zeros_and_a_flag(setup):
+    model, inputs, _ = _model(setup, "finetune")
+    layer = model.encoder.user_feature
+    known = sorted(layer.users)[0]
+    out = layer(tf.constant([known, "never-seen-user"])).numpy()
+    assert out.shape == (2, layer.width)
+    assert out[0, -1] == 1.0 and np.abs(out[0, :-1]).sum() > 0
+    assert out[1, -1] == 0.0 and np.all(out[1, :-1] == 0.0)
+    history = layer.source_history(tf.constant(["never-seen-user"])).numpy()
+    assert (history == b"").all()
+
+
+def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setup, tmp_path):
+    from conftest import reload_and_serve
+    from mdrec.transfer.workflow import transfer_run
+
+    paths = setup["paths"]
+    metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "run", task="ctr", mode="adapter",
+                           train=str(paths["train"]), valid=str(paths["valid"]), test=str(paths["test"]),
+                           epochs=2, batch_size=64, hyperparameters={"hidden": [8]}, log=lambda *_: None)
+    slices = metrics["_slices"]
+    assert {"ALL", "with source history"} <= set(slices.index)
+    assert any(str(i).startswith("target history") for i in slices.index)
+    model_all = slices[slices["model"] == "model"].loc["ALL", "auc"]
+    assert model_all == pytest.approx(metrics["tables"]["test"][-1]["auc"])
+    assert metrics["transfer"]["mode"] == "adapter" and 0 < metrics["transfer"]["encoder_trainable_share"] < 1
+    inputs, expected, _, served = reload_and_serve(tmp_path / "run", paths["test"], tmp_path)
+    np.testing.assert_allclose(served["probability"].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_profile_task_reports_model_and_majority_rows(setup, tmp_path):
+    from mdrec.transfer.workflow import transfer_run
+
+    metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "profile", task="profile",
+                           mode="frozen", train=str(setup["paths"]["train"]), target="city", epochs=2,
+                           batch_size=16, log=lambda *_: None)
+    table = metrics["_table"]
+    assert set(table["model"]) == {"model", "majority class"}
+    assert sum(metrics["users"].values()) == 40  # every user of the log, split 80/10/10
+    assert metrics["users"]["test"] == 4
+    assert metrics["transfer"]["encoder_trainable"] == 0  # frozen
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "profile", "--mode", "frozen"], "--task profile needs --target"),
+    (["--task", "ctr", "--mode", "frozen", "--model", "two_tower"], "is a retrieval model and --task is ctr"),
+    (["--task", "profile", "--mode", "frozen", "--target", "price"], "'price' is not a user attribute (its role is item)"),
+])
+def test_transfer_cli_errors_are_one_line(setup, tmp_path, capsys, args, message):
+    code = cli(["transfer", "--from", str(setup["pretrained"]), "--spec", str(setup["spec"]),
+                "--train", str(setup["paths"]["train"]), "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
