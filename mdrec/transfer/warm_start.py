@@ -73,8 +73,8 @@ def warm_start(model: tf_keras.Model, source_run: str | Path) -> dict[str, dict]
     source = source_tables(source_run)
     report = {}
     for table, layer in encoder.tables.items():
-        if table not in source:
-            continue
+        if table not in source or not layer.built:
+            continue  # a table the model never reads (e.g. item_id in content mode) has no rows
         base_keys, base = source[table]
         current = layer.embeddings.numpy()
         if base.shape[1] != current.shape[1]:
