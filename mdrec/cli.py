@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lifelong", help="Conure: one user encoder learns tasks in sequence (pretraining, "
                        "target lines, user profiles) without forgetting; with the baselines")
     p.add_argument("--spec", required=True, help="feature spec YAML")
-    p.add_argument("--tasks", required=True, help="tasks YAML (see feature_specs/lifelong-synthetic.yaml)")
+    p.add_argument("--tasks", required=True, help="tasks YAML (see task_files/lifelong-synthetic.yaml)")
     p.add_argument("--out", required=True, help="run folder (resumes per task when it exists)")
     p.add_argument("--data", help="prepared data folder (default: the tasks file's 'data' field)")
     p.add_argument("--overwrite", action="store_true", help="start over when --out holds a different run")

@@ -106,7 +106,7 @@ def parse_tasks(path: str | Path) -> TaskFile:
     path = Path(path)
     if not path.is_file():
         raise MdrecError("no such tasks file", path=str(path), hint="pass --tasks TASKS.yaml (see "
-                         "feature_specs/lifelong-synthetic.yaml)")
+                         "task_files/lifelong-synthetic.yaml)")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
