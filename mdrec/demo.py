@@ -6,7 +6,10 @@ popularity); 5. index its catalogue with ScaNN and brute force; 6. export the CT
 models for TF Serving and write the serving config; 7. an offline A/B of STAR against
 shared-bottom with intervals and a verdict; 8. pretrain a user encoder on the big line of a
 second synthetic log and transfer it to the smallest line (no transfer, scratch, frozen,
-adapter, finetune), by the users' history length there.
+adapter, finetune), by the users' history length there; 9. the two-tower model with the item
+ID, the item's content, and both, on a split holding 10% of the items out of training (warm and
+cold items); 10. TFRecord shards and STAR trained by a local parameter-server cluster;
+11. three Conure tasks on one encoder (the step-8 log) and the forgetting table.
 """
 from __future__ import annotations
 
@@ -78,10 +81,19 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
                  n_bootstrap=200 if quick else 500)
     transfer = _transfer_step(spec_path, out, quick=quick, log=log)
+    branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
+    scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
+                                log=log)
+    from mdrec.lifelong.demo import lifelong_step
+
+    lifelong = lifelong_step(spec_path, out / "transfer_data", out, quick=quick, log=log,
+                             header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
+                                    "tasks learned one after another on one encoder")
     log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
         f"({time.time() - started:.0f} s)")
     return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
-            "transfer": transfer}
+            "transfer": transfer,
+            "branches": branches, "scale_out": scale_out, "lifelong": lifelong}
 
 
 def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> pd.DataFrame:
@@ -89,6 +101,7 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> pd.DataFr
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.pretraining.train import pretrain_run, validation_table
+    from mdrec.training.loop import quiet_progress
     from mdrec.transfer.compare import run_variant, summary
 
     config = synthetic.preset("transfer", num_impressions=60_000, num_users=1000) if quick \
@@ -100,18 +113,20 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> pd.DataFr
     synthetic.write(generated, data, line_files=True)
     source, target_line = config.domains[0], config.domains[-1]
     lines = data / "lines"
-    metrics = pretrain_run(spec_path, lines / source / "train.parquet", out / "pretrained",
-                           valid=lines / source / "valid.parquet", objective="mlm", attributes=["category"],
-                           epochs=1 if quick else 6, overwrite=True, log=lambda *_: None)
+    with quiet_progress():
+        metrics = pretrain_run(spec_path, lines / source / "train.parquet", out / "pretrained",
+                               valid=lines / source / "valid.parquet", objective="mlm", attributes=["category"],
+                               epochs=1 if quick else 4, overwrite=True, log=lambda *_: None)
     log(f"masked-item pretraining on '{source}' ({metrics['validation']['queries']:,} users' next clicks "
         "ranked over the item vocabulary):")
     log(format_table(validation_table(metrics)))
     target = {split: str(lines / target_line / f"{split}.parquet") for split in ("train", "valid", "test")}
     rows = []
     for variant in ("no transfer", "scratch", "frozen", "adapter", "finetune"):
-        rows += run_variant(variant, spec_path=spec_path, target=target, pretrained=out / "pretrained",
-                            out=out / f"transfer_{variant.replace(' ', '_')}", epochs=1 if quick else 10,
-                            hyperparameters={"hidden": [64], "dropout": 0.1, "embeddings_l2": 3e-4})
+        with quiet_progress():
+            rows += run_variant(variant, spec_path=spec_path, target=target, pretrained=out / "pretrained",
+                                out=out / f"transfer_{variant.replace(' ', '_')}", epochs=1 if quick else 6,
+                                hyperparameters={"hidden": [64], "dropout": 0.1, "embeddings_l2": 3e-4})
     table = summary(rows)
     log(f"\nshared-bottom on '{target_line}' (test AUC) by each user's '{target_line}' training events; "
         "the pretrained encoder reads the user's '" + source + "' clicks:")
@@ -119,6 +134,107 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> pd.DataFr
     share = next(r["trainable_share"] for r in rows if r["variant"] == "adapter")
     log(f"adapter: {100 * share:.1f}% of the encoder's weights train; frozen: none; finetune and scratch: all.")
     return table
+
+
+def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
+    """ID vs content vs hybrid item encoders in the two-tower model, on a split with cold items."""
+    from mdrec.evaluation.branches import SUBSETS, bucket_table, compare_branches, findings, summary_table
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.training.loop import quiet_progress
+
+    log(f"\n[9/{STEPS}] ID vs content item encoders (mdrec compare-branches --model two_tower --data "
+        "runs/demo/data/log.parquet --cold-items 0.1): the same two-tower model with the item ID, the item's "
+        "content only\n(title, category, tags, price, vector; no ID) and both, on a split that holds 10% of "
+        "the items out of training")
+    with quiet_progress():
+        report = compare_branches(spec_path, out / "branches", model="two_tower", data=paths["log"],
+                                  cold_items=0.1, seeds=(0,), epochs=1 if quick else 8, batch_size=512,
+                                  learning_rate=3e-3, patience=2, hyperparameters=dict(TWO_TOWER),
+                                  overwrite=True, log=lambda *_: None)
+    tables = {}
+    for subset in ("warm", "cold"):
+        if subset in report["summary"]:
+            tables[subset] = summary_table(report, subset)
+            log(f"\ntest, {SUBSETS[subset]}:")
+            log(format_table(tables[subset][[c for c in tables[subset].columns if "[" not in c]]))
+    tables["popularity"] = bucket_table(report)
+    log(f"\n{report['main_metric']} by item popularity (training clicks):")
+    log(format_table(tables["popularity"]))
+    for line in findings(report):
+        log(line)
+    log(f"report: {report['files']['report.md']} (plot: {report['files']['plot']})")
+    return tables
+
+
+def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Path, quick: bool, log) -> dict:
+    """TFRecord shards, then STAR on a local parameter-server cluster, beside the one-process STAR."""
+    import json
+    import sys
+
+    import yaml
+
+    from mdrec.data.shards import convert
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.spec import load_spec
+    from mdrec.training.distribute import LocalCluster
+
+    log(f"\n[10/{STEPS}] scaling out: mdrec data convert (TFRecord shards), then mdrec train --strategy "
+        "parameter_server on a local cluster\n(chief + 2 workers + 2 parameter servers on loopback ports, "
+        "TF_CONFIG as on a real cluster)")
+    # Sharded input carries no behaviour histories (they need each user's past), and user_id is
+    # hashed as a 10^7-id vocabulary would be: the spec is the demo's without the sequence.
+    raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    raw.pop("sequence", None)
+    for feature in raw["features"]:
+        if feature["name"] == "user_id":
+            feature["hash_buckets"] = 200_000
+    flat = out / "scale_out" / "spec.yaml"
+    flat.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(flat, yaml.safe_dump(raw, sort_keys=False))
+    shards = out / "scale_out" / "train_shards"
+    manifest = convert(load_spec(flat), paths["train"], shards, fmt="tfrecord", shards=4, overwrite=True,
+                       log=lambda *_: None)
+    log(f"{manifest.get('rows', 0):,} training rows -> {len(list(shards.glob('part-*')))} TFRecord shards in {shards}")
+    run = out / "scale_out" / "star_ps"
+    argv = [sys.executable, "-m", "mdrec.cli", "train", "--spec", str(flat), "--train", str(shards),
+            "--valid", str(paths["valid"]), "--test", str(paths["test"]), "--model", "star", "--out", str(run),
+            "--epochs", "1" if quick else "3", "--batch-size", "1024", "--learning-rate", "2e-3",
+            "--hidden", "256,128,64", "--dropout", "0.1", "--embeddings-l2", "3e-4",
+            "--strategy", "parameter_server", "--overwrite"]
+    started = time.time()
+    logs = out / "scale_out" / "logs"
+    with LocalCluster(workers=2, ps=2, log_dir=logs) as cluster:
+        # Tables above 64 KiB are split by rows over both servers (4 MiB by default) to show sharding.
+        cluster_env = {"MDREC_MIN_SHARD_BYTES": str(64 * 1024)}
+        chief = cluster.launch(argv, "chief", 0, logs / "chief.log", extra_env=cluster_env)
+        code = chief.wait()
+    if code != 0:
+        from mdrec.errors import MdrecError
+
+        raise MdrecError(f"the parameter-server chief exited with status {code}", path=str(logs / "chief.log"))
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    single = json.loads(star_metrics.read_text(encoding="utf-8"))
+    rows = {}
+    for name, m in (("STAR, one process (step 2; with history)", single),
+                    ("STAR, parameter-server cluster", metrics)):
+        test = {r["domain"]: r for r in m["tables"]["test"]}
+        rows[name] = {"epochs": len(m.get("history", [])) or m.get("epochs_run"), "best valid auc": m["best_valid_auc"],
+                      "test auc": test["ALL"]["auc"], "test logloss": test["ALL"]["logloss"],
+                      **{f"auc[{d}]": r["auc"] for d, r in test.items() if d != "ALL"}}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "run"
+    log(format_table(table))
+    sharded = metrics["strategy"].get("sharded_tables", {})
+    log("embedding tables split over the parameter servers (rows per server): " +
+        (", ".join(f"{k} {v['rows']}" for k, v in sharded.items()) or "none"))
+    hashing = metrics.get("hashing", {}).get("user_id")
+    if hashing:
+        log(f"user_id hashed into {hashing['buckets']:,} buckets: {hashing['distinct_ids']:,} training ids, "
+            f"{hashing['collisions']:,} collisions ({100 * hashing['collision_rate']:.2f}%)")
+    log("the cluster's spec has no behaviour history (sharded input cannot carry each user's past), so it "
+        "scores below step 2's STAR, which reads it")
+    log(f"cluster run: {run}  ({time.time() - started:.0f} s; worker and server logs in {logs})")
+    return {"table": table, "metrics": metrics}
 
 
 def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
@@ -168,7 +284,7 @@ def _export_step(ctr_run: Path, retrieval_run: Path, export_dir: Path, *, log) -
     return exports
 
 
-STEPS = 8
+STEPS = 11
 # Two-tower settings measured on this log (README, "Where the numbers stand").
 TWO_TOWER = {"embedding_dim": 32, "hidden": [128], "dropout": 0.3, "temperature": 0.2}
 

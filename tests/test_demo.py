@@ -40,3 +40,15 @@ def test_quick_demo(tmp_path):
     assert list(transfer.index) == ["no transfer", "baseline: user+item mean", "scratch", "frozen", "adapter",
                                     "finetune"]
     assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)
+    # ID vs content: warm and cold test items scored by each item encoder beside popularity.
+    branches = result["branches"]
+    for subset in ("warm", "cold"):
+        assert list(branches[subset].index) == ["id", "content", "hybrid", "baseline: popularity per line"], subset
+    # Scale out: the same STAR trained by a local parameter-server cluster from TFRecord shards, its
+    # user_id table hashed and split over both servers.
+    cluster = result["scale_out"]["metrics"]
+    assert cluster["strategy"]["cluster"] == {"chief": 1, "worker": 2, "ps": 2}
+    assert cluster["strategy"]["sharded_tables"]["user_id_embedding"]["shards"] == 2
+    assert cluster["hashing"]["user_id"]["buckets"] == 200_000
+    test = {row["domain"]: row for row in cluster["tables"]["test"]}
+    assert 0.5 < test["ALL"]["auc"] <= 1

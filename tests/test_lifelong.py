@@ -98,12 +98,36 @@ def test_prune_keeps_largest_of_the_task_and_frees_the_rest():
      "task 2 'a': field 'name'"),
     ("tasks:\n  - {name: a, kind: next_item, epoch: 3}\n", "task 1 'a': unknown field(s) epoch"),
     ("tasks:\n  - {name: a, kind: next_item}\n  - {name: b, kind: ranking}\n", "task 2 'b': field 'kind'"),
+    ("tasks:\n  - {name: a, kind: next_item, repeats: 0}\n", "task 1 'a': field 'repeats'"),
+    ("encoder: {pooling: max}\ntasks:\n  - {name: a, kind: next_item}\n", "encoder: field 'pooling'"),
 ])
 def test_bad_task_files_give_one_error_naming_task_and_field(tmp_path, text, expected):
     path = _tasks(tmp_path, text=text)
     with pytest.raises(MdrecError) as error:
         parse_tasks(path)
     assert expected in str(error.value) and str(path) in str(error.value)
+
+def test_repeats_add_random_windows_of_the_whole_history():
+    from mdrec.lifelong.tasks import Task, TaskData, training_rows
+
+    task = Task(index=2, name="t", kind="profile", line=None, target="g", prune=0.5, epochs=1, retrain_epochs=0,
+                batch_size=2, learning_rate=0.1, repeats=3)
+    histories = [[f"i{k}" for k in range(12)], ["a", "b"]]
+    x = np.array([h[-4:] + [""] * (4 - len(h[-4:])) for h in histories], dtype=object)
+    data = TaskData(task=task, x=x, y=np.array([0, 1]), eval_x=x, eval_targets=[0, 1], histories=histories)
+    rows, labels = training_rows(data, 3, 4, np.random.default_rng(0))
+    assert rows.shape == (6, 4) and labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert (rows[:2] == x).all()  # the first copy is the rows as they are
+    for row, label in zip(rows, labels):
+        window = [v for v in row if v]
+        history = histories[label]
+        if label == 1:  # a short history is the same in every copy
+            assert window == history
+        else:  # a full-length contiguous window of the whole history
+            assert len(window) == 4 and any(history[s:s + 4] == window for s in range(len(history) - 3))
+    assert len({tuple(r) for r in rows[::2]}) > 1  # windows differ between copies
+    assert training_rows(data, 1, 4, np.random.default_rng(0))[0] is x
+
 
 def test_unknown_line_names_the_task(data, tmp_path):
     text = TASKS.replace("line: mini", "line: nosuch") % "false"
@@ -125,3 +149,15 @@ def test_run_with_baselines_resumes_per_task_and_reports(data, tmp_path):
     assert counts["conure"] < counts["per_task"] and counts["adapters"] < counts["per_task"]
     assert "Forgetting" in (out / "report.txt").read_text()
     assert (out / "metrics.json").is_file()
+
+def test_demo_step_prints_and_returns_the_forgetting_table(data, tmp_path):
+    from mdrec.lifelong.demo import lifelong_step
+
+    lines: list[str] = []
+    table = lifelong_step(SPEC, data, tmp_path / "demo", quick=True, log=lines.append, header="[lifelong]")
+    assert lines[0] == "[lifelong]" and "Conure after all" in "\n".join(lines)
+    assert list(dict.fromkeys(table.index)) == ["1 next_item", "2 mini", "3 age"]
+    assert set(table["metric"]) == {"recall@10", "accuracy", "macro_f1"}
+    assert (table["Conure Δ"] == 0.0).all()  # Conure forgets nothing
+    for column in ("seq-FT after all", "one model/task", "adapters", "popularity", "majority class"):
+        assert column in table.columns

@@ -84,7 +84,7 @@ def _serving_function(model, t: int, kind: str, names: tf.Tensor):
     def serve(inputs):
         masks = model.predict_masks(t)  # read from the saved owner variables
         with masked_kernels(model.kernels(), masks):
-            vectors = model.encoder(inputs, training=False)
+            vectors = model.user_vectors(inputs[ITEMS], t, training=False)
             scores = model.head(t).scores(vectors, model.encoder)
         out = {"user_embedding": vectors}
         if kind == "profile":

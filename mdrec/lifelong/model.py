@@ -61,6 +61,7 @@ class TaskModel(tf.Module):
         super().__init__(name=name)
         cfg = dict(encoder_config)
         architecture = cfg.pop("architecture")
+        self.pooling = cfg.pop("pooling", "last")  # later tasks' user vector (task 1: always the last state)
         causal = True  # next-item pretraining: causal; the user vector is the last position's state
         self.encoder = UserEncoder(list(vocabulary), architecture=architecture, causal=causal, pooling="last",
                                    adapter_bottleneck=adapter_bottleneck, **cfg)
@@ -98,14 +99,24 @@ class TaskModel(tf.Module):
         return {name: predict_mask(variable, task) for name, variable in self.owners.items()}
 
     # ---- forward ------------------------------------------------------------------------------
-    def vectors(self, items: tf.Tensor, masks=None, training: bool = False) -> tf.Tensor:
-        with masked_kernels(self.kernels(), masks):
+    def user_vectors(self, items: tf.Tensor, task: int, training: bool = False) -> tf.Tensor:
+        """Task ``task``'s user vector [B, dim] from items [B, L] (call inside ``masked_kernels``):
+        the last state for next_item, else as ``pooling`` says."""
+        if self.pooling == "last" or self.head(task).kind == "next_item":
             return self.encoder({ITEMS: items}, training=training)
+        ids = self.encoder.item_ids(items)
+        states, _ = self.encoder.encode_ids(ids, training=training)
+        mask = tf.cast(tf.not_equal(ids, 0), states.dtype)[..., None]
+        return tf.reduce_sum(states * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+
+    def vectors(self, items: tf.Tensor, task: int, masks=None, training: bool = False) -> tf.Tensor:
+        with masked_kernels(self.kernels(), masks):
+            return self.user_vectors(items, task, training=training)
 
     def scores(self, items: tf.Tensor, task: int, masks=None, training: bool = False) -> tf.Tensor:
         """Task ``task``'s scores [B, outputs] (next_item: over task 1's vocabulary)."""
         with masked_kernels(self.kernels(), masks):
-            vectors = self.encoder({ITEMS: items}, training=training)
+            vectors = self.user_vectors(items, task, training=training)
             return self.head(task).scores(vectors, self.encoder)
 
     def loss(self, items: tf.Tensor, labels: tf.Tensor, task: int, kind: str, masks, negatives: int,
@@ -122,7 +133,7 @@ class TaskModel(tf.Module):
                 losses = obj.item_softmax_loss(hidden, tf.boolean_mask(targets, select) - SPECIAL_ROWS,
                                                self.encoder.item_output_table(), head.item_bias, negatives, rng)
                 return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
-            vectors = self.encoder({ITEMS: items}, training=True)
+            vectors = self.user_vectors(items, task, training=True)
             logits = head.scores(vectors, self.encoder)
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.cast(labels, tf.int32), logits=logits))

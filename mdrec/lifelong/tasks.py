@@ -2,8 +2,8 @@
 
     # TASKS.yaml
     data: ../data/synthetic          # optional (else --data); relative to this file
-    encoder: {architecture: nextitnet, dim: 32, layers: 2, max_length: 20, dropout: 0.1}
-    defaults: {epochs: 4, retrain_epochs: 1, batch_size: 128, learning_rate: 0.003}
+    encoder: {architecture: nextitnet, dim: 32, layers: 2, max_length: 20, dropout: 0.1, pooling: last}
+    defaults: {epochs: 4, retrain_epochs: 1, batch_size: 128, learning_rate: 0.003, repeats: 1}
     tasks:
       - {name: next_item, kind: next_item, line: main, prune: 0.7}   # task 1: pretraining
       - {name: mini, kind: line_items, line: mini}                     # prune defaults to 0.5
@@ -19,6 +19,17 @@ Kinds:
   profile     user attribute ``target`` (a user column of the spec) from the user vector; users
               split 80/20; metric accuracy (macro-F1 beside it), with the majority class.
 Every task's input is the same: the user's click sequence on task 1's line (last max_length).
+
+``repeats`` (per task, default 1): each training row is shown that many times per epoch; the
+first copy is the row's last ``max_length`` items, every other copy a window of the row's whole
+history ending at a random point, drawn afresh each epoch. One row per user gives few steps per
+epoch, and a long history (MovieLens-1M: median 54 positive ratings) is otherwise read only at
+its end.
+Evaluation always reads the last ``max_length`` items.
+
+``encoder.pooling``: how later tasks read the sequence: ``last`` (the last position's state, as
+task 1 predicts the next item) or ``mean`` (the mean of all positions' states; a profile is a
+property of the whole history). Task 1 always uses the last state.
 """
 from __future__ import annotations
 
@@ -35,8 +46,10 @@ from mdrec.errors import MdrecError
 KINDS = ("next_item", "line_items", "profile")
 METRIC = {"next_item": "recall@10", "line_items": "recall@10", "profile": "accuracy"}
 ENCODER_DEFAULTS: dict[str, Any] = {"architecture": "nextitnet", "dim": 32, "layers": 2, "heads": 2,
-                                    "max_length": 20, "dropout": 0.1}
-TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 4, "retrain_epochs": 1, "batch_size": 128, "learning_rate": 3e-3}
+                                    "max_length": 20, "dropout": 0.1, "pooling": "last"}
+POOLINGS = ("last", "mean")
+TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 4, "retrain_epochs": 1, "batch_size": 128, "learning_rate": 3e-3,
+                                  "repeats": 1}
 FIRST_PRUNE, LATER_PRUNE = 0.7, 0.5
 TASK_FIELDS = {"name", "kind", "line", "target", "prune", *TRAIN_DEFAULTS}
 TOP_FIELDS = {"data", "encoder", "defaults", "tasks", "seed", "negatives", "max_eval_users", "baselines",
@@ -55,6 +68,7 @@ class Task:
     retrain_epochs: int
     batch_size: int
     learning_rate: float
+    repeats: int = 1
 
     @property
     def metric(self) -> str:
@@ -126,6 +140,8 @@ def parse_tasks(path: str | Path) -> TaskFile:
     encoder.update(given)
     if encoder["architecture"] not in ("nextitnet", "transformer"):
         _fail(p, "encoder", f"field 'architecture' must be nextitnet or transformer, got {encoder['architecture']!r}")
+    if encoder["pooling"] not in POOLINGS:
+        _fail(p, "encoder", f"field 'pooling' must be one of {', '.join(POOLINGS)}, got {encoder['pooling']!r}")
     for key in ("dim", "layers", "heads", "max_length"):
         encoder[key] = _number(p, "encoder", key, encoder[key], int, 1)
     encoder["dropout"] = _number(p, "encoder", "dropout", encoder["dropout"], float, 0.0, 1.0, True)
@@ -177,7 +193,8 @@ def parse_tasks(path: str | Path) -> TaskFile:
                           prune=prune, epochs=_number(p, label, "epochs", values["epochs"], int, 1),
                           retrain_epochs=_number(p, label, "retrain_epochs", values["retrain_epochs"], int, 0),
                           batch_size=_number(p, label, "batch_size", values["batch_size"], int, 1),
-                          learning_rate=_number(p, label, "learning_rate", values["learning_rate"], float, 0.0)))
+                          learning_rate=_number(p, label, "learning_rate", values["learning_rate"], float, 0.0),
+                          repeats=_number(p, label, "repeats", values["repeats"], int, 1)))
         if tasks[-1].learning_rate <= 0:
             _fail(p, label, "field 'learning_rate' must be positive")
     data = raw.get("data")
@@ -207,6 +224,7 @@ class TaskData:
     excluded: list = field(default_factory=list)  # next_item: history indices removed from the ranking
     classes: list[str] = field(default_factory=list)  # line_items: the line's items; profile: class values
     popularity: np.ndarray | None = None  # counts over training users (line_items / next_item)
+    histories: list = field(default_factory=list)  # per training row (as x): the whole input sequence
     majority: int = 0
     info: dict = field(default_factory=dict)
 
@@ -264,7 +282,7 @@ def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple
         queries = sorted(rng.choice(queries, tasks.max_eval_users, replace=False).tolist())
     popularity = np.bincount([index[i] for s in train_seqs for i in s], minlength=len(vocabulary))
     out.append(TaskData(task=first, x=_seq_matrix(train_seqs, max_length),
-                        y=np.zeros(len(users), np.int64),
+                        y=np.zeros(len(users), np.int64), histories=train_seqs,
                         eval_x=_seq_matrix([train_seqs[i] for i in queries], max_length),
                         eval_targets=[index[sequences[users[i]][-1]] for i in queries],
                         excluded=[np.asarray(sorted({index[v] for v in train_seqs[i]}), np.int64) for i in queries],
@@ -276,6 +294,9 @@ def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple
 
     def inputs(user_list):
         return _seq_matrix([source_input.get(str(u), []) for u in user_list], max_length)
+
+    def histories(user_list):
+        return [source_input.get(str(u), []) for u in user_list]
 
     for task in tasks.tasks[1:]:
         where = f"task {task.index} '{task.name}'"
@@ -295,7 +316,7 @@ def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple
             x = [u for i in train for u in [t_users[i]] * len(clicked[i])]
             y = np.concatenate([clicked[i] for i in train]) if len(train) else np.zeros(0, np.int64)
             popularity = np.bincount(y, minlength=len(items))
-            out.append(TaskData(task=task, x=inputs(x), y=y.astype(np.int64),
+            out.append(TaskData(task=task, x=inputs(x), y=y.astype(np.int64), histories=histories(x),
                                 eval_x=inputs([t_users[i] for i in test]), eval_targets=[clicked[i] for i in test],
                                 classes=items, popularity=popularity,
                                 info={"users": len(t_users), "items": len(items), "train_users": len(train),
@@ -315,7 +336,8 @@ def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple
             p_users = labels.index.astype(str).to_numpy()
             y = labels.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
             train, test = _split(len(p_users), tasks.seed, task.index)
-            out.append(TaskData(task=task, x=inputs(p_users[train]), y=y[train], eval_x=inputs(p_users[test]),
+            out.append(TaskData(task=task, x=inputs(p_users[train]), y=y[train], histories=histories(p_users[train]),
+                                eval_x=inputs(p_users[test]),
                                 eval_targets=list(y[test]), classes=classes,
                                 majority=int(np.bincount(y[train], minlength=len(classes)).argmax()),
                                 info={"users": len(p_users), "classes": len(classes), "train_users": len(train),
@@ -324,3 +346,19 @@ def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple
         log(f"  task {item.task.index} {item.task.name} ({item.task.kind}): " +
             ", ".join(f"{k} {v}" for k, v in item.info.items() if k not in ("log",)))
     return vocabulary, out
+
+
+def training_rows(data: TaskData, repeats: int, max_length: int, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+    """One epoch's (x [N * repeats, max_length] strings, y [N * repeats]): the rows as they are, then
+    ``repeats - 1`` copies whose windows end at a random point of each row's whole history (a row
+    with at most ``max_length`` items is the same in every copy)."""
+    if repeats <= 1 or not data.histories:
+        return data.x, data.y
+    lengths = np.asarray([len(h) for h in data.histories])
+    windows = []
+    for _ in range(repeats - 1):
+        ends = rng.integers(np.minimum(lengths, max_length), lengths + 1)
+        windows += [h[max(0, e - max_length):e] for h, e in zip(data.histories, ends)]
+    x = np.concatenate([data.x, _seq_matrix(windows, max_length)])
+    return x, np.concatenate([data.y] * repeats)

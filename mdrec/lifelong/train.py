@@ -40,7 +40,7 @@ from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from mdrec.lifelong.masks import ownership_summary, prune, train_forward_mask
 from mdrec.lifelong.model import TaskModel, count
-from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks
+from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks, training_rows
 from mdrec.spec import load_spec
 from mdrec.training.run import RunDir, TrainConfig, fingerprint
 
@@ -91,7 +91,8 @@ def train_phase(model: TaskModel, data: TaskData, variables: list[tf.Variable], 
                 negatives: int, rng: tf.random.Generator, seed: int) -> list[float]:
     """Adam on ``variables`` (a fresh optimiser: a weight whose gradient is always zero never moves)
     with the kernels multiplied by ``masks`` and the gradients of ``grad_masks`` (id(variable) ->
-    0/1 mask) multiplied in. Returns the mean loss per epoch."""
+    0/1 mask) multiplied in. Each epoch shows every row ``data.task.repeats`` times (see
+    :func:`mdrec.lifelong.tasks.training_rows`). Returns the mean loss per epoch."""
     if not epochs or not len(data.x):
         return []
     task, kind = data.task.index, data.task.kind
@@ -118,11 +119,12 @@ def train_phase(model: TaskModel, data: TaskData, variables: list[tf.Variable], 
     order_rng = np.random.default_rng([seed, task, 11])
     losses = []
     for _ in range(epochs):
-        order = order_rng.permutation(len(data.x))
+        x, y = training_rows(data, data.task.repeats, data.x.shape[1], order_rng)
+        order = order_rng.permutation(len(x))
         total, n = 0.0, 0
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            loss = step(tf.constant(data.x[rows]), tf.constant(data.y[rows]))
+            loss = step(tf.constant(x[rows]), tf.constant(y[rows]))
             total += float(loss) * len(rows)
             n += len(rows)
         losses.append(total / max(n, 1))
@@ -379,24 +381,37 @@ def final_metrics(world: World, tasks: TaskFile, task_data: list[TaskData], prog
             "seconds": progress["seconds"], "sanity": progress["sanity"]}
 
 
-def report_text(metrics: dict) -> str:
+SECONDARY = {"profile": "macro_f1"}  # shown beside accuracy: the majority class scores low on it
+
+
+def forgetting_table(metrics: dict) -> pd.DataFrame:
+    """One row per task and metric (profile tasks: accuracy, then macro-F1): each method's value
+    right after the task was learned and after all tasks, the baselines, and the sanity row
+    (popularity or the majority class) last."""
+    last = str(len(metrics["tasks"]))
     rows = []
     for r in metrics["tasks"]:
-        row = {"task": f"{r['task']} {r['name']}", "metric": r["metric"], "p": r["prune"],
-               "Conure after it": r["conure_after_it"], "Conure after all": r["conure_after_all"],
-               "Conure Δ": r["conure_change"]}
-        if "sequential_after_it" in r:
-            row.update({"seq-FT after it": r["sequential_after_it"], "seq-FT after all": r["sequential_after_all"],
-                        "seq-FT Δ": r["sequential_change"], "one model/task": r["per_task"],
-                        "adapters": r["adapters"]})
-        row[r["sanity"]] = r["sanity_value"]
-        rows.append(row)
+        t = str(r["task"])
+        for metric in (r["metric"], SECONDARY.get(r["kind"])):
+            if metric is None or metric not in metrics["sanity"][t][1]:
+                continue
+            row = {"task": f"{t} {r['name']}", "metric": metric, "p": r["prune"]}
+            for method, label in (("conure", "Conure"), ("sequential", "seq-FT")):
+                if t not in metrics["right_after"].get(method, {}):
+                    continue
+                after, final = metrics["right_after"][method][t][metric], metrics["matrix"][method][last][t][metric]
+                row.update({f"{label} after it": after, f"{label} after all": final, f"{label} Δ": final - after})
+            for method, label in (("per_task", "one model/task"), ("adapters", "adapters")):
+                if t in metrics["right_after"].get(method, {}):
+                    row[label] = metrics["right_after"][method][t][metric]
+            row[metrics["sanity"][t][0]] = metrics["sanity"][t][1][metric]
+            rows.append(row)
     table = pd.DataFrame(rows).set_index("task")
     sanity_cols = [c for c in table.columns if c in ("popularity", "majority class")]
-    table = table[[c for c in table.columns if c not in sanity_cols] + sanity_cols]
-    counts = metrics["parameters"]
-    lines = ["Forgetting: each task's test metric right after it was learned and after all tasks",
-             table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"), ""]
+    return table[[c for c in table.columns if c not in sanity_cols] + sanity_cols]
+
+
+def parameter_table(counts: dict) -> pd.DataFrame:
     prow = [{"method": "Conure (one encoder, masks)", "parameters": counts["conure"]}]
     if "per_task" in counts:
         prow += [{"method": "one model per task", "parameters": counts["per_task"]},
@@ -405,6 +420,15 @@ def report_text(metrics: dict) -> str:
     ptable = pd.DataFrame(prow).set_index("method")
     if "per_task" in counts:
         ptable["vs one model per task"] = ptable["parameters"] / counts["per_task"]
+    return ptable
+
+
+def report_text(metrics: dict) -> str:
+    table = forgetting_table(metrics)
+    counts = metrics["parameters"]
+    lines = ["Forgetting: each task's test metric right after it was learned and after all tasks",
+             table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"), ""]
+    ptable = parameter_table(counts)
     lines += ["Parameters (encoder + heads; Conure's prunable kernels are shared by owner)",
               ptable.to_string(float_format=lambda v: f"{v:.2f}"), ""]
     own = metrics["ownership"]

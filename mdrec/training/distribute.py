@@ -214,14 +214,15 @@ class LocalCluster:
         return self
 
     def launch(self, argv: Sequence[str], kind: str, index: int, log_file: Path | None = None, *,
-               cluster_env: bool = True) -> subprocess.Popen:
+               cluster_env: bool = True, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         """Run ``argv`` as task ``kind``:``index`` (killed with the cluster); ``cluster_env=False``
-        runs it outside the cluster (no TF_CONFIG), e.g. a single-process reference run."""
+        runs it outside the cluster (no TF_CONFIG), e.g. a single-process reference run;
+        ``extra_env`` adds environment variables for this process only."""
         out = subprocess.DEVNULL
         if log_file is not None:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
             out = open(log_file, "wb")
-        env = self.env(kind, index)
+        env = {**self.env(kind, index), **(extra_env or {})}
         if not cluster_env:
             env.pop("TF_CONFIG")
         process = subprocess.Popen(list(argv), env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -426,7 +427,7 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
     ``resume_from``: the checkpoints folder to resume from when it is not ``run``'s (a
     multi-worker non-chief restores the chief's checkpoint and writes its own to scratch).
     """
-    from mdrec.training.loop import FitResult, build, save_weights
+    from mdrec.training.loop import FitResult, build, progress_verbosity, save_weights
 
     strategy = setup_.strategy
     ps = is_parameter_server(strategy)
@@ -487,7 +488,7 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
     if steps is None:
         steps = train.batches_per_epoch
     stopped_early = int(state["bad_epochs"]) >= config.patience
-    verbose = 1 if sys.stdout.isatty() else 2
+    verbose = progress_verbosity()
     while int(state["epoch"]) < config.epochs and not stopped_early:
         epoch = int(state["epoch"])
         skip = int(state["batch"])

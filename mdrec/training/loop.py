@@ -6,7 +6,9 @@ mid-epoch and started again continues with exactly the batches it had not yet se
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -138,6 +140,28 @@ def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels:
     return lambda: auc_score(labels, predict(model, inputs))
 
 
+_QUIET = threading.local()
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """No per-epoch progress bars inside this block (runs whose log is silenced, e.g. a demo's
+    many small transfer runs)."""
+    before = getattr(_QUIET, "on", False)
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = before
+
+
+def progress_verbosity() -> int:
+    """Progbar verbosity: 0 inside quiet_progress(), a live bar on a terminal, one line per epoch otherwise."""
+    if getattr(_QUIET, "on", False):
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
         validate: Callable[[], float] | None, *, metric: str = "valid_auc",
         log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
@@ -184,7 +208,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
 
     batches_per_epoch = train.batches_per_epoch
     stopped_early = int(state["bad_epochs"]) >= config.patience
-    verbose = 1 if sys.stdout.isatty() else 2
+    verbose = progress_verbosity()
     while int(state["epoch"]) < config.epochs and not stopped_early:
         epoch = int(state["epoch"])
         skip = int(state["batch"])
