@@ -60,6 +60,7 @@ def lifelong_step(spec_path: str | Path, data_dir: str | Path, out: str | Path, 
     tasks_path.write_text(yaml.safe_dump(tasks, sort_keys=False))
     run = out / "lifelong"
     shutil.rmtree(run, ignore_errors=True)  # a demo run starts afresh (a finished run would not retrain)
+    log(header)
     logger = logging.getLogger("tensorflow")
     level = logger.level
     logger.setLevel(logging.ERROR)  # every phase is its own tf.function: TF's retracing warnings are noise here
@@ -68,7 +69,6 @@ def lifelong_step(spec_path: str | Path, data_dir: str | Path, out: str | Path, 
     finally:
         logger.setLevel(level)
     table = forgetting_table(metrics)
-    log(header)
     log("each task's test metric right after it was learned and after all tasks (Δ: after all - after it); "
         "Conure trains each task in the weights earlier tasks left free and freezes them, sequential "
         "fine-tuning (seq-FT) trains the whole encoder on every task:")
