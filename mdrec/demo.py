@@ -169,6 +169,7 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
 def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Path, quick: bool, log) -> dict:
     """TFRecord shards, then STAR on a local parameter-server cluster, beside the one-process STAR."""
     import json
+    import subprocess
     import sys
 
     import yaml
@@ -207,11 +208,16 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
         # Tables above 64 KiB are split by rows over both servers (4 MiB by default) to show sharding.
         cluster_env = {"MDREC_MIN_SHARD_BYTES": str(64 * 1024)}
         chief = cluster.launch(argv, "chief", 0, logs / "chief.log", extra_env=cluster_env)
-        code = chief.wait()
+        try:
+            code = chief.wait(timeout=CLUSTER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None  # a stalled cluster must not hang the demo; the servers are killed on exit
     if code != 0:
         from mdrec.errors import MdrecError
 
-        raise MdrecError(f"the parameter-server chief exited with status {code}", path=str(logs / "chief.log"))
+        what = f"did not finish in {CLUSTER_TIMEOUT} s" if code is None else f"exited with status {code}"
+        raise MdrecError(f"the parameter-server chief {what}", path=str(logs / "chief.log"),
+                         hint="see the chief's, workers' and servers' logs in that folder")
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     single = json.loads(star_metrics.read_text(encoding="utf-8"))
     rows = {}
@@ -285,6 +291,7 @@ def _export_step(ctr_run: Path, retrieval_run: Path, export_dir: Path, *, log) -
 
 
 STEPS = 11
+CLUSTER_TIMEOUT = 900  # seconds for step 10's cluster run (about a minute on two cores)
 # Two-tower settings measured on this log (README, "Where the numbers stand").
 TWO_TOWER = {"embedding_dim": 32, "hidden": [128], "dropout": 0.3, "temperature": 0.2}
 
