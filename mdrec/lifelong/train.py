@@ -289,18 +289,15 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
                 progress["losses"][name]["sequential"] = learn_plain(
                     seq, data, seq.encoder.trainable_weights + seq.head(t).trainable_weights, tasks, rng)
                 seconds["sequential"] = time.perf_counter() - clock
-                clock = time.perf_counter()
-                own = world.per_task[str(t)]
-                copy_encoder(world.per_task["1"], own)
-                progress["losses"][name]["per_task"] = learn_plain(
-                    own, data, own.encoder.trainable_weights + own.head(t).trainable_weights, tasks, rng)
-                seconds["per_task"] = time.perf_counter() - clock
-                clock = time.perf_counter()
-                patched = world.adapters[str(t)]
-                copy_encoder(world.per_task["1"], patched)
-                progress["losses"][name]["adapters"] = learn_plain(
-                    patched, data, patched.encoder.adapter_weights + patched.head(t).trainable_weights, tasks, rng)
-                seconds["adapters"] = time.perf_counter() - clock
+                # One model per task trains its whole copy of task 1's encoder; adapters only the patches.
+                for method, model, encoder_weights in (
+                        ("per_task", world.per_task[str(t)], lambda m: m.encoder.trainable_weights),
+                        ("adapters", world.adapters[str(t)], lambda m: m.encoder.adapter_weights)):
+                    clock = time.perf_counter()
+                    copy_encoder(world.per_task["1"], model)
+                    progress["losses"][name][method] = learn_plain(
+                        model, data, encoder_weights(model) + model.head(t).trainable_weights, tasks, rng)
+                    seconds[method] = time.perf_counter() - clock
             seq_row = {str(d.task.index): evaluate(seq, d) for d in task_data[:t]}
             progress["matrix"]["sequential"][str(t)] = seq_row
             progress["right_after"]["sequential"][str(t)] = seq_row[str(t)]

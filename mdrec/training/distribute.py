@@ -427,7 +427,7 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
     ``resume_from``: the checkpoints folder to resume from when it is not ``run``'s (a
     multi-worker non-chief restores the chief's checkpoint and writes its own to scratch).
     """
-    from mdrec.training.loop import FitResult, build, progress_verbosity, save_weights
+    from mdrec.training.loop import FitResult, build, finish_epoch, progress_verbosity, save_weights
 
     strategy = setup_.strategy
     ps = is_parameter_server(strategy)
@@ -529,31 +529,7 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
                 after_step(float(sync_step(x, y)))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                  "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip}
-        if validate is not None:
-            score = float(validate())
-            entry[metric] = score
-            improved = np.isfinite(score) and score > float(state["best_auc"])
-        else:
-            improved = True
-        if improved:
-            state["best_auc"].assign(entry.get(metric, float("nan")))
-            state["best_epoch"].assign(epoch)
-            state["bad_epochs"].assign(0)
-            save_weights(model, run.best)
-        else:
-            state["bad_epochs"].assign_add(1)
-        log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
-            + (f", {metric.replace('_', ' ')} {entry[metric]:.4f}" if metric in entry else "")
-            + (" (best)" if improved else f" (no improvement for {int(state['bad_epochs'])})")
-            + f", {entry['steps']} steps in {entry['seconds']:.1f} s")
-        history.append(entry)
-        run.write_history(history)
-        state["epoch"].assign_add(1)
-        state["batch"].assign(0)
-        manager.save(checkpoint_number=int(state["step"]))
-        stopped_early = int(state["bad_epochs"]) >= config.patience
-        if stopped_early:
-            log(f"early stopping: no {metric.replace('_', ' ')} improvement for {config.patience} epoch(s)")
+        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log)
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),

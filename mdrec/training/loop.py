@@ -162,6 +162,39 @@ def progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state: dict, manager, history: list,
+                 entry: dict, validate: Callable[[], float] | None, metric: str, log: Callable[[str], None]) -> bool:
+    """End of an epoch (every training path): validate, keep the best weights, log, append to
+    history.json, advance the epoch counter and checkpoint. Returns whether to stop early."""
+    epoch = int(state["epoch"])
+    if validate is not None:
+        score = float(validate())
+        entry[metric] = score
+        improved = np.isfinite(score) and score > float(state["best_auc"])
+    else:
+        improved = True  # without validation the last epoch is the best one
+    if improved:
+        state["best_auc"].assign(entry.get(metric, float("nan")))
+        state["best_epoch"].assign(epoch)
+        state["bad_epochs"].assign(0)
+        save_weights(model, run.best)
+    else:
+        state["bad_epochs"].assign_add(1)
+    log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
+        + (f", {metric.replace('_', ' ')} {entry[metric]:.4f}" if metric in entry else "")
+        + (" (best)" if improved else f" (no improvement for {int(state['bad_epochs'])})")
+        + (f", {entry['steps']} steps in {entry['seconds']:.1f} s" if "steps" in entry else ""))
+    history.append(entry)
+    run.write_history(history)
+    state["epoch"].assign_add(1)
+    state["batch"].assign(0)
+    manager.save(checkpoint_number=int(state["step"]))
+    stopped = int(state["bad_epochs"]) >= config.patience
+    if stopped:
+        log(f"early stopping: no {metric.replace('_', ' ')} improvement for {config.patience} epoch(s)")
+    return stopped
+
+
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
         validate: Callable[[], float] | None, *, metric: str = "valid_auc",
         log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
@@ -229,30 +262,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
                 on_batch(int(state["step"]))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                  "seconds": round(time.time() - started, 2)}
-        if validate is not None:
-            score = float(validate())
-            entry[metric] = score
-            improved = np.isfinite(score) and score > float(state["best_auc"])
-        else:
-            improved = True  # without validation the last epoch is the best one
-        if improved:
-            state["best_auc"].assign(entry.get(metric, float("nan")))
-            state["best_epoch"].assign(epoch)
-            state["bad_epochs"].assign(0)
-            save_weights(model, run.best)
-        else:
-            state["bad_epochs"].assign_add(1)
-        log(f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
-            + (f", {metric.replace('_', ' ')} {entry[metric]:.4f}" if metric in entry else "")
-            + (" (best)" if improved else f" (no improvement for {int(state['bad_epochs'])})"))
-        history.append(entry)
-        run.write_history(history)
-        state["epoch"].assign_add(1)
-        state["batch"].assign(0)
-        manager.save(checkpoint_number=int(state["step"]))
-        stopped_early = int(state["bad_epochs"]) >= config.patience
-        if stopped_early:
-            log(f"early stopping: no {metric.replace('_', ' ')} improvement for {config.patience} epoch(s)")
+        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log)
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),
