@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE model hyperparameter")
     args = parser.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
         for variant, paths in variants.items():
             config = TrainConfig(model="two_tower", train=str(paths["train"]), valid=str(paths["valid"]),
                                  test=str(paths["test"]), epochs=args.epochs, batch_size=args.batch_size,
-                                 learning_rate=args.learning_rate, patience=2, seed=seed,
+                                 learning_rate=args.learning_rate, patience=args.patience, seed=seed,
                                  checkpoint_every=10_000, hyperparameters=dict(hyperparameters))
             run = out / f"{variant}-seed{seed}"
             train_run(args.spec, config, run, log=lambda *_: None)

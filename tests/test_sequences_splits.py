@@ -99,3 +99,27 @@ def test_profile_leaves_the_own_item_out_and_reads_only_the_source():
                             ["c", "b"],        # the last two distinct, a repeated b at its latest place
                             ["", ""],          # x is u2's only click and the row's own item
                             ["", ""]]          # unknown user: empty
+
+
+def test_a_split_profiled_from_itself_does_not_reveal_the_row_item_by_its_absence():
+    # Leaving out only the row's own item makes every row's profile different by exactly the
+    # target; a two-tower model then learns to retrieve the missing item. With folds, rows of one
+    # user in the same fold share one profile, made of the other fold's clicks only.
+    from mdrec.data.sequences import profile_fold
+
+    users = np.array(["u"] * 40 + ["v"] * 3, dtype=object)
+    items = np.array([f"i{k}" for k in range(40)] + ["a", "b", "c"], dtype=object)
+    out = build_profile(users, items, users, items, max_length=50, other_fold=True)
+    fold = profile_fold(users, items)
+    assert set(fold[:40].tolist()) == {0, 1}                      # both folds are used
+    for f in (0, 1):
+        rows = np.flatnonzero((users == "u") & (fold == f))
+        profiles = {tuple(out[r]) for r in rows}
+        assert len(profiles) == 1                                 # the same for every row of the fold
+        (profile,) = profiles
+        assert set(profile) - {""} == set(items[(users == "u") & (fold != f)].tolist())
+    # The fold is a property of the (user, item) pair, not of row order.
+    assert (profile_fold(users[::-1], items[::-1]) == fold[::-1]).all()
+    # Another split's rows (e.g. test) still see every training click but their own item.
+    full = build_profile(users, items, np.array(["u"], dtype=object), np.array(["new"], dtype=object), 50)
+    assert set(full[0]) - {""} == set(items[:40].tolist())

@@ -7,7 +7,11 @@ with "" at the end.
 
 Without a time column there is no "before"; the history is then the user's *profile*: their
 clicked items in the training split (the last ``max_length`` in file order), never the event's own
-item. Validation and test events see training clicks only, so no held-out click is ever history.
+item. Validation and test events see all training clicks (no held-out click is ever history).
+A training event sees only the clicks of the *other profile fold* (each (user, item) pair falls
+in one of two folds by a fixed hash): a profile of "every click but this one" gives the target
+away by its absence, and a two-tower model learns to retrieve the missing item instead of items
+like the present ones (on Amazon cloth/sport it then falls below popularity).
 """
 from __future__ import annotations
 
@@ -57,39 +61,51 @@ def build_history(users: np.ndarray, items: np.ndarray, times: np.ndarray, max_l
     return out
 
 
+def profile_fold(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Fold (0 or 1) of each (user, item) pair: a fixed hash, so it depends on neither row order
+    nor seed, and a pair's rows (click or not, any split) share it. int8 [N]."""
+    pairs = pd.Series(np.asarray(users, dtype=object)).astype(str) + "\x1f" + \
+        pd.Series(np.asarray(items, dtype=object)).astype(str)
+    return (pd.util.hash_array(pairs.to_numpy(dtype=object)) & 1).astype(np.int8)
+
+
 def build_profile(source_users: np.ndarray, source_items: np.ndarray, users: np.ndarray, items: np.ndarray,
-                  max_length: int) -> np.ndarray:
+                  max_length: int, *, other_fold: bool = False) -> np.ndarray:
     """Profile matrix: per row, the row's user's items in the source (the last ``max_length``
     distinct ones in source order, oldest first), without the row's own item; "" padding.
 
     Args:
       source_users, source_items: [M] the events profiles are built from (e.g. training clicks).
       users, items: [N] the rows to build profiles for.
+      other_fold: only source items of the other ``profile_fold`` than the row's (the rows are
+        the source's own split: a profile must not reveal the row's item by leaving it out).
     Returns: [N, max_length] object array.
     """
+    source_fold = profile_fold(source_users, source_items) if other_fold else np.zeros(len(source_users), np.int8)
+    row_fold = profile_fold(users, items) if other_fold else np.ones(len(users), np.int8)
     by_user: dict = {}
-    for user, item in zip(source_users.tolist(), source_items.tolist()):
+    for user, item, fold in zip(source_users.tolist(), source_items.tolist(), source_fold.tolist()):
         seen = by_user.setdefault(user, {})
         seen.pop(item, None)  # a repeated item moves to its latest position
-        seen[item] = None
+        seen[item] = fold
     out = np.full((len(users), max_length), "", dtype=object)
     empty: dict = {}
-    for row, (user, own) in enumerate(zip(np.asarray(users, dtype=object).tolist(),
-                                          np.asarray(items, dtype=object).tolist())):
-        profile = [item for item in by_user.get(user, empty) if item != own][-max_length:]
+    for row, (user, own, fold) in enumerate(zip(np.asarray(users, dtype=object).tolist(),
+                                                np.asarray(items, dtype=object).tolist(), row_fold.tolist())):
+        profile = [item for item, f in by_user.get(user, empty).items() if item != own and f != fold][-max_length:]
         out[row, :len(profile)] = profile
     return out
 
 
 def add_profile(source: Log, log: Log, spec: Spec) -> np.ndarray:
     """Time-free history of ``log``'s rows from ``source``'s (training) events (clicks only unless
-    ``positives_only: false``)."""
+    ``positives_only: false``); a log profiled from itself reads the other fold only."""
     seq = spec.sequence
     include = source.frame[LABEL].to_numpy() == 1 if seq.positives_only else np.ones(len(source), bool)
     return build_profile(source.frame[spec.user_id.name].to_numpy(dtype=object)[include],
                          _history_keys(source, spec)[include],
                          log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),
-                         seq.max_length)
+                         seq.max_length, other_fold=source is log)
 
 
 def _history_keys(log: Log, spec: Spec) -> np.ndarray:
