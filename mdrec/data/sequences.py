@@ -81,6 +81,7 @@ def build_profile(source_users: np.ndarray, source_items: np.ndarray, users: np.
         the source's own split: a profile must not reveal the row's item by leaving it out).
     Returns: [N, max_length] object array.
     """
+    # Without folds, every source item sits in fold 0 and every row in fold 1, so each row reads them all.
     source_fold = profile_fold(source_users, source_items) if other_fold else np.zeros(len(source_users), np.int8)
     row_fold = profile_fold(users, items) if other_fold else np.ones(len(users), np.int8)
     by_user: dict = {}
