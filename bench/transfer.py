@@ -6,10 +6,12 @@ start's donor: one CTR run on the source line) and score the target test split b
 target-line history (0, 1-3, 4+ events) and by whether the source line knew the user. Prints one
 JSON line per (variant, seed) and a markdown table of mean ± std over seeds with the sanity row.
 
-  python bench/transfer.py --data DIR --spec SPEC --source-line main --target-line grocery \
-      --objective mlm --seeds 0 1 2 --out /tmp/transfer-synth
+  mdrec data synth --preset transfer-long --out /tmp/synth-long
+  python bench/transfer.py --data /tmp/synth-long --spec feature_specs/synthetic.yaml \
+      --source-line main --target-line grocery --target-fraction 0.2 --objective mlm \
+      --pretrain-args '--repeats 5 --epochs 3 --pooling mean' --epochs 6 --seeds 0 1 2 --out /tmp/transfer-synth
 
-DIR holds train/valid/test files of every line (`mdrec data synth --preset transfer`, or a
+DIR holds train/valid/test files of every line (`mdrec data synth --preset transfer-long`, or a
 `mdrec data prepare` folder). ``--target-fraction`` keeps a seeded share of the target's training
 rows (a small line made from a big one). Real data stays outside the repository: --out must be
 a scratch folder.

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=None)
     p.add_argument("--items", type=int, default=None)
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    p.add_argument("--preset", default="default", choices=("default", "transfer"),
-                   help="transfer: one big line with long histories, small lines with a few events per user")
+    p.add_argument("--preset", default="default", choices=("default", "transfer", "transfer-long"),
+                   help="transfer: one big line, small lines with a few events per user (the demo's); "
+                        "transfer-long: the big line's users have long histories (bench/transfer.py's)")
     p.add_argument("--line-files", action="store_true", help="also write lines/<line>/{train,valid,test} per line")
     p.set_defaults(func=_data_synth)
 

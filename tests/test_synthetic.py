@@ -347,3 +347,22 @@ def test_default_config_is_fast_and_within_targets():
     for name, d in meta["domains"].items():
         assert 0.03 <= d["ctr"] <= 0.15, name
         assert 0.70 <= d["expected_bayes_auc"] <= 0.85, name
+
+
+def test_transfer_long_preset_gives_the_big_line_long_click_histories():
+    # bench/transfer.py's scenario: the source line must know its users (the "transfer" preset,
+    # sized for the demo, leaves the median big-line user with 3 clicks), every small line has
+    # a test split large enough to slice.
+    frame = generate(synthetic.preset("transfer-long")).frame
+    main = frame[frame["domain"] == "main"]
+    assert main[main["click"] == 1].groupby("user_id").size().median() >= 10
+    small = frame[frame["domain"] != "main"]
+    assert small.groupby("domain").size().min() >= 45_000
+    demo = generate(synthetic.preset("transfer")).frame
+    demo_main = demo[(demo["domain"] == "main") & (demo["click"] == 1)]
+    assert demo_main.groupby("user_id").size().median() < 10
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(MdrecError, match="transfer-long"):
+        synthetic.preset("long")
