@@ -43,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """--help appends "(default: X)" to every option with a default (not to None or False ones)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        if isinstance(action.default, list) and not action.default:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdrec", description="Multi-domain CTR prediction and "
                                      "ID-based transfer between business lines.")
@@ -142,42 +155,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (mlm, "
-                       "autoregressive or contrastive; resumes if interrupted)")
-    p.add_argument("--spec", required=True)
+    from mdrec.pretraining.settings import (ARCHITECTURES, BLOCKS, DEFAULTS as PRE, FULL_SOFTMAX_ITEMS, OBJECTIVES,
+                                            POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
+
+    p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (autoregressive, "
+                       "mlm or contrastive; resumes if interrupted)", formatter_class=ShowDefaults)
+    p.add_argument("--spec", required=True, help="feature spec YAML")
     p.add_argument("--data", required=True, help="the source log (a file, a folder of shards, or a prepared folder: "
                    "its train split)")
     p.add_argument("--valid", help="held-out log: each user's first click there is the validation target "
                    "(default: each user's last click in --data is held out)")
+    p.add_argument("--test", help="test log: each user's first click there is ranked after everything before it "
+                   "(--data and --valid); test HR@K / NDCG@K in metrics.json and on screen")
     p.add_argument("--domains", nargs="+", metavar="LINE", help="keep only these business lines (default: all)")
-    p.add_argument("--objective", required=True, choices=("mlm", "autoregressive", "contrastive"),
-                   help="mlm: masked items (ShopperBERT); autoregressive: next item (PeterRec); "
-                        "contrastive: two augmented views, InfoNCE (CLUE)")
-    p.add_argument("--architecture", choices=("transformer", "nextitnet"),
-                   help="default: transformer (mlm, contrastive), nextitnet (autoregressive)")
-    p.add_argument("--pooling", choices=("cls", "mean", "last"),
-                   help="the user vector: cls or mean (transformer; default mean for mlm, cls for contrastive), "
-                        "last or mean (causal encoders; default last)")
+    p.add_argument("--objective", required=True, choices=OBJECTIVES,
+                   help="autoregressive: next item at every position (SASRec; NextItNet / PeterRec with "
+                        "--architecture nextitnet); mlm: masked items (BERT4Rec, ShopperBERT); contrastive: two "
+                        "augmented views, InfoNCE (CLUE), plus the next-item loss (CL4SRec; --next-item-weight 0: "
+                        "contrastive only)")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="transformer",
+                   help="transformer (causal for next-item objectives, bidirectional for mlm) or nextitnet "
+                        "(dilated causal convolutions)")
+    p.add_argument("--block", choices=BLOCKS, help="transformer block (default: sasrec for causal encoders, "
+                   "SASRec's block; prenorm for mlm, a BERT-like pre-norm block)")
+    p.add_argument("--pooling", choices=POOLINGS,
+                   help="the user vector (default: the one the next-item head scores: last for causal encoders, "
+                        "mask for mlm; cls for contrastive only)")
     p.add_argument("--attributes", nargs="+", default=[], metavar="FEATURE",
                    help="item categorical features embedded with each item (and predicted by mlm), e.g. category")
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2, help="encoder blocks")
-    p.add_argument("--heads", type=int, default=2, help="attention heads (transformer)")
-    p.add_argument("--max-length", type=int, default=50, help="the last N clicks of each user")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--time-buckets", type=int, default=0, help="embed log2-hour gaps between clicks in N buckets "
-                   "(needs a time column; default 0: off)")
-    p.add_argument("--mask-rate", type=float, default=0.15, help="mlm: share of positions masked")
-    p.add_argument("--temperature", type=float, default=0.1, help="contrastive: InfoNCE temperature")
-    p.add_argument("--negatives", type=int, default=256, help="sampled-softmax negatives per batch (0: full softmax)")
-    p.add_argument("--repeats", type=int, default=10, help="each user's sequence this many times per epoch, with "
-                   "fresh masks / views each time (more steps per epoch when users are few)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=2, help="epochs without validation recall@10 gain before stopping")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--dim", type=int, default=PRE["dim"], help="width of the item embeddings and the encoder")
+    p.add_argument("--layers", type=int, default=PRE["layers"], help="encoder blocks")
+    p.add_argument("--heads", type=int, default=PRE["heads"], help="attention heads (transformer)")
+    p.add_argument("--max-length", type=int, default=PRE["max_length"], help="the last N clicks of each user "
+                   "(at most the longest training sequence)")
+    p.add_argument("--dropout", type=float, default=PRE["dropout"], help="dropout rate of the embeddings and blocks")
+    p.add_argument("--time-buckets", type=int, default=PRE["time_buckets"],
+                   help="embed log2-hour gaps between clicks in N buckets (needs a time column; 0: off)")
+    p.add_argument("--mask-rate", type=float, default=PRE["mask_rate"], help="mlm: share of positions masked")
+    p.add_argument("--temperature", type=float, default=PRE["temperature"], help="contrastive: InfoNCE temperature")
+    p.add_argument("--next-item-weight", type=float, default=PRE["next_item_weight"],
+                   help="contrastive: weight of the next-item loss beside InfoNCE (0: contrastive only)")
+    p.add_argument("--negatives", type=int, default=PRE["negatives"],
+                   help="sampled-softmax negatives per batch; 0: the full softmax over the catalogue (default: "
+                        f"full up to {FULL_SOFTMAX_ITEMS:,} items, else {SAMPLED_NEGATIVES:,} sampled)")
+    p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
+                   "max_length clicks, then windows ending at random points of the whole history")
+    p.add_argument("--epochs", type=int, default=TRAINING["epochs"], help="passes over the users' windows at most")
+    p.add_argument("--batch-size", type=int, default=TRAINING["batch_size"], help="windows per training step")
+    p.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"], help="Adam's learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES, default=PRE["schedule"],
+                   help="learning rate: constant, or cosine from --learning-rate to 0 over --epochs")
+    p.add_argument("--patience", type=int, default=TRAINING["patience"],
+                   help="epochs without a validation NDCG@10 gain before stopping")
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches, masks and negatives")
+    p.add_argument("--checkpoint-every", type=int, default=TRAINING["checkpoint_every"],
+                   help="steps between checkpoints")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_pretrain)
@@ -286,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", choices=("brute_force", "scann"),
                    help="retrieval runs: top-K by exact search in stock TF ops (default; runs on stock TF "
                         "Serving) or by ScaNN (needs the ScaNN ops in the server)")
-    p.add_argument("--top-k", type=int, help="retrieval runs: items returned per query (default 100)")
+    p.add_argument("--top-k", type=int, help="retrieval and user_encoder runs: items returned per query "
+                   "(default 100)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("serving-config", help="write models.config and batching_parameters.txt for TF Serving")
@@ -431,25 +464,40 @@ def _train(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from mdrec.evaluation.metrics import format_table
-    from mdrec.pretraining.train import pretrain_run, validation_table
+    from mdrec.pretraining.train import pretrain_run
 
-    metrics = pretrain_run(args.spec, args.data, args.out, valid=args.valid, epochs=args.epochs,
+    metrics = pretrain_run(args.spec, args.data, args.out, valid=args.valid, test=args.test, epochs=args.epochs,
                            batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
                            seed=args.seed, checkpoint_every=args.checkpoint_every, overwrite=args.overwrite,
-                           objective=args.objective, architecture=args.architecture, pooling=args.pooling,
+                           objective=args.objective, architecture=args.architecture, block=args.block,
+                           pooling=args.pooling,
                            attributes=args.attributes, domains=args.domains, dim=args.dim, layers=args.layers,
                            heads=args.heads, max_length=args.max_length, dropout=args.dropout,
                            time_buckets=args.time_buckets, mask_rate=args.mask_rate, temperature=args.temperature,
-                           negatives=args.negatives, repeats=args.repeats)
-    v = metrics["validation"]
-    print(f"\nvalidation ({v['protocol']}: {v['queries']:,} held-out items ranked against {v['ranked_against']}, "
-          f"{v['removed_from_ranking']} removed; best epoch {metrics['best_epoch'] + 1}):")
-    print(format_table(validation_table(metrics)))
-    print(f"{v['skipped_repeat_targets']:,} repeat targets skipped; {v['targets_outside_vocabulary']:,} targets "
-          f"outside the vocabulary (count as misses); {metrics['seconds']:.0f} s")
+                           next_item_weight=args.next_item_weight, negatives=args.negatives, repeats=args.repeats,
+                           schedule=args.schedule)
+    _print_pretrain_metrics(metrics)
     print(f"\nrun folder: {args.out}")
     return 0
+
+
+def _print_pretrain_metrics(metrics: dict) -> None:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.pretraining.train import results_table
+
+    for split in ("valid", "test"):
+        if split not in metrics["protocols"]:
+            continue
+        v = metrics["protocols"][split]
+        print(f"\n{'validation' if split == 'valid' else 'test'} ({v['protocol']}: {v['queries']:,} held-out items "
+              f"ranked against {v['ranked_against']}, {v['removed_from_ranking']} removed; best epoch "
+              f"{metrics['best_epoch'] + 1} of {metrics['epochs_run']}):")
+        print(format_table(results_table(metrics, split)))
+        print(f"{v['skipped_repeat_targets']:,} repeat targets skipped; {v['targets_outside_vocabulary']:,} targets "
+              "outside the vocabulary (count as misses)")
+    print(f"user vector: {metrics['user_vector']}")
+    print(f"{metrics['softmax']} softmax; {metrics['training_seconds']:.0f} s training "
+          f"({metrics['training_events_per_s'] or 0:,.0f} events/s), {metrics['seconds']:.0f} s in all")
 
 
 def _transfer(args) -> int:
@@ -580,7 +628,10 @@ def _evaluate(args) -> int:
     from mdrec.training.run import RunDir
     from mdrec.training.workflow import evaluate_retrieval_run, evaluate_run
 
-    if model_family(RunDir(args.run).read_config()[0].model) != "retrieval":
+    model = RunDir(args.run).read_config()[0].model
+    if model == "user_encoder":
+        return _evaluate_pretrained(args)
+    if model_family(model) != "retrieval":
         if args.sampled:
             raise MdrecError("--sampled is for retrieval runs (two_tower)", path=args.run)
         result = evaluate_run(args.run, args.data, out=args.out)
@@ -604,6 +655,25 @@ def _evaluate(args) -> int:
         print(format_table(tables["sampled"]["model"]))
         print(format_table(comparison(tables["sampled"], "model", metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50"))))
     _print_oov({"data": result["oov"]})
+    return 0
+
+
+def _evaluate_pretrained(args) -> int:
+    import pandas as pd
+
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.pretraining.train import evaluate_pretrained
+
+    if args.sampled:
+        raise MdrecError("--sampled is for retrieval runs (two_tower); a pretraining run ranks the full vocabulary",
+                         path=args.run)
+    result = evaluate_pretrained(args.run, args.data, out=args.out)
+    v = result["protocol"]
+    print(f"next item ({v['queries']:,} users' first click in {args.data} ranked against {v['ranked_against']}, "
+          f"{v['removed_from_ranking']} removed; history: the run's --data and --valid clicks):")
+    print(format_table(pd.DataFrame(result["table"]).set_index("model") if result["table"] else pd.DataFrame()))
+    print(f"{v['skipped_repeat_targets']:,} repeat targets skipped; {v['users_without_history']:,} users without "
+          f"history skipped; {v['targets_outside_vocabulary']:,} targets outside the vocabulary (count as misses)")
     return 0
 
 

@@ -35,6 +35,12 @@ def test_quick_demo(tmp_path):
     # The demo ends with the A/B of STAR against shared-bottom: a verdict per slice and a report.
     verdict = result["ab"].verdict
     assert len(verdict) > 0 and (tmp_path / "demo" / "ab" / "report.html").is_file()
+    # Pretraining: the encoder's next-click head on the big line's test period beside most popular.
+    pretraining = result["pretraining"]
+    assert list(pretraining.index) == ["autoregressive head (next item)", "user-vector kNN",
+                                       "baseline: user kNN on item sets", "most popular"]
+    assert ((pretraining[["hr@10", "ndcg@10"]] >= 0) & (pretraining[["hr@10", "ndcg@10"]] <= 1)).all().all()
+    assert any("x most popular's" in line for line in lines)
     # Transfer: every variant scored on the small line, with the sanity row and the history slices.
     transfer = result["transfer"]
     assert list(transfer.index) == ["no transfer", "baseline: user+item mean", "scratch", "frozen", "adapter",

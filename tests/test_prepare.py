@@ -165,6 +165,40 @@ def test_movielens_header_must_match(tmp_path):
         prepare("movielens-1m", source, tmp_path / "out")
 
 
+# ---- movielens-1m-sequential --------------------------------------------------------------------
+
+def test_movielens_sequential_is_5_core_and_leaves_the_last_two_ratings_out(tmp_path):
+    source = tmp_path / "ml"
+    users = ("u1", "u2", "u3", "u5", "u6")
+    # Five users rate m0..m6. Dropped: m7 (2 ratings); u4 (4 ratings: round 1); m8, which has 5
+    # ratings with u4's and 4 without (round 2). u1 rates m6 and m5 in the same second, m6 first
+    # in the file: the file order breaks the tie (m6 validates, m5 tests).
+    rows = [("u1", f"m{k}", 900 + 10 * k) for k in range(5)] + [("u1", "m6", 950), ("u1", "m5", 950)]
+    rows += [(u, f"m{k}", 1000 * n + k) for n, u in enumerate(users[1:], start=1) for k in range(6)]
+    rows += [(u, "m6", 5000 + n) for n, u in enumerate(users[1:])] + [("u2", "m7", 6000), ("u3", "m7", 6001)]
+    rows += [("u4", f"m{k}", 7000 + k) for k in range(3)]
+    rows += [(u, "m8", 8000 + n) for n, u in enumerate(("u4", "u1", "u2", "u3", "u5"))]
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{u}\t{i}\t{1 + n % 5}\t{t}" for n, (u, i, t) in enumerate(rows)]
+    write(source / "ml-1m.inter.gz", lines)
+    summary = prepare("movielens-1m-sequential", source, tmp_path / "out")
+    tables = read_splits(tmp_path / "out")
+    log = tables["log"]
+    assert set(log["item_id"]) == {f"m{k}" for k in range(7)} and set(log["user_id"]) == set(users)
+    assert len(log) == 5 * 7 and summary["users"]["all"] == 5 and summary["items"]["all"] == 7
+    dropped = {k: v for k, v in summary["dropped"].items() if "fewer than 5" in k}
+    assert list(dropped.values()) == [len(rows) - len(log)] and "2 round(s)" in next(iter(dropped))
+    # Exactly one validation and one test rating per user: the second-last and the last by time.
+    by_user = {name: dict(zip(tables[name]["user_id"], tables[name]["item_id"])) for name in ("valid", "test")}
+    assert set(by_user["valid"]) == set(by_user["test"]) == set(users)
+    assert len(tables["valid"]) == len(tables["test"]) == 5 and len(tables["train"]) == 5 * 5
+    assert (by_user["valid"]["u1"], by_user["test"]["u1"]) == ("m6", "m5")
+    assert all((by_user["valid"][u], by_user["test"][u]) == ("m5", "m6") for u in users[1:])
+    last_train = tables["train"].groupby("user_id")["timestamp"].max()
+    assert all(last_train[u] <= t for u, t in zip(tables["valid"]["user_id"], tables["valid"]["timestamp"]))
+    assert summary["label"] == {"column": "rating", "positive_if": ">= 1"}
+
+
 # ---- amazon (DisenCDR layout) -------------------------------------------------------------------
 
 def amazon_source(root: Path) -> tuple[Path, dict[str, dict[int, set[int]]], dict[str, set[int]]]:

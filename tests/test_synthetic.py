@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter, defaultdict
 
 import numpy as np
 import pandas as pd
@@ -320,6 +321,9 @@ def test_write_round_trip(fmt, log, tmp_path):
     (dict(vocab_words=10), "vocab_words"),
     (dict(cold_user_share=0.9), "cold_user_share"),
     (dict(num_tags=3), "num_tags"),
+    (dict(related_share=1.5), "related_share"),
+    (dict(related_items=0), "related_items"),
+    (dict(recent_clicks=0), "recent_clicks"),
 ])
 def test_invalid_config_names_the_field(kwargs, field):
     with pytest.raises(MdrecError, match=rf"SyntheticConfig\.{field}\b"):
@@ -338,7 +342,7 @@ def test_config_accepts_lists_and_tiny_configs_work():
 
 def test_default_config_is_fast_and_within_targets():
     start = time.perf_counter()
-    log = generate()
+    log = generate()  # (timed here, so not the shared fixture)
     elapsed = time.perf_counter() - start
     assert elapsed < 15.0  # vectorised: about 1-2 s; per-row Python loops would take minutes
     meta = log.meta
@@ -347,6 +351,66 @@ def test_default_config_is_fast_and_within_targets():
     for name, d in meta["domains"].items():
         assert 0.03 <= d["ctr"] <= 0.15, name
         assert 0.70 <= d["expected_bayes_auc"] <= 0.85, name
+
+
+# ---------------------------------------------------------------- sequential taste
+
+
+def _next_click_recall(frame: pd.DataFrame, line: str = "main") -> tuple[float, float]:
+    """Recall@10 of each user's last click on ``line`` (earlier ones removed from the ranking) by
+    popularity and by a first-order Markov count (what followed the user's last two clicks before),
+    both fitted on the earlier clicks."""
+    clicks = frame[(frame["click"] == 1) & (frame["domain"] == line)]
+    sequences = [list(s) for _, s in clicks.groupby("user_id", sort=True)["item_id"] if len(s) >= 2]
+    popular = Counter(i for s in sequences for i in s[:-1])
+    follows: dict[str, Counter] = defaultdict(Counter)
+    for s in sequences:
+        for a, b in zip(s[:-2], s[1:-1]):
+            follows[a][b] += 1
+    ranking = [i for i, _ in popular.most_common()]
+    hits = np.zeros(2)
+    for s in sequences:
+        history, target = s[:-1], s[-1]
+        seen = set(history)
+        score = Counter({i: 1e-6 * n for i, n in popular.most_common(50)})
+        for weight, anchor in zip((1.0, 0.5), reversed(history[-2:])):
+            for item, n in follows[anchor].items():
+                score[item] += weight * n
+        hits += [target in [i for i in ranking[:10 + len(seen)] if i not in seen][:10],
+                 target in [i for i, _ in score.most_common(10 + len(seen)) if i not in seen][:10]]
+    return tuple(hits / len(sequences))
+
+
+@pytest.fixture(scope="module")
+def default_log() -> SyntheticLog:
+    return generate()
+
+
+def test_next_clicks_follow_recent_clicks_as_meta_states(default_log):
+    exposure = default_log.meta["click_model"]["exposure"]
+    assert {"rule", "related_share", "related_items", "recent_clicks"} <= set(exposure)
+    assert 0.3 < exposure["shelf_share_of_clicks"] < 0.7
+    # The planted rule is learnable: what followed an item before predicts what follows it next
+    # (at least twice popularity on the default log), and without the shelf it does not.
+    popularity, markov = _next_click_recall(default_log.frame)
+    assert markov >= 2 * popularity, (markov, popularity)
+    flat = generate(SyntheticConfig(related_share=0.0))
+    assert flat.meta["click_model"]["exposure"]["shelf_share_of_impressions"] == 0.0
+    popularity, markov = _next_click_recall(flat.frame)
+    assert markov < 1.5 * popularity, (markov, popularity)
+
+
+def test_shown_items_stay_in_their_line_and_clicks_ignore_the_history(cfg):
+    generated = generate(cfg)
+    frame = generated.frame
+    catalogues = {d: set(items) for d, items in generated.catalogues.items()}
+    # Every impression shows an item of its own line's catalogue, shelf or not.
+    assert all(item in catalogues[d] for item, d in zip(frame["item_id"], frame["domain"]))
+    # The click model does not read the history: the true probability of an impression depends on
+    # (user, item, line, device) only, so equal tuples have equal probabilities.
+    keys = frame[["user_id", "item_id", "domain", "device"]].astype(str).agg("|".join, axis=1)
+    spread = pd.Series(generated.true_probability).groupby(keys.to_numpy()).agg(lambda p: p.max() - p.min())
+    assert spread.max() < 1e-12
 
 
 def test_transfer_long_preset_gives_the_big_line_long_click_histories():

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from mdrec.data.splits import stratified_random_split, time_split
+from mdrec.data.splits import leave_last_out, stratified_random_split, time_split
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json, atomic_write_table
 
@@ -459,6 +459,74 @@ def _movielens_1m(source: Path, *, seed: int, negatives: int) -> Prepared:
     return Prepared(log, split, (log["rating"] >= 4).to_numpy(), {"column": "rating", "positive_if": ">= 4"}, notes)
 
 
+# ---- movielens-1m-sequential ----------------------------------------------------------------------
+
+MIN_EVENTS = 5  # SASRec's preprocessing: users and items with fewer interactions are dropped
+
+
+def _movielens_1m_sequential(source: Path, *, seed: int, negatives: int) -> Prepared:
+    """MovieLens-1M as the sequential-recommendation benchmark of SASRec, BERT4Rec and gSASRec:
+    every rating an interaction, 5-core filtered, split leave-last-out per user."""
+    notes: dict[str, Any] = {"source_files": [], "dropped": {}}
+    inter_path = _source_file(source, "ml-1m.inter.gz", "movielens-1m-sequential")
+    inter = _read_tsv(inter_path, [
+        _Col("user_id", "str", "user_id:token"), _Col("item_id", "str", "item_id:token"),
+        _Col("rating", "int", "rating:float", allowed=frozenset({1, 2, 3, 4, 5})),
+        _Col("timestamp", "int", "timestamp:float", minimum=0)], header=True, notes=notes)
+    notes["source_files"].append(_file_note(inter_path, len(inter)))
+    # File order is kept: it breaks ties between ratings of the same second (a stable sort by time).
+    inter = inter.reset_index(drop=True)
+    duplicated = inter.duplicated(["user_id", "item_id"], keep="last").to_numpy()
+    notes["dropped"]["duplicate (user, item) ratings, the last in the file kept"] = int(duplicated.sum())
+    inter = inter[~duplicated]
+    before = len(inter)
+    inter, rounds = k_core(inter, MIN_EVENTS)
+    notes["dropped"][f"ratings of items or users with fewer than {MIN_EVENTS} ratings ({rounds} round(s) "
+                     "until every user and item has enough)"] = before - len(inter)
+    log = inter.assign(domain=SEQUENTIAL_LINE)[["user_id", "item_id", "rating", "timestamp", "domain"]]
+    log = log.reset_index(drop=True).astype({"user_id": "str", "item_id": "str", "rating": "int64",
+                                             "timestamp": "int64", "domain": "str"})
+    train, valid, test = leave_last_out(log["user_id"].to_numpy(dtype=object), log["timestamp"].to_numpy())
+    split = np.zeros(len(log), dtype=np.int8)
+    split[valid] = 1
+    split[test] = 2
+    users = log["user_id"].nunique()
+    notes["split"] = {
+        "method": "leave-last-out per user: ratings sorted by time (ties in file order); the last is the test "
+                  "target, the second-last the validation target, the rest trains (users with fewer than 3 "
+                  "ratings would train only; after the 5-core filter there are none)",
+        "users_with_one_test_and_one_valid_event": int(min(len(valid), len(test))),
+        "users": int(users),
+    }
+    notes["protocol"] = ("rank each user's target against every item, the user's earlier items removed "
+                         "(filtered full ranking); HR@10 and NDCG@10 over all users (SASRec, BERT4Rec, gSASRec)")
+    notes["negatives"] = {"sampled": 0, "note": "implicit feedback: every rating is a positive; the ranking "
+                                                "protocol needs no negatives"}
+    notes["steps"] = [
+        "read ml-1m.inter.gz (RecBole atomic file); item_id is the title key with year",
+        f"every rating (1-5) is an interaction; {MIN_EVENTS}-core filter on users and items",
+        "per user: sorted by time, file order on ties; last -> test, second-last -> valid, rest -> train",
+    ]
+    return Prepared(log, split, np.ones(len(log), dtype=bool), {"column": "rating", "positive_if": ">= 1"}, notes)
+
+
+def k_core(frame: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
+    """Drop rows until every user_id and item_id has at least ``k`` rows: (kept rows, the number of
+    rounds that dropped some; dropping an item's rows can push a user below ``k``, hence rounds)."""
+    rounds = 0
+    while True:
+        items = frame["item_id"].map(frame["item_id"].value_counts())
+        users = frame["user_id"].map(frame["user_id"].value_counts())
+        keep = ((items >= k) & (users >= k)).to_numpy()
+        if keep.all():
+            return frame, rounds
+        frame = frame[keep]
+        rounds += 1
+
+
+SEQUENTIAL_LINE = "movies"
+
+
 # ---- amazon pairs (DisenCDR) ----------------------------------------------------------------------
 
 AMAZON_PAIRS = (("cloth", "sport"), ("cloth", "electronic"), ("electronic", "phone"), ("phone", "sport"))
@@ -660,6 +728,7 @@ def _amazon(source: Path, *, seed: int, negatives: int, pair: tuple[str, str]) -
 DATASETS: dict[str, Callable[..., Prepared]] = {
     "douban-book-music": _douban,
     "movielens-1m": _movielens_1m,
+    "movielens-1m-sequential": _movielens_1m_sequential,
     **{f"amazon-{a}-{b}": functools.partial(_amazon, pair=(a, b)) for a, b in AMAZON_PAIRS},
 }
 
@@ -667,10 +736,12 @@ _EXPECTED = {
     "douban-book-music": "douban_book_ratings.dat.gz and douban_music_ratings.dat.gz (TSV without header: "
                          "user, item, rating)",
     "movielens-1m": "ml-1m.inter.gz, ml-1m.item and ml-1m.user (RecBole atomic TSV files with a header)",
+    "movielens-1m-sequential": "ml-1m.inter.gz (RecBole atomic TSV file with a header)",
     "amazon": "one subfolder per side of the pair, e.g. cloth_sport/ and sport_cloth/, each holding train.txt.gz "
               "and test.txt (TSV without header: user, item, 1; the DisenCDR dataset/ layout)",
 }
 _FOLDERS = {"douban-book-music": "douban-book-music", "movielens-1m": "movielens-1m",
+            "movielens-1m-sequential": "movielens-1m",
             "amazon": "amazon-cdr-disencdr"}
 
 

@@ -51,9 +51,22 @@ Clicks
     the defaults each domain's Bayes AUC is about 0.76-0.82. ``device`` is mostly the user's
     phone (ios/android) with a per-domain share of "web".
 
-Exposure is popularity-driven but independent of the user's taste (like a random bucket), so the
-click model is the whole story. The true probability is NOT a column of the frame; it is kept in
-``SyntheticLog.true_probability`` for tests and benchmarks.
+Exposure (sequential taste)
+    A user's first impression, and every impression with probability 1 - ``related_share``, shows
+    a popular item of the line (the popularity feed above). Otherwise it comes from the "related to
+    your recent clicks" shelf: an anchor among the user's last ``recent_clicks`` clicks in any line
+    (the newest twice as likely as the one before, and so on), then one of the anchor's
+    ``related_items`` related items in the impression's line, uniformly. Related items are the
+    nearest by an item "sequel" factor ``w`` (``latent_dim`` components, independent of ``v``), so
+    which item comes next is learnable from the order of a user's clicks (and across lines: a
+    big-line click fills a small line's shelf), not from the taste factors. A related item not yet
+    introduced falls back to the popularity feed. The click on a shown item follows the click model
+    above, which does not read the history: the true probability stays the ceiling of a CTR model.
+    ``b_d`` is solved on the popularity feed's items; the shelf moves a line's realised CTR a little
+    (``meta.domains[d].ctr``).
+
+The true probability is NOT a column of the frame; it is kept in ``SyntheticLog.true_probability``
+for tests and benchmarks.
 """
 from __future__ import annotations
 
@@ -105,6 +118,9 @@ class SyntheticConfig:
     vocab_words: int = 400
     start_timestamp: int = 1_700_000_000
     days: int = 30
+    related_share: float = 0.7       # impressions from the "related to your recent clicks" shelf
+    related_items: int = 10          # related items per anchor item and line
+    recent_clicks: int = 2           # the shelf's anchors: the user's last clicks
 
     def __post_init__(self):
         # Accept lists (e.g. from JSON) but store tuples so the config stays hashable.
@@ -141,6 +157,9 @@ class SyntheticConfig:
         for name in ("cold_user_share", "cold_item_share"):
             _check_real(name, getattr(self, name), 0.0, 0.5)
         _check_real("domain_shift", self.domain_shift, 0.0, 10.0)
+        _check_real("related_share", self.related_share, 0.0, 1.0)
+        _check_int("related_items", self.related_items, minimum=1)
+        _check_int("recent_clicks", self.recent_clicks, minimum=1)
         _check_real("zipf_exponent", self.zipf_exponent, 0.0, 5.0)
         if self.num_impressions < 2 * self.num_users:
             _bad("num_impressions", self.num_impressions,
@@ -339,8 +358,7 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticLog:
     if not isinstance(cfg, SyntheticConfig):
         raise MdrecError(f"generate() needs a SyntheticConfig (got {type(cfg).__name__})")
     rng = np.random.default_rng(cfg.seed)
-    n_dom, n_users, n_items, n_imp, k = (len(cfg.domains), cfg.num_users, cfg.num_items,
-                                         cfg.num_impressions, cfg.latent_dim)
+    n_dom, n_users, n_items, k = len(cfg.domains), cfg.num_users, cfg.num_items, cfg.latent_dim
     shares = np.asarray(cfg.domain_shares, dtype=np.float64)
     span = cfg.days * 86400
     comp_std = k ** -0.25  # factor dot products then have variance 1
@@ -351,31 +369,35 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticLog:
     item_of = _sample_items(rng, cfg, items, dom, when)
     device = _sample_devices(rng, n_dom, users, user_of, dom)
 
-    # Click model, one domain at a time (the shifts are per domain; memory stays O(users + items)).
+    # Click model: per-domain shifts and biases; b_d solved on the popularity feed's items.
     target_ctr = rng.permutation(np.linspace(0.04, 0.12, n_dom))
     domain_scale = _BASE_SCALE * rng.uniform(0.85, 1.15, n_dom)
     device_effect = _DEVICE_BASE_EFFECT[None, :] + rng.normal(0.0, 0.08, (n_dom, len(DEVICES)))
     shift = cfg.domain_shift
-    logit = np.empty(n_imp)
+    user_shift = np.stack([rng.normal(0.0, comp_std, (n_users, k)) for _ in range(n_dom)])
+    item_shift = np.stack([rng.normal(0.0, comp_std, (n_items, k)) for _ in range(n_dom)])
+
+    def score(uu, ii, dd, dev):  # the logit without b_d
+        inter = np.einsum("ij,ij->i", users["u"][uu] + shift * user_shift[dd, uu],
+                          items["v"][ii] + shift * item_shift[dd, ii])
+        return (domain_scale[dd] * inter / (1.0 + shift ** 2) + users["bias"][uu] + items["bias"][ii]
+                + device_effect[dd, dev])
+
     domain_bias = np.zeros(n_dom)
     for d in range(n_dom):
-        s_d = rng.normal(0.0, comp_std, (n_users, k))
-        t_d = rng.normal(0.0, comp_std, (n_items, k))
         rows = np.flatnonzero(dom == d)
-        uu, ii = user_of[rows], item_of[rows]
-        inter = np.einsum("ij,ij->i", users["u"][uu] + shift * s_d[uu], items["v"][ii] + shift * t_d[ii])
-        x = (domain_scale[d] * inter / (1.0 + shift ** 2) + users["bias"][uu] + items["bias"][ii]
-             + device_effect[d, device[rows]])
-        domain_bias[d] = _solve_bias(x, target_ctr[d])
-        logit[rows] = domain_bias[d] + x
+        domain_bias[d] = _solve_bias(score(user_of[rows], item_of[rows], dom[rows], device[rows]), target_ctr[d])
+    related = _related_items(rng, cfg, items)
+    item_of, shelf, logit, click = _expose_and_click(rng, cfg, items, related, user_of, dom, when, item_of,
+                                                     lambda uu, ii, dd, dev: score(uu, ii, dd, dev) + domain_bias[dd],
+                                                     device)
     prob = 1.0 / (1.0 + np.exp(-logit))
-    click = (rng.random(n_imp) < prob).astype(np.int64)
 
     # Timestamps: whole seconds; a stable sort keeps the (deterministic) generation order on ties.
     timestamp = cfg.start_timestamp + np.floor(when * span).astype(np.int64)
     order = np.argsort(timestamp, kind="stable")
     user_of, item_of, dom, device = user_of[order], item_of[order], dom[order], device[order]
-    timestamp, click, prob = timestamp[order], click[order], prob[order]
+    timestamp, click, prob, shelf = timestamp[order], click[order], prob[order], shelf[order]
 
     def take(labels, index):
         return pd.array(np.asarray(labels, dtype=object), dtype="str").take(index)
@@ -414,6 +436,19 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticLog:
         "user_bias_std": 0.35,
         "item_bias": "0.25 * popularity_z + N(0, 0.35^2)",
         "factor_correlation_between_domains": float(1.0 / (1.0 + shift ** 2)),
+        "exposure": {
+            "rule": ("a user's first impression, and each later one with probability 1 - related_share, "
+                     "shows a popular item of the line; otherwise an anchor is drawn among the user's last "
+                     "recent_clicks clicks in any line (weights 2^-j, j = 0 the newest) and one of its "
+                     "related_items related items in the impression's line is shown, uniformly; related = "
+                     "nearest by cosine of an item sequel factor w ~ N(0, 1) independent of v; a related item "
+                     "not yet introduced falls back to the popularity feed. The click model does not read "
+                     "the history."),
+            "related_share": float(cfg.related_share), "related_items": int(cfg.related_items),
+            "recent_clicks": int(cfg.recent_clicks),
+            "shelf_share_of_impressions": float(shelf.mean()),
+            "shelf_share_of_clicks": float(shelf[click == 1].mean()) if click.any() else None,
+        },
     }
     catalogues = {name: tuple(items["ids"][items["catalogues"][d]]) for d, name in enumerate(cfg.domains)}
     cold_users = tuple(users["ids"][users["cold"]])
@@ -698,6 +733,62 @@ def _sample_items(rng, cfg: SyntheticConfig, items: dict, dom: np.ndarray, when:
             item_of[todo] = warm[np.minimum(np.searchsorted(wcum, rng.random(todo.size), side="right"),
                                             warm.size - 1)]
     return item_of
+
+
+def _related_items(rng, cfg: SyntheticConfig, items: dict) -> np.ndarray:
+    """related[d, j]: the ``related_items`` items of line d's catalogue nearest to item j by the
+    cosine of the sequel factor w (j itself excluded; padded with the nearest when the catalogue is
+    small), int64 [domains, items, related_items]."""
+    n_items, n_dom, size = cfg.num_items, len(cfg.domains), cfg.related_items
+    w = rng.normal(size=(n_items, cfg.latent_dim))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    related = np.empty((n_dom, n_items, size), dtype=np.int64)
+    for d, cat in enumerate(items["catalogues"]):
+        sims = w @ w[cat].T  # [items, catalogue]
+        sims[cat, np.arange(cat.size)] = -np.inf  # never an item's own sequel
+        take = min(size, max(cat.size - 1, 1))
+        top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable"), 1)
+        related[d] = cat[np.resize(top, (n_items, size)) if take < size else top]
+    return related
+
+
+def _expose_and_click(rng, cfg: SyntheticConfig, items: dict, related: np.ndarray, user_of: np.ndarray,
+                      dom: np.ndarray, when: np.ndarray, feed_item: np.ndarray, logit_of, device: np.ndarray):
+    """Walk every user's events in time order (all users at once, one event rank per step): pick
+    the shown item (the popularity feed's ``feed_item`` or the shelf, see the module doc), its logit
+    and the click. Returns (item, from_shelf, logit, click) per event, in the input order."""
+    n = user_of.size
+    order = np.lexsort((np.arange(n), when, user_of))  # by user, then time (ties: generation order)
+    starts = np.flatnonzero(np.r_[True, user_of[order][1:] != user_of[order][:-1]])
+    counts = np.diff(np.r_[starts, n])
+    recent = np.full((cfg.num_users, cfg.recent_clicks), -1, dtype=np.int64)  # newest first
+    weights = 0.5 ** np.arange(cfg.recent_clicks)
+    item = feed_item.copy()
+    shelf = np.zeros(n, dtype=bool)
+    logit = np.empty(n)
+    click = np.zeros(n, dtype=np.int64)
+    intro = items["intro"]
+    for rank in range(int(counts.max()) if n else 0):
+        rows = order[starts[counts > rank] + rank]
+        uu, dd = user_of[rows], dom[rows]
+        known = recent[uu] >= 0
+        wants = known[:, 0] & (rng.random(rows.size) < cfg.related_share)
+        slot_weights = np.where(known, weights[None, :], 0.0)
+        cum = np.cumsum(slot_weights, axis=1)
+        slot = (rng.random(rows.size)[:, None] * cum[:, -1:] >= cum).sum(axis=1)
+        anchor = recent[uu, np.minimum(slot, cfg.recent_clicks - 1)]
+        pick = related[dd, np.maximum(anchor, 0), rng.integers(0, cfg.related_items, rows.size)]
+        use = wants & (intro[pick] <= when[rows])
+        item[rows[use]] = pick[use]
+        shelf[rows] = use
+        logit[rows] = logit_of(uu, item[rows], dd, device[rows])
+        clicked = rng.random(rows.size) < 1.0 / (1.0 + np.exp(-logit[rows]))
+        click[rows] = clicked
+        hit = uu[clicked]
+        recent[hit, 1:] = recent[hit, :-1]
+        recent[hit, 0] = item[rows[clicked]]
+    return item, shelf, logit, click
 
 
 def _sample_devices(rng, n_dom: int, users: dict, user_of: np.ndarray, dom: np.ndarray) -> np.ndarray:

@@ -97,16 +97,17 @@ def _build_retrieval(run_path: Path, **options) -> FamilyExport:
 FAMILIES: dict[str, Family] = {
     "ctr": Family(models=("star", "shared_bottom", "separate", "mmoe"), build=build_ctr),
     "retrieval": Family(models=("two_tower",), build=_build_retrieval, options=("index", "top_k")),
-    "user_encoder": Family(models=("user_encoder",), build=lambda run_path: _build_user_encoder(run_path)),
+    "user_encoder": Family(models=("user_encoder",), build=lambda run_path, **options: _build_user_encoder(
+        run_path, **options), options=("top_k",)),
     "lifelong": Family(models=("lifelong",), build=lambda run_path: __import__(
         "mdrec.export.lifelong", fromlist=["build_lifelong"]).build_lifelong(run_path)),
 }
 
 
-def _build_user_encoder(run_path: Path) -> FamilyExport:
+def _build_user_encoder(run_path: Path, **options) -> FamilyExport:
     from mdrec.export.user_encoder import build_user_encoder
 
-    return build_user_encoder(run_path)
+    return build_user_encoder(run_path, **options)
 
 
 def family_of(model: str, *, path: str | None = None) -> str:

@@ -12,6 +12,8 @@ import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
+from mdrec.layers.attention import SelfAttention, seeded_dropout, small_normal
+
 # NextItNet's dilation schedule: every residual block holds two dilated causal convolutions, and the
 # stack of convolutions runs through 1, 2, 4, 8, then repeats (blocks use (1, 2), (4, 8), (1, 2)...).
 NEXTITNET_DILATIONS = (1, 2, 4, 8)
@@ -68,7 +70,7 @@ class _AdapterSlots(tf_keras.layers.Layer):
 class TransformerBlock(_AdapterSlots):
     """Pre-norm Transformer encoder block: x + MHA(LN(x)), then + FFN(LN(.)).
 
-    call(x [B, L, dim], attention_mask bool [B, L, L] (query, key) or None, training) -> [B, L, dim].
+    call(x [B, L, dim], attention_mask bool [B or 1, L, L] (query, key) or None, training) -> [B, L, dim].
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int | None = None, dropout: float = 0.1,
@@ -80,19 +82,57 @@ class TransformerBlock(_AdapterSlots):
         self.ffn_dim = int(ffn_dim or 4 * dim)
         self.dropout = float(dropout)
         self.norm_attention = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
-        self.attention = tf_keras.layers.MultiHeadAttention(self.heads, self.dim // self.heads, dropout=self.dropout,
-                                                            name="attention")
+        self.attention = SelfAttention(self.dim, self.heads, dropout=self.dropout, name="attention")
         self.norm_ffn = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ffn")
-        self.ffn_in = tf_keras.layers.Dense(self.ffn_dim, activation="gelu", name="ffn_in")
-        self.ffn_out = tf_keras.layers.Dense(self.dim, name="ffn_out")
-        self.drop = tf_keras.layers.Dropout(self.dropout)
+        self.ffn_in = tf_keras.layers.Dense(self.ffn_dim, activation="gelu", kernel_initializer=small_normal(),
+                                            name="ffn_in")
+        self.ffn_out = tf_keras.layers.Dense(self.dim, kernel_initializer=small_normal(), name="ffn_out")
+        self.drop = seeded_dropout(self.dropout)
 
     def call(self, x: tf.Tensor, attention_mask: tf.Tensor | None = None, training: bool = False) -> tf.Tensor:
         h = self.norm_attention(x)
-        h = self.attention(h, h, attention_mask=attention_mask, training=training)
+        h = self.attention(h, mask=attention_mask, training=training)
         x = x + self._patch(0, self.drop(h, training=training))
         h = self.ffn_out(self.ffn_in(self.norm_ffn(x)))
         return x + self._patch(1, self.drop(h, training=training))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "ffn_dim": self.ffn_dim,
+                "dropout": self.dropout, "adapter_bottleneck": self.adapter_bottleneck}
+
+
+class SASRecBlock(_AdapterSlots):
+    """SASRec's self-attention block (Kang & McAuley, ICDM 2018) as its public reproductions run it
+    (pmixer/SASRec.pytorch; SASRec+ of Klenitskiy & Vasilev, RecSys 2023):
+
+        q = LN(x);  x = q + MHA(queries q, keys and values x)
+        h = LN(x);  x = h + W2 drop(ReLU(W1 h))          (W1: dim -> ffn_dim, W2: ffn_dim -> dim)
+
+    The residuals start from the normalised input, and the keys read the un-normalised one.
+    call(x [B, L, dim], attention_mask bool [B or 1, L, L] (query, key) or None, training) -> [B, L, dim].
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int | None = None, dropout: float = 0.1,
+                 adapter_bottleneck: int = 0, **kwargs):
+        super().__init__(adapter_bottleneck=adapter_bottleneck, **kwargs)
+        self.dim, self.heads = int(dim), int(heads)
+        self.ffn_dim = int(ffn_dim or dim)
+        self.dropout = float(dropout)
+        self.norm_attention = tf_keras.layers.LayerNormalization(epsilon=1e-8, name="norm_attention")
+        self.attention = SelfAttention(self.dim, self.heads, dropout=self.dropout, name="attention")
+        self.norm_ffn = tf_keras.layers.LayerNormalization(epsilon=1e-8, name="norm_ffn")
+        self.ffn_in = tf_keras.layers.Dense(self.ffn_dim, activation="relu", kernel_initializer=small_normal(),
+                                            name="ffn_in")
+        self.ffn_out = tf_keras.layers.Dense(self.dim, kernel_initializer=small_normal(), name="ffn_out")
+        self.drop_hidden = seeded_dropout(self.dropout)
+        self.drop = seeded_dropout(self.dropout)
+
+    def call(self, x: tf.Tensor, attention_mask: tf.Tensor | None = None, training: bool = False) -> tf.Tensor:
+        q = self.norm_attention(x)
+        x = q + self._patch(0, self.attention(q, mask=attention_mask, training=training, memory=x))
+        h = self.norm_ffn(x)
+        f = self.ffn_out(self.drop_hidden(self.ffn_in(h), training=training))
+        return h + self._patch(1, self.drop(f, training=training))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "ffn_dim": self.ffn_dim,
@@ -118,7 +158,7 @@ class NextItNetBlock(_AdapterSlots):
         self.conv_1 = tf_keras.layers.Conv1D(self.dim, self.kernel_size, padding="causal",
                                              dilation_rate=2 * self.dilation, name="conv_1")
         self.norm_1 = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="norm_1")
-        self.drop = tf_keras.layers.Dropout(self.dropout)
+        self.drop = seeded_dropout(self.dropout)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         h = tf.nn.relu(self.norm_0(self._patch(0, self.conv_0(x))))

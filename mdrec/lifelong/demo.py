@@ -17,9 +17,9 @@ from typing import Callable
 import pandas as pd
 import yaml
 
-# quick: seconds on the quick transfer log (the test suite runs it). full: about 35 s on one core
-# on the full transfer preset (3,000 users); the later tasks train longer at a higher rate, which
-# is what makes sequential fine-tuning forget (and Conure not).
+# quick: seconds on the quick transfer log (the test suite runs it). full: about a minute on one core
+# on the full transfer preset (3,000 users); the later tasks train at a higher rate, which is what
+# makes sequential fine-tuning forget (and Conure not).
 SETTINGS = {
     True: {"encoder": {"architecture": "nextitnet", "dim": 16, "layers": 1, "max_length": 10, "dropout": 0.0,
                        "pooling": "mean"},
@@ -27,7 +27,7 @@ SETTINGS = {
            "later": {}, "max_eval_users": 300},
     False: {"encoder": {"architecture": "nextitnet", "dim": 32, "layers": 2, "max_length": 20, "dropout": 0.3,
                         "pooling": "mean"},
-            "defaults": {"epochs": 2, "retrain_epochs": 1, "batch_size": 256, "learning_rate": 0.002, "repeats": 3},
+            "defaults": {"epochs": 6, "retrain_epochs": 1, "batch_size": 64, "learning_rate": 0.003, "repeats": 3},
             "later": {"epochs": 4, "learning_rate": 0.005}, "max_eval_users": 3000},
 }
 SOURCE, TARGET = "main", "mini"  # the transfer preset's big line and its largest small line

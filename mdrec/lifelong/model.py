@@ -3,8 +3,10 @@ per-weight owner array on every prunable kernel (see :mod:`mdrec.lifelong.masks`
 head per task. The same class, without isolation, is every baseline's model.
 
 Heads (on the user vector [B, dim], or per position for task 1's training):
-  next_item   Dense(dim, gelu) -> LayerNorm, scored against the encoder's item embeddings (tied)
-              plus a per-item bias: [B, V] over task 1's item vocabulary
+  next_item   the encoder's own next-item scores (:meth:`UserEncoder.item_scores`: the state . the
+              item embeddings (tied) + the encoder's item bias): [B, V] over task 1's item
+              vocabulary. The last state is therefore exactly what the head scores, and what the
+              later tasks read (with ``pooling: last``).
   line_items  Dense(dim, relu) -> Dense(items of the target line)
   profile     Dense(dim, relu) -> Dense(classes)
 """
@@ -27,28 +29,19 @@ class TaskHead(tf_keras.layers.Layer):
     def __init__(self, kind: str, outputs: int, dim: int, **kwargs):
         super().__init__(**kwargs)
         self.kind, self.outputs, self.dim = kind, int(outputs), int(dim)
-        if kind == "next_item":
-            self.dense = tf_keras.layers.Dense(dim, activation="gelu", name="dense")
-            self.norm = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
-        else:
+        if kind != "next_item":  # next_item has no weights of its own (see the module doc)
             self.dense = tf_keras.layers.Dense(dim, activation="relu", name="dense")
             self.out = tf_keras.layers.Dense(self.outputs, name="out")
 
     def build(self, input_shape):
-        self.dense.build([None, self.dim])
-        if self.kind == "next_item":
-            self.norm.build([None, self.dim])
-            self.item_bias = self.add_weight("item_bias", shape=[self.outputs], initializer="zeros")
-        else:
+        if self.kind != "next_item":
+            self.dense.build([None, self.dim])
             self.out.build([None, self.dim])
         super().build(input_shape)
 
-    def hidden(self, states: tf.Tensor) -> tf.Tensor:
-        return self.norm(self.dense(states))
-
     def scores(self, vectors: tf.Tensor, encoder: UserEncoder) -> tf.Tensor:
         if self.kind == "next_item":
-            return tf.matmul(self.hidden(vectors), encoder.item_output_table(), transpose_b=True) + self.item_bias
+            return encoder.item_scores(vectors)
         return self.out(self.dense(vectors))
 
 
@@ -129,9 +122,9 @@ class TaskModel(tf.Module):
                 states, _ = self.encoder.encode_ids(ids, training=True)
                 targets = ids[:, 1:]
                 select = targets >= SPECIAL_ROWS
-                hidden = head.hidden(tf.boolean_mask(states[:, :-1], select))
-                losses = obj.item_softmax_loss(hidden, tf.boolean_mask(targets, select) - SPECIAL_ROWS,
-                                               self.encoder.item_output_table(), head.item_bias, negatives, rng)
+                losses = obj.item_softmax_loss(tf.boolean_mask(states[:, :-1], select),
+                                               tf.boolean_mask(targets, select) - SPECIAL_ROWS,
+                                               self.encoder.item_output_table(), self.encoder.item_bias, negatives, rng)
                 return tf.reduce_sum(losses) / tf.maximum(tf.cast(tf.size(losses), tf.float32), 1.0)
             vectors = self.user_vectors(items, task, training=True)
             logits = head.scores(vectors, self.encoder)

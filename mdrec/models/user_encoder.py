@@ -1,8 +1,9 @@
 """The user encoder: a user's behaviour sequence (raw item ids) in, one user vector out.
 
     encoder = UserEncoder(item_vocabulary, architecture="transformer", dim=64, layers=2, heads=2,
-                          max_length=50, pooling="cls", attributes={"category": {...}})
+                          max_length=200, causal=True, attributes={"category": {...}})
     vectors = encoder({"items": tf.constant([["i1", "i7", ""]])})        # float32 [B, dim]
+    scores = encoder.item_scores(vectors)                               # float32 [B, V]: the next item
     states = encoder.sequence_output({"items": ...})                    # float32 [B, L, dim]
 
 Inputs: ``items`` tf.string [B, L] (L <= max_length), oldest first, right-padded with "". Items
@@ -16,18 +17,29 @@ Token embedding = item + attributes + position (+ time bucket). Item rows: 0 pad
 masked position also gets the [MASK] row of every attribute table, so its category cannot leak.
 
 Architectures:
-  transformer  pre-norm Transformer encoder blocks (BERT-like; bidirectional, or causal with
-               ``causal=True``). Bidirectional positions count from the newest item (1 = the most
-               recent), so the newest item has one position embedding whatever the length;
-               causal ones count from the oldest, so no later item changes an earlier position.
+  transformer  self-attention blocks, bidirectional or causal (``causal=True``); ``block``:
+               ``sasrec`` (the default of a causal encoder: SASRec's block as its reproductions run
+               it, item embeddings scaled by sqrt(dim), no embedding norm) or ``prenorm`` (the
+               default of a bidirectional one: BERT-like pre-norm blocks with a GELU feed-forward
+               of 4 x dim, the summed embeddings layer-normalised). Bidirectional positions count
+               from the newest item (1 = the most recent), so the newest item has one position
+               embedding whatever the length; causal ones count from the oldest, so no later item
+               changes an earlier position.
   nextitnet    NextItNet / PeterRec: residual blocks of dilated causal 1-D convolutions (dilations
                1, 2, 4, 8 repeated); no position embeddings (the convolutions see order).
 Pooling (the user vector):
+  last  the state of the last non-padding position (causal encoders: it has read everything and
+        predicts the next item; the default of a causal encoder)
+  mask  the state of a [MASK] appended after the history (bidirectional encoders, the default:
+        what masked-item pretraining predicts the next item from; a full row drops its oldest item
+        to make room)
   cls   a learned [CLS] token prepended (bidirectional transformer only); its final state
   mean  masked mean of the final states over the non-padding positions
-  last  the state of the last non-padding position (causal encoders: it has read everything)
-An empty sequence gives a finite vector (the [CLS] state, zeros for mean, the padding state
-for last); :func:`load_pretrained`'s ``user_vectors`` returns zeros and a mask for such users.
+``last`` and ``mask`` are the next-item representations: ``item_scores(vector)`` = vector . item
+embedding + item bias (the tied output layer pretraining trains), so the user vector that transfer
+and export use is exactly the one the item head scores with. An empty sequence gives a finite vector
+(the [CLS] state, zeros for mean, the padding state for last, the lone [MASK]'s state for mask);
+:func:`load_pretrained`'s ``user_vectors`` returns zeros and a mask for such users.
 """
 from __future__ import annotations
 
@@ -39,18 +51,27 @@ import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
-from mdrec.layers.sequence import NextItNetBlock, TransformerBlock, nextitnet_dilations
+from mdrec.layers.attention import seeded_dropout
+from mdrec.layers.sequence import NextItNetBlock, SASRecBlock, TransformerBlock, nextitnet_dilations
 
 ARCHITECTURES = ("transformer", "nextitnet")
-POOLINGS = ("cls", "mean", "last")
+POOLINGS = ("last", "mask", "cls", "mean")
+BLOCKS = ("sasrec", "prenorm")
+NEXT_ITEM_POOLINGS = ("last", "mask")  # the states the item head is trained on
 SPECIAL_ROWS = 2  # padding "" (row 0) and the OOV bucket (row 1) before the vocabulary
 ITEMS = "items"
 TIMES = "times"
 _EMPTY_VOCAB_PLACEHOLDER = "\x00<empty>"
 
 
+def default_block(causal: bool) -> str:
+    """SASRec's block for causal encoders, the pre-norm (BERT-like) block for bidirectional ones."""
+    return "sasrec" if causal else "prenorm"
+
+
 def default_pooling(architecture: str, causal: bool) -> str:
-    return "last" if causal or architecture == "nextitnet" else "cls"
+    """The next-item representation: the last state (causal), else an appended [MASK]'s state."""
+    return "last" if causal or architecture == "nextitnet" else "mask"
 
 
 class UserEncoder(tf_keras.Model):
@@ -64,7 +85,7 @@ class UserEncoder(tf_keras.Model):
                  layers: int = 2, heads: int = 2, max_length: int = 50, pooling: str | None = None,
                  causal: bool | None = None, dropout: float = 0.1,
                  attributes: dict[str, dict[str, list[str]]] | None = None, time_buckets: int = 0,
-                 kernel_size: int = 3, adapter_bottleneck: int = 0, **kwargs):
+                 kernel_size: int = 3, adapter_bottleneck: int = 0, block: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
@@ -78,16 +99,26 @@ class UserEncoder(tf_keras.Model):
             raise ValueError("a [CLS] token needs a bidirectional encoder (a causal [CLS] in front sees "
                              "nothing); use pooling 'last' or 'mean'")
         if pooling == "last" and not causal:
-            raise ValueError("pooling 'last' is for causal encoders; a bidirectional one uses 'cls' or 'mean'")
+            raise ValueError("pooling 'last' is for causal encoders; a bidirectional one uses 'mask', 'cls' or "
+                             "'mean'")
+        if pooling == "mask" and causal:
+            raise ValueError("pooling 'mask' is for bidirectional encoders (a causal encoder's last state "
+                             "already predicts the next item); use 'last'")
+        if pooling == "mask" and int(max_length) < 2:
+            raise ValueError("pooling 'mask' needs max_length >= 2 (the history and the [MASK])")
         for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("max_length", max_length)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        block = block or default_block(causal)
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {block!r}")
         if architecture == "transformer" and dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         if time_buckets < 0:
             raise ValueError(f"time_buckets must be >= 0, got {time_buckets}")
         self.item_vocabulary = [str(v) for v in item_vocabulary]
         self.architecture = architecture
+        self.block = block if architecture == "transformer" else None
         self.dim, self.num_layers, self.heads = int(dim), int(layers), int(heads)
         self.max_length = int(max_length)
         self.pooling, self.causal, self.dropout_rate = pooling, causal, float(dropout)
@@ -124,12 +155,14 @@ class UserEncoder(tf_keras.Model):
                                                                 embeddings_initializer=init(), name="position_embedding")
         self.time_embedding = (tf_keras.layers.Embedding(self.time_buckets + 2, self.dim, embeddings_initializer=init(),
                                                          name="time_embedding") if self.time_buckets else None)
-        self.embedding_norm = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm")
-        self.embedding_dropout = tf_keras.layers.Dropout(self.dropout_rate)
+        # SASRec scales the item embedding and leaves the sum unnormalised; the others normalise it.
+        self.embedding_norm = (None if self.block == "sasrec" else
+                               tf_keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm"))
+        self.embedding_dropout = seeded_dropout(self.dropout_rate)
         if architecture == "transformer":
-            self.blocks = [TransformerBlock(self.dim, self.heads, dropout=self.dropout_rate,
-                                            adapter_bottleneck=adapter_bottleneck, name=f"block_{i}")
-                           for i in range(self.num_layers)]
+            kind = SASRecBlock if self.block == "sasrec" else TransformerBlock
+            self.blocks = [kind(self.dim, self.heads, dropout=self.dropout_rate, adapter_bottleneck=adapter_bottleneck,
+                                name=f"block_{i}") for i in range(self.num_layers)]
             self.final_norm = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
         else:
             self.blocks = [NextItNetBlock(self.dim, dilation, kernel_size=self.kernel_size, dropout=self.dropout_rate,
@@ -137,6 +170,7 @@ class UserEncoder(tf_keras.Model):
                            for i, dilation in enumerate(nextitnet_dilations(self.num_layers))]
             self.final_norm = None
         self.cls = (self.add_weight("cls", shape=[self.dim], initializer=init()) if pooling == "cls" else None)
+        self.item_bias = self.add_weight("item_bias", shape=[self.num_items], initializer="zeros")
 
     # ---- ids ------------------------------------------------------------------------------------
     @property
@@ -155,11 +189,40 @@ class UserEncoder(tf_keras.Model):
         """The vocabulary items' embeddings [V, dim] (rows 2 .. V+1; the tied output layer)."""
         return self.item_embedding.embeddings[SPECIAL_ROWS:SPECIAL_ROWS + self.num_items]
 
+    def item_scores(self, vectors: tf.Tensor) -> tf.Tensor:
+        """Next-item scores of every vocabulary item [n, V] from user vectors [n, dim] (``last`` or
+        ``mask`` pooling): vector . item embedding + item bias."""
+        return tf.matmul(vectors, self.item_output_table(), transpose_b=True) + self.item_bias
+
     # ---- encoding -------------------------------------------------------------------------------
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        ids = self.item_ids(inputs[ITEMS])
-        states, cls = self.encode_ids(ids, self._times(inputs), training=training)
+        return self.vectors_of_ids(self.item_ids(inputs[ITEMS]), self._times(inputs), training=training)
+
+    def vectors_of_ids(self, ids: tf.Tensor, times: tf.Tensor | None = None, training: bool = False) -> tf.Tensor:
+        """User vectors [B, dim] of item rows int [B, L] (right-padded), as ``call`` pools them."""
+        ids = tf.cast(ids, tf.int32)
+        if self.pooling == "mask":
+            ids, times = self.append_mask(ids, times)
+        states, cls = self.encode_ids(ids, times, training=training)
         return self.pool(states, cls, ids)
+
+    def append_mask(self, ids: tf.Tensor, times: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Item rows [B, L] -> the same width with [MASK] after each row's last item; a full row
+        drops its oldest item first. The [MASK] gets the last event's time (a zero gap)."""
+        ids = tf.cast(ids, tf.int32)
+        width = tf.shape(ids)[1]
+        count = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), tf.int32), axis=1)
+        drop = tf.maximum(count - (width - 1), 0)  # 1 for a full row
+        source = tf.minimum(drop[:, None] + tf.range(width)[None, :], width - 1)
+        kept = count - drop
+        position = tf.range(width)[None, :]
+        shifted = tf.where(position < kept[:, None], tf.gather(ids, source, batch_dims=1), 0)
+        out = tf.where(tf.equal(position, kept[:, None]), self.mask_id, shifted)
+        if times is not None:
+            times = tf.gather(times, source, batch_dims=1)
+            last = tf.gather(times, tf.maximum(kept - 1, 0), batch_dims=1)
+            times = tf.where(tf.equal(position, kept[:, None]), last[:, None], times)
+        return out, times
 
     def sequence_output(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Per-position final states float32 [B, L, dim] (the [CLS] position left out)."""
@@ -180,7 +243,7 @@ class UserEncoder(tf_keras.Model):
         ids = tf.cast(ids, tf.int32)
         valid = tf.not_equal(ids, 0)
         mask = tf.cast(valid, tf.float32)[..., None]
-        x = self.item_embedding(ids)
+        x = self.item_embedding(ids) * (np.sqrt(self.dim) if self.block == "sasrec" else 1.0)
         for name, table in self.attribute_embeddings.items():
             x += table(self.attribute_ids(name, ids))
         if self.position_embedding is not None:
@@ -196,7 +259,8 @@ class UserEncoder(tf_keras.Model):
                 x += self.position_embedding(position * counts)
         if self.time_embedding is not None and times is not None:
             x += self.time_embedding(self._time_buckets(times, valid))
-        x = self.embedding_dropout(self.embedding_norm(x), training=training) * mask
+        x = x if self.embedding_norm is None else self.embedding_norm(x)
+        x = self.embedding_dropout(x, training=training) * mask
         cls_state = None
         if self.architecture == "transformer":
             keys = valid
@@ -205,12 +269,17 @@ class UserEncoder(tf_keras.Model):
                 x = tf.concat([tf.tile(self.cls[None, None, :], [batch, 1, 1]), x], axis=1)
                 keys = tf.concat([tf.ones([batch, 1], tf.bool), valid], axis=1)
             length = tf.shape(keys)[1]
-            attention = tf.tile(keys[:, None, :], [1, length, 1])
-            if self.causal:
-                attention = tf.logical_and(attention, tf.cast(tf.linalg.band_part(tf.ones([length, length]), -1, 0),
-                                                              tf.bool)[None])
-            # A query with no valid key (a padding row of an empty sequence) attends to itself.
-            attention = tf.logical_or(attention, tf.eye(length, dtype=tf.bool)[None])
+            if self.causal and self.cls is None:
+                # Right padding: a valid query's earlier keys are all valid, so the causal band is the
+                # whole mask ([1, L, L], broadcast over the batch); padding queries see valid keys.
+                attention = tf.cast(tf.linalg.band_part(tf.ones([length, length]), -1, 0), tf.bool)[None]
+            else:
+                attention = tf.tile(keys[:, None, :], [1, length, 1])
+                if self.causal:
+                    attention = tf.logical_and(attention, tf.cast(
+                        tf.linalg.band_part(tf.ones([length, length]), -1, 0), tf.bool)[None])
+                # A query with no valid key (a padding row of an empty sequence) attends to itself.
+                attention = tf.logical_or(attention, tf.eye(length, dtype=tf.bool)[None])
             for block in self.blocks:
                 x = block(x, attention_mask=attention, training=training)
             x = self.final_norm(x)
@@ -231,10 +300,12 @@ class UserEncoder(tf_keras.Model):
         return tf.where(valid, bucket, 0)
 
     def pool(self, states: tf.Tensor, cls: tf.Tensor | None, ids: tf.Tensor) -> tf.Tensor:
-        """The user vector [B, dim] from the final states (see the module doc)."""
+        """The user vector [B, dim] from the final states (see the module doc; for ``mask`` the ids
+        are the ones with the [MASK] appended, so it is the last non-padding position as for ``last``)."""
         valid = tf.not_equal(ids, 0)
         if self.pooling == "cls":
             return cls
+
         if self.pooling == "mean":
             mask = tf.cast(valid, states.dtype)[..., None]
             return tf.reduce_sum(states * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
@@ -270,7 +341,7 @@ class UserEncoder(tf_keras.Model):
                 "layers": self.num_layers, "heads": self.heads, "max_length": self.max_length,
                 "pooling": self.pooling, "causal": self.causal, "dropout": self.dropout_rate,
                 "attributes": self.attribute_config, "time_buckets": self.time_buckets,
-                "kernel_size": self.kernel_size, "adapter_bottleneck": self.adapter_bottleneck,
+                "kernel_size": self.kernel_size, "adapter_bottleneck": self.adapter_bottleneck, "block": self.block,
                 "name": self.name}
 
     @classmethod
@@ -292,9 +363,3 @@ class UserEncoder(tf_keras.Model):
             sample[TIMES] = tf.zeros([1, self.max_length], tf.int64)
         self(sample, training=False)
 
-
-def load_pretrained(run_dir):
-    """A finished pretraining run (``mdrec pretrain``): see :func:`mdrec.pretraining.train.load_pretrained`."""
-    from mdrec.pretraining.train import load_pretrained as _load
-
-    return _load(run_dir)

@@ -6,13 +6,16 @@ keys (``domain/item`` for ``scope: domain`` ids). The item vocabulary is every i
 sequences, most frequent first (ties by id), so row 2 + k of the encoder's table is the k-th most
 clicked item (the order a log-uniform negative sampler assumes).
 
-Validation (held-out next item):
-  leave_last_out  (no --valid) each user with two or more clicks holds out the last one; the
-                  encoder trains on the rest, and the query is the user's remaining sequence.
-  valid_log       (--valid LOG) each user's first click in LOG (same lines) is the target and
-                  the user's whole training sequence the query.
-In both, the user's training items are removed from the ranking; a target the user already
-clicked is skipped (counted), and a target outside the vocabulary stays a miss (counted).
+Held-out next items (:func:`held_out_queries`):
+  validation, leave_last_out  (no --valid) each user with two or more clicks holds out the last
+                  one; the encoder trains on the rest, and the query is the user's remaining sequence.
+  validation, valid_log       (--valid LOG) each user's first click in LOG (same lines) is the
+                  target and the user's whole training sequence the query.
+  test            (--test LOG) each user's first click in LOG is the target; the query is everything
+                  before it: the training sequence plus the validation events (the held-out last
+                  click, or the user's clicks in --valid), as the published protocol reads it.
+In all, the user's earlier items are removed from the ranking; a target the user already clicked
+is skipped (counted), and a target outside the vocabulary stays a miss (counted).
 """
 from __future__ import annotations
 
@@ -172,10 +175,20 @@ def sequence_matrix(sequences: Sequence[Sequence], max_length: int, fill="") -> 
     return out
 
 
+def item_rows(sequences: Sequence[Sequence[str]], index: dict[str, int], length: int) -> np.ndarray:
+    """The last ``length`` items of each sequence as encoder rows int32 [N, length] (right-padded
+    with 0; an item missing from ``index`` is the OOV row 1)."""
+    out = np.zeros((len(sequences), length), np.int32)
+    for row, items in enumerate(sequences):
+        items = list(items)[-length:] if length else []
+        out[row, :len(items)] = [index.get(item, 1) for item in items]
+    return out
+
+
 @dataclass
-class Validation:
+class Queries:
     """Held-out next items: per query the user, the history (oldest first, full length), the
-    target item and the items removed from the ranking (the user's training items)."""
+    target item and counts of what was skipped (see the module doc)."""
 
     protocol: str
     users: list[str]
@@ -188,54 +201,81 @@ class Validation:
         return len(self.users)
 
 
-def split_validation(source: SourceData, valid: SourceData | None = None, max_users: int = 10000, seed: int = 0
-                     ) -> tuple[dict[str, list[str]], dict[str, list[int]] | None, Validation]:
-    """(training sequences, their times, validation queries); see the module doc."""
+@dataclass
+class HeldOut:
+    """What :func:`held_out_queries` returns: the training sequences (and times), the validation
+    queries, the test queries (None without --test) and every user's sequence as the test sees it."""
+
+    train: dict[str, list[str]]
+    train_times: dict[str, list[int]] | None
+    valid: Queries
+    test: Queries | None
+    before_test: dict[str, list[str]]
+    before_test_times: dict[str, list[int]] | None
+
+
+def queries_against(protocol: str, known: dict[str, list[str]], known_times: dict[str, list[int]] | None,
+             held: dict[str, list[str]]) -> Queries:
+    """Each user's first item in ``held`` against the user's ``known`` history."""
     counts = {"queries": 0, "skipped_repeat_targets": 0, "users_without_history": 0, "candidate_users": 0}
     users, histories, history_times, targets = [], [], [], []
-    if valid is None:
-        protocol = "leave_last_out"
-        train = {}
-        train_times = {} if source.times is not None else None
-        for user, items in source.sequences.items():
-            held = len(items) >= 2
-            train[user] = items[:-1] if held else list(items)
-            if train_times is not None:
-                train_times[user] = source.times[user][:-1] if held else list(source.times[user])
-            if held:
-                counts["candidate_users"] += 1
-                if items[-1] in set(items[:-1]):
-                    counts["skipped_repeat_targets"] += 1
-                    continue
-                users.append(user)
-                histories.append(train[user])
-                targets.append(items[-1])
-                if train_times is not None:
-                    history_times.append(train_times[user])
-    else:
-        protocol = "valid_log"
-        train, train_times = source.sequences, source.times
-        for user, items in valid.sequences.items():
-            counts["candidate_users"] += 1
-            history = train.get(user)
-            if not history:
-                counts["users_without_history"] += 1
-                continue
-            if items[0] in set(history):
-                counts["skipped_repeat_targets"] += 1
-                continue
-            users.append(user)
-            histories.append(history)
-            targets.append(items[0])
-            if train_times is not None:
-                history_times.append(train_times[user])
-    if len(users) > max_users:
-        keep = np.sort(np.random.default_rng([seed, 7]).choice(len(users), max_users, replace=False))
-        counts["sampled_from"] = len(users)
-        users = [users[i] for i in keep]
-        histories = [histories[i] for i in keep]
-        targets = [targets[i] for i in keep]
-        history_times = [history_times[i] for i in keep] if train_times is not None else []
+    for user, items in held.items():
+        counts["candidate_users"] += 1
+        history = known.get(user)
+        if not history:
+            counts["users_without_history"] += 1
+            continue
+        if items[0] in set(history):
+            counts["skipped_repeat_targets"] += 1
+            continue
+        users.append(user)
+        histories.append(history)
+        targets.append(items[0])
+        if known_times is not None:
+            history_times.append(known_times[user])
     counts["queries"] = len(users)
-    return train, train_times, Validation(protocol, users, histories, history_times if train_times is not None else None,
-                                          targets, counts)
+    return Queries(protocol, users, histories, history_times if known_times is not None else None, targets, counts)
+
+
+def _sample(queries: Queries, max_users: int, seed: int) -> Queries:
+    if len(queries) <= max_users:
+        return queries
+    keep = np.sort(np.random.default_rng([seed, 7]).choice(len(queries), max_users, replace=False))
+    pick = lambda values: [values[i] for i in keep]  # noqa: E731
+    counts = {**queries.counts, "sampled_from": len(queries), "queries": max_users}
+    return Queries(queries.protocol, pick(queries.users), pick(queries.histories),
+                   pick(queries.history_times) if queries.history_times is not None else None,
+                   pick(queries.targets), counts)
+
+
+def _joined(first: dict[str, list], second: dict[str, list] | None) -> dict[str, list]:
+    if not second:
+        return dict(first)
+    return {user: list(first.get(user, [])) + list(second.get(user, [])) for user in {**first, **second}}
+
+
+def held_out_queries(source: SourceData, valid: SourceData | None = None, test: SourceData | None = None,
+                     max_valid_users: int = 10000, seed: int = 0) -> HeldOut:
+    """Training sequences, validation and test queries (see the module doc). Validation queries are
+    sampled down to ``max_valid_users`` (seeded); test queries never are."""
+    if valid is None:
+        train, train_times, held = {}, ({} if source.times is not None else None), {}
+        for user, items in source.sequences.items():
+            cut = len(items) - 1 if len(items) >= 2 else len(items)
+            train[user] = items[:cut]
+            if train_times is not None:
+                train_times[user] = source.times[user][:cut]
+            if cut < len(items):
+                held[user] = items[cut:]
+        valid_queries = queries_against("leave_last_out", train, train_times, held)
+        before_test, before_test_times = dict(source.sequences), source.times
+    else:
+        train, train_times = source.sequences, source.times
+        valid_queries = queries_against("valid_log", train, train_times, valid.sequences)
+        before_test = _joined(train, valid.sequences)
+        before_test_times = _joined(train_times, valid.times) if train_times is not None else None
+    test_queries = None
+    if test is not None:
+        test_queries = queries_against("test_log", before_test, before_test_times, test.sequences)
+    return HeldOut(train, train_times, _sample(valid_queries, max_valid_users, seed), test_queries,
+                   before_test, before_test_times)

@@ -4,21 +4,23 @@ Every function works on item rows int32 [B, L] (0 = padding, right-padded; 1 = O
 vocabulary; ``mask_id`` = the [MASK] row) and draws randomness from a ``tf.random.Generator``
 (saved in checkpoints, so a resumed run continues the same random stream).
 
-- mlm (ShopperBERT / BERT4Rec): a fraction of the non-padding positions is replaced by [MASK]
-  (every chosen position, always: unlike BERT's 10% kept / 10% random, a masked position's input
-  never holds its target), at least one per non-empty sequence; the loss is computed at masked
-  positions only.
-- autoregressive (NextItNet / PeterRec): the state at t predicts the item at t + 1, at every
-  position that has a next item.
+- mlm (ShopperBERT / BERT4Rec): round(rate x n) of a row's n items (at least one) are replaced by
+  [MASK] (always: unlike BERT's 10% kept / 10% random, a masked position's input never holds its
+  target); the loss is computed at the masked positions only. A fixed number of picks per row
+  (``mask_slots``) keeps every shape static, so the step compiles with XLA.
+- autoregressive (SASRec / NextItNet / PeterRec): the state at t predicts the item at t + 1, at
+  every position that has a next item (a loss at every position).
 - contrastive (CLUE / CL4SRec augmentations): each sequence gets two views, each made by one of
   crop (a random contiguous part), mask (random items -> [MASK]) or reorder (a random contiguous
   part shuffled), chosen uniformly per view; InfoNCE with in-batch negatives and a temperature.
-Item prediction uses a sampled softmax over the vocabulary: ``negatives`` items drawn log-uniformly
-by popularity rank (the vocabulary is most-frequent first) and shared by the batch, each logit
-corrected by log(expected count) (logQ), accidental hits removed; ``negatives`` 0 (or at least the
-vocabulary) means the full softmax.
+Item prediction is a softmax over the whole vocabulary (``negatives`` 0, or at least the
+vocabulary), or a sampled softmax: ``negatives`` items drawn log-uniformly by popularity rank (the
+vocabulary is most-frequent first) and shared by the batch, each logit corrected by log(expected
+count) (logQ), accidental hits removed.
 """
 from __future__ import annotations
+
+import math
 
 import mdrec  # noqa: F401
 import tensorflow as tf
@@ -26,21 +28,35 @@ import tensorflow as tf
 AUGMENTATIONS = ("crop", "mask", "reorder")
 
 
+def mask_slots(length: int, rate: float) -> int:
+    """Masked positions picked per row of width ``length``: ceil(rate x length), at least 1."""
+    return max(1, min(int(length), int(math.ceil(float(rate) * int(length)))))
+
+
 def mlm_mask(ids: tf.Tensor, rate: float, rng: tf.random.Generator, mask_id: int
-             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(inputs, targets, weights): inputs with the chosen positions set to ``mask_id``; targets =
-    the original item at chosen positions and 0 elsewhere; weights 1.0 at chosen positions, else 0."""
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(inputs [B, L], positions [B, K], targets [B, K], weights [B, K]) with K = mask_slots(L, rate).
+
+    Each row with n items masks round(rate x n) of them (at least 1), chosen uniformly: inputs has
+    ``mask_id`` there; positions are the chosen indices; targets the original items; weights 1.0
+    for real picks (a row with fewer picks than slots fills the rest with weight 0, target 0).
+    """
     ids = tf.cast(ids, tf.int32)
+    length = ids.shape[1] if ids.shape[1] is not None else None
+    slots = mask_slots(length, rate) if length is not None else None
     valid = tf.not_equal(ids, 0)
-    chosen = tf.logical_and(valid, rng.uniform(tf.shape(ids)) < rate)
-    # A non-empty sequence with nothing chosen gets one random position masked.
-    nothing = tf.logical_and(tf.logical_not(tf.reduce_any(chosen, axis=1)), tf.reduce_any(valid, axis=1))
-    pick = tf.argmax(tf.where(valid, rng.uniform(tf.shape(ids)), -1.0), axis=1, output_type=tf.int32)
-    forced = tf.logical_and(tf.cast(tf.one_hot(pick, tf.shape(ids)[1], dtype=tf.int32), tf.bool), nothing[:, None])
-    chosen = tf.logical_or(chosen, forced)
+    n = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+    if slots is None:  # unknown width at trace time (not the compiled path)
+        slots = tf.maximum(1, tf.cast(tf.math.ceil(rate * tf.cast(tf.shape(ids)[1], tf.float32)), tf.int32))
+    keys = tf.where(valid, rng.uniform(tf.shape(ids)), -1.0)
+    positions = tf.math.top_k(keys, k=slots, sorted=True).indices
+    picks = tf.minimum(tf.maximum(tf.cast(tf.round(rate * tf.cast(n, tf.float32)), tf.int32), 1), n)
+    used = tf.range(tf.shape(positions)[1])[None, :] < picks[:, None]
+    weights = tf.cast(used, tf.float32)
+    chosen = tf.reduce_max(tf.one_hot(positions, tf.shape(ids)[1], dtype=tf.float32) * weights[..., None], axis=1) > 0
     inputs = tf.where(chosen, tf.cast(mask_id, tf.int32), ids)
-    targets = tf.where(chosen, ids, 0)
-    return inputs, targets, tf.cast(chosen, tf.float32)
+    targets = tf.where(used, tf.gather(ids, positions, batch_dims=1), 0)
+    return inputs, positions, targets, weights
 
 
 def next_item_targets(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -49,6 +65,15 @@ def next_item_targets(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     targets = tf.concat([ids[:, 1:], tf.zeros_like(ids[:, :1])], axis=1)
     weights = tf.cast(tf.logical_and(tf.not_equal(ids, 0), tf.not_equal(targets, 0)), tf.float32)
     return targets, weights
+
+
+def next_item_pairs(window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """A window of L + 1 items [B, L + 1] -> (inputs [B, L], targets [B, L], weights [B, L]):
+    position t reads items 0..t and predicts item t + 1 (so no item of the window is wasted)."""
+    window = tf.cast(window, tf.int32)
+    inputs, targets = window[:, :-1], window[:, 1:]
+    weights = tf.cast(tf.logical_and(tf.not_equal(inputs, 0), tf.not_equal(targets, 0)), tf.float32)
+    return inputs, targets, weights
 
 
 def augment(ids: tf.Tensor, rng: tf.random.Generator, mask_id: int, *, crop: float = 0.6, mask: float = 0.3,
@@ -118,7 +143,7 @@ def item_softmax_loss(hidden: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, b
     the full softmax when ``negatives`` is 0 or covers the vocabulary."""
     num_items = int(table.shape[0])
     targets = tf.cast(targets, tf.int32)
-    if negatives <= 0 or negatives >= num_items:
+    if full_softmax(negatives, num_items):
         logits = tf.matmul(hidden, table, transpose_b=True) + bias
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
     sampled = log_uniform_sample(rng, negatives, num_items)
@@ -130,6 +155,11 @@ def item_softmax_loss(hidden: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, b
     negative = tf.where(tf.equal(sampled[None, :], targets[:, None]), -1e9, negative)  # accidental hits
     logits = tf.concat([positive[:, None], negative], axis=1)
     return tf.reduce_logsumexp(logits, axis=1) - positive
+
+
+def full_softmax(negatives: int, num_items: int) -> bool:
+    """Whether ``negatives`` means the softmax over the whole vocabulary."""
+    return negatives <= 0 or negatives >= num_items
 
 
 def info_nce(a: tf.Tensor, b: tf.Tensor, temperature: float) -> tf.Tensor:

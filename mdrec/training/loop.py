@@ -141,6 +141,7 @@ def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels:
 
 
 _QUIET = threading.local()
+PROGRESS_SECONDS = 60.0  # a progress line this often when the output is not a terminal
 
 
 @contextlib.contextmanager
@@ -198,19 +199,25 @@ def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state:
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
         validate: Callable[[], float] | None, *, metric: str = "valid_auc",
         log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
-        after_build: Callable[[tf_keras.Model], None] | None = None) -> FitResult:
+        after_build: Callable[[tf_keras.Model], None] | None = None, jit_compile: bool = False,
+        decay_steps: int | None = None) -> FitResult:
     """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
 
     ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
     (recorded in history.json under ``metric``), checked after every epoch for early stopping.
     ``after_build(model)`` initialises weights once they exist (ID warm start); a checkpoint, if
-    there is one, then overrides them.
+    there is one, then overrides them. ``jit_compile``: the training step is compiled with XLA (one
+    compilation per batch shape; the pretraining batches have few). ``decay_steps``: the learning
+    rate follows a cosine from ``config.learning_rate`` down to 0 over that many steps (the
+    optimizer's step count is in the checkpoint, so a resumed run continues the curve).
     """
     tf_keras.utils.set_random_seed(config.seed)
     build(model, train.sample())
     if after_build is not None:
         after_build(model)
-    optimizer = tf_keras.optimizers.Adam(config.learning_rate)
+    rate = (tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, int(decay_steps)) if decay_steps
+            else config.learning_rate)
+    optimizer = tf_keras.optimizers.Adam(rate)
     state = {
         "step": tf.Variable(0, dtype=tf.int64, trainable=False),
         "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
@@ -230,13 +237,14 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
             f"batch {int(state['batch'])}, step {int(state['step'])}")
     history = [h for h in run.read_history() if h["epoch"] < int(state["epoch"])]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=not jit_compile, jit_compile=jit_compile)
     def train_step(x, y):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(model.training_loss(x, y))
             total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
         grads = tape.gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        # A variable the objective does not read (e.g. the item bias of contrastive-only pretraining) has no gradient.
+        optimizer.apply_gradients((g, v) for g, v in zip(grads, model.trainable_variables) if g is not None)
         return loss
 
     batches_per_epoch = train.batches_per_epoch
@@ -248,7 +256,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         dataset = train.epoch(epoch, skip)
         log(f"epoch {epoch + 1}/{config.epochs}")
         bar = tf_keras.utils.Progbar(batches_per_epoch, verbose=verbose, stateful_metrics=["loss"])
-        started = time.time()
+        started = last_note = time.time()
         losses = []
         for x, y in dataset:
             loss = float(train_step(x, y))
@@ -256,6 +264,12 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
             state["step"].assign_add(1)
             state["batch"].assign_add(1)
             bar.update(int(state["batch"]), values=[("loss", loss)])
+            if verbose == 2 and time.time() - last_note >= PROGRESS_SECONDS:
+                # No live bar into a file or pipe: a line now and then, so a long epoch shows it moves.
+                last_note = time.time()
+                total = f"/{batches_per_epoch}" if batches_per_epoch else ""
+                log(f"  batch {int(state['batch'])}{total}, mean loss {np.mean(losses):.4f}, "
+                    f"{last_note - started:.0f} s")
             if int(state["step"]) % config.checkpoint_every == 0:
                 manager.save(checkpoint_number=int(state["step"]))
             if on_batch is not None:

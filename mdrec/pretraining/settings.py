@@ -1,0 +1,27 @@
+"""The defaults of ``mdrec pretrain`` (plain Python: the CLI shows them in --help without importing
+TensorFlow). Measured on MovieLens-1M leave-last-out (README, "User-sequence encoder"): these are
+the settings a new user gets without flags."""
+from __future__ import annotations
+
+from typing import Any
+
+OBJECTIVES = ("autoregressive", "mlm", "contrastive")
+ARCHITECTURES = ("transformer", "nextitnet")
+POOLINGS = ("last", "mask", "cls", "mean")
+BLOCKS = ("sasrec", "prenorm")
+FULL_SOFTMAX_ITEMS = 50_000  # --negatives auto: the full softmax up to this many items, else sampled
+SAMPLED_NEGATIVES = 2048
+
+# Every hyperparameter of a pretraining run, with its default (written out in config.json);
+# None: decided from other settings (see mdrec.pretraining.train.resolve_hyperparameters).
+DEFAULTS: dict[str, Any] = {
+    "objective": "autoregressive", "architecture": None, "block": None, "pooling": None, "attributes": [], "domains": [],
+    "dim": 64, "layers": 2, "heads": 1, "max_length": 200, "dropout": 0.1, "time_buckets": 0,
+    "mask_rate": 0.2, "attribute_weight": 1.0, "negatives": None, "temperature": 0.1, "next_item_weight": 1.0,
+    "crop": 0.6, "mask": 0.3, "reorder": 0.6, "knn_neighbours": 50, "max_valid_users": 10000,
+    "repeats": 1, "schedule": "constant",
+}
+SCHEDULES = ("constant", "cosine")
+# The training schedule.
+TRAINING: dict[str, Any] = {"epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "patience": 10,
+                            "checkpoint_every": 200}
