@@ -192,12 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-buckets", type=int, default=PRE["time_buckets"],
                    help="embed log2-hour gaps between clicks in N buckets (needs a time column; 0: off)")
     p.add_argument("--mask-rate", type=float, default=PRE["mask_rate"], help="mlm: share of positions masked")
+    p.add_argument("--mask-last", type=float, default=PRE["mask_last"],
+                   help="mlm: share of sequences whose newest click is always masked (the next-item query)")
     p.add_argument("--temperature", type=float, default=PRE["temperature"], help="contrastive: InfoNCE temperature")
     p.add_argument("--next-item-weight", type=float, default=PRE["next_item_weight"],
                    help="contrastive: weight of the next-item loss beside InfoNCE (0: contrastive only)")
     p.add_argument("--negatives", type=int, default=PRE["negatives"],
                    help="sampled-softmax negatives per batch; 0: the full softmax over the catalogue (default: "
                         f"full up to {FULL_SOFTMAX_ITEMS:,} items, else {SAMPLED_NEGATIVES:,} sampled)")
+    p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=PRE["exclude_seen"],
+                   help="leave each sequence's other items out of its softmax (as the filtered ranking leaves "
+                        "them out)")
     p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
                    "max_length clicks, then windows ending at random points of the whole history")
     p.add_argument("--epochs", type=int, default=TRAINING["epochs"], help="passes over the users' windows at most")
@@ -473,8 +478,10 @@ def _pretrain(args) -> int:
                            pooling=args.pooling,
                            attributes=args.attributes, domains=args.domains, dim=args.dim, layers=args.layers,
                            heads=args.heads, max_length=args.max_length, dropout=args.dropout,
-                           time_buckets=args.time_buckets, mask_rate=args.mask_rate, temperature=args.temperature,
-                           next_item_weight=args.next_item_weight, negatives=args.negatives, repeats=args.repeats,
+                           time_buckets=args.time_buckets, mask_rate=args.mask_rate, mask_last=args.mask_last,
+                           temperature=args.temperature,
+                           next_item_weight=args.next_item_weight, negatives=args.negatives,
+                           exclude_seen=args.exclude_seen, repeats=args.repeats,
                            schedule=args.schedule)
     _print_pretrain_metrics(metrics)
     print(f"\nrun folder: {args.out}")

@@ -109,6 +109,11 @@ def test_masking_never_leaks_the_target():
     picked = np.take_along_axis(ids, positions, axis=1)
     assert (targets[weights > 0] == picked[weights > 0]).all() and (targets[weights == 0] == 0).all()
     assert (np.take_along_axis(inputs, positions, axis=1)[weights > 0] != targets[weights > 0]).all()
+    # mask_last 1: every non-empty row's newest item is among the picks (the next-item query's case).
+    _, positions, _, weights = (t.numpy() for t in obj.mlm_mask(ids, 0.3, tf.random.Generator.from_seed(3), mask_id,
+                                                                 last=1.0))
+    for row in np.flatnonzero(lengths):
+        assert lengths[row] - 1 in positions[row][weights[row] > 0]
     # The masked position's attribute is the [MASK] row too: its category cannot leak.
     encoder = _encoder()
     assert int(encoder.attribute_ids("category", tf.constant([mask_id]))[0]) == len(ATTRIBUTES["category"]["vocabulary"]) + 2
@@ -139,6 +144,20 @@ def test_full_softmax_loss_is_the_cross_entropy_over_the_whole_vocabulary():
     logits = np.array([[1.0, 0.5, 0.5], [0.0, 2.5, 1.5]])  # hidden . table + bias, by hand
     expected = np.log(np.exp(logits).sum(1)) - logits[[0, 1], [2, 1]]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_the_softmax_can_leave_the_sequence_s_other_items_out():
+    # Window rows: 0 padding, 1 OOV, 2.. items 0..; window 0 holds items 0 and 1, window 1 item 2.
+    window = tf.constant([[2, 3, 0], [4, 4, 1]])
+    np.testing.assert_array_equal(obj.window_items(window, 4).numpy(), [[1, 1, 0, 0], [0, 0, 1, 0]])
+    states = tf.constant([[[1.0, 0.0]], [[0.0, 1.0]]])           # one position per window
+    table = tf.constant([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 1.0]])
+    bias = tf.zeros([4])
+    got = obj.seen_excluded_loss(states, tf.constant([[1], [2]]), table, bias, obj.window_items(window, 4)).numpy()
+    # Window 0 predicts item 1 (logit 1) against items 2, 3 (logits 0, 0): item 0 is the user's own.
+    # Window 1 predicts item 2 (logit 3) against items 0, 1, 3 (logits 0, 0, 1).
+    expected = [np.log(np.exp(1) + 2) - 1, np.log(np.exp(3) + 2 + np.e) - 3]
+    np.testing.assert_allclose(got[:, 0], expected, rtol=1e-6)
 
 
 def test_mask_pooling_scores_the_next_item_after_the_history():

@@ -9,7 +9,8 @@ predicts item t + 1, so no item is wasted); mlm and contrastive-only read L. Obj
   autoregressive  every position predicts the next item (SASRec with a transformer, NextItNet /
                   PeterRec with dilated convolutions), softmax cross-entropy
   mlm             the masked positions predict their item (BERT4Rec, ShopperBERT), plus each
-                  masked item's attributes (``attribute_weight``)
+                  masked item's attributes (``attribute_weight``); ``mask_last``: the share of
+                  windows whose newest item is always masked (the next-item query's shape)
   contrastive     ``next_item_weight`` x the autoregressive loss plus InfoNCE between the user
                   vectors of the window and of an augmented copy (CL4SRec's augmentations; the
                   window itself is one view, so the step costs one extra forward pass); with
@@ -42,7 +43,8 @@ class PretrainModel(tf_keras.Model):
 
     def __init__(self, encoder: UserEncoder, objective: str, *, negatives: int = 0, mask_rate: float = 0.2,
                  temperature: float = 0.1, attribute_weight: float = 1.0, next_item_weight: float = 1.0,
-                 crop: float = 0.6, mask: float = 0.3, reorder: float = 0.6, seed: int = 0, **kwargs):
+                 mask_last: float = 0.0, exclude_seen: bool = False, crop: float = 0.6, mask: float = 0.3,
+                 reorder: float = 0.6, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -54,6 +56,7 @@ class PretrainModel(tf_keras.Model):
         self.encoder = encoder
         self.objective = objective
         self.negatives, self.mask_rate, self.temperature = int(negatives), float(mask_rate), float(temperature)
+        self.mask_last, self.exclude_seen = float(mask_last), bool(exclude_seen)
         self.attribute_weight = float(attribute_weight)
         self.next_item_weight = float(next_item_weight) if objective == "contrastive" else 1.0
         self.augmentation = {"crop": float(crop), "mask": float(mask), "reorder": float(reorder)}
@@ -89,16 +92,22 @@ class PretrainModel(tf_keras.Model):
         for head in self.attribute_heads.values():
             head.build([None, self.encoder.dim])
 
-    def item_loss(self, states: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    def item_loss(self, states: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor,
+                  window: tf.Tensor | None = None) -> tf.Tensor:
         """Mean cross-entropy of ``targets`` (item rows [B, T]) from ``states`` [B, T, dim] where
-        ``weights`` [B, T] is 1 (a full or sampled softmax over the vocabulary)."""
+        ``weights`` [B, T] is 1: a full or sampled softmax over the vocabulary; with ``window``
+        (the item rows [B, W] the targets come from) and ``exclude_seen``, the full softmax leaves
+        the window's other items out (see :func:`objectives.seen_excluded_loss`)."""
         encoder = self.encoder
-        hidden = tf.reshape(states, [-1, encoder.dim])
-        items = tf.maximum(tf.reshape(targets, [-1]) - SPECIAL_ROWS, 0)
-        weights = tf.reshape(weights, [-1]) * tf.cast(tf.reshape(targets, [-1]) >= SPECIAL_ROWS, tf.float32)
-        losses = obj.item_softmax_loss(hidden, items, encoder.item_output_table(), encoder.item_bias,
+        table, bias = encoder.item_output_table(), encoder.item_bias
+        weights = weights * tf.cast(targets >= SPECIAL_ROWS, tf.float32)
+        items = tf.maximum(targets - SPECIAL_ROWS, 0)
+        if window is not None and self.exclude_seen and obj.full_softmax(self.negatives, encoder.num_items):
+            losses = obj.seen_excluded_loss(states, items, table, bias, obj.window_items(window, encoder.num_items))
+            return obj.weighted_mean(losses, weights)
+        losses = obj.item_softmax_loss(tf.reshape(states, [-1, encoder.dim]), tf.reshape(items, [-1]), table, bias,
                                        self.negatives, self.rng)
-        return obj.weighted_mean(losses, weights)
+        return obj.weighted_mean(losses, tf.reshape(weights, [-1]))
 
     @tf.autograph.experimental.do_not_convert  # plain Python control flow only: skip autograph's slow rewrite
     def training_loss(self, x: dict, y=None) -> tf.Tensor:
@@ -112,7 +121,7 @@ class PretrainModel(tf_keras.Model):
         inputs, targets, weights = obj.next_item_pairs(ids)
         times = times[:, :-1] if times is not None else None
         states, cls = encoder.encode_ids(inputs, times, training=True)
-        loss = self.next_item_weight * self.item_loss(states, targets, weights)
+        loss = self.next_item_weight * self.item_loss(states, targets, weights, window=ids)
         if self.objective == "contrastive":
             # The sequence itself is one view (its states are computed anyway), an augmented copy the other.
             loss += self._contrastive_loss(encoder.pool(states, cls, inputs), self._view(inputs, times))
@@ -120,10 +129,11 @@ class PretrainModel(tf_keras.Model):
 
     def _mlm_loss(self, ids: tf.Tensor, times: tf.Tensor | None) -> tf.Tensor:
         encoder = self.encoder
-        inputs, positions, targets, weights = obj.mlm_mask(ids, self.mask_rate, self.rng, encoder.mask_id)
+        inputs, positions, targets, weights = obj.mlm_mask(ids, self.mask_rate, self.rng, encoder.mask_id,
+                                                           last=self.mask_last)
         states, _ = encoder.encode_ids(inputs, times, training=True)
         picked = tf.gather(states, positions, batch_dims=1)  # [B, K, dim]
-        loss = self.item_loss(picked, targets, weights)
+        loss = self.item_loss(picked, targets, weights, window=ids)
         for name, head in self.attribute_heads.items():
             values = encoder.attribute_ids(name, targets)
             known = weights * tf.cast(values >= SPECIAL_ROWS, tf.float32)  # items with no value are not targets

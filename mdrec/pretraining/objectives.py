@@ -33,13 +33,15 @@ def mask_slots(length: int, rate: float) -> int:
     return max(1, min(int(length), int(math.ceil(float(rate) * int(length)))))
 
 
-def mlm_mask(ids: tf.Tensor, rate: float, rng: tf.random.Generator, mask_id: int
+def mlm_mask(ids: tf.Tensor, rate: float, rng: tf.random.Generator, mask_id: int, last: float = 0.0
              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(inputs [B, L], positions [B, K], targets [B, K], weights [B, K]) with K = mask_slots(L, rate).
 
-    Each row with n items masks round(rate x n) of them (at least 1), chosen uniformly: inputs has
-    ``mask_id`` there; positions are the chosen indices; targets the original items; weights 1.0
-    for real picks (a row with fewer picks than slots fills the rest with weight 0, target 0).
+    Each row with n items masks round(rate x n) of them (at least 1), chosen uniformly; with
+    probability ``last`` a row's newest item is one of them (the case the next-item query is: the
+    history with a [MASK] after it). inputs has ``mask_id`` there; positions are the chosen
+    indices; targets the original items; weights 1.0 for real picks (a row with fewer picks than
+    slots fills the rest with weight 0, target 0).
     """
     ids = tf.cast(ids, tf.int32)
     length = ids.shape[1] if ids.shape[1] is not None else None
@@ -49,6 +51,10 @@ def mlm_mask(ids: tf.Tensor, rate: float, rng: tf.random.Generator, mask_id: int
     if slots is None:  # unknown width at trace time (not the compiled path)
         slots = tf.maximum(1, tf.cast(tf.math.ceil(rate * tf.cast(tf.shape(ids)[1], tf.float32)), tf.int32))
     keys = tf.where(valid, rng.uniform(tf.shape(ids)), -1.0)
+    if last > 0:  # the newest item's key beats every uniform draw: it is picked first
+        newest = tf.equal(tf.range(tf.shape(ids)[1])[None, :], tf.maximum(n - 1, 0)[:, None])
+        forced = tf.logical_and(newest, (rng.uniform(tf.shape(n)) < last)[:, None])
+        keys = tf.where(tf.logical_and(forced, valid), 2.0, keys)
     positions = tf.math.top_k(keys, k=slots, sorted=True).indices
     picks = tf.minimum(tf.maximum(tf.cast(tf.round(rate * tf.cast(n, tf.float32)), tf.int32), 1), n)
     used = tf.range(tf.shape(positions)[1])[None, :] < picks[:, None]
@@ -155,6 +161,31 @@ def item_softmax_loss(hidden: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, b
     negative = tf.where(tf.equal(sampled[None, :], targets[:, None]), -1e9, negative)  # accidental hits
     logits = tf.concat([positive[:, None], negative], axis=1)
     return tf.reduce_logsumexp(logits, axis=1) - positive
+
+
+def window_items(ids: tf.Tensor, num_items: int) -> tf.Tensor:
+    """Which vocabulary items each window holds: item rows [B, W] -> bool [B, V] (padding, OOV and
+    [MASK] rows ignored)."""
+    ids = tf.cast(ids, tf.int32)
+    batch = tf.shape(ids)[0]
+    index = ids - 2  # item rows 2 .. V + 1 are the vocabulary
+    known = tf.logical_and(index >= 0, index < num_items)
+    rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(ids))
+    flat = tf.where(known, rows * num_items + index, batch * num_items)  # the rest into one spare bin
+    hits = tf.scatter_nd(tf.reshape(flat, [-1, 1]), tf.ones([tf.size(flat)], tf.int32), [batch * num_items + 1])
+    return tf.reshape(hits[:-1] > 0, [batch, num_items])
+
+
+def seen_excluded_loss(states: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, bias: tf.Tensor,
+                       seen: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy [B, T] of each position's target (vocabulary index [B, T]) against every item
+    the window does not hold (``seen`` bool [B, V], from :func:`window_items`): the softmax of
+    SASRec+'s negatives, which leave out the user's own items, as the filtered ranking does.
+    loss = log(exp(s_target) + sum_{i not seen} exp(s_i)) - s_target, with s = state . table + bias."""
+    logits = tf.einsum("btd,vd->btv", states, table) + bias
+    target = tf.gather(logits, tf.cast(targets, tf.int32), batch_dims=2)
+    rest = tf.reduce_logsumexp(tf.where(seen[:, None, :], tf.constant(-1e9, logits.dtype), logits), axis=-1)
+    return tf.math.softplus(rest - target)  # log(exp(rest) + exp(target)) - target
 
 
 def full_softmax(negatives: int, num_items: int) -> bool:

@@ -102,6 +102,8 @@ def resolve_hyperparameters(hyperparameters: dict[str, Any], spec: Spec) -> dict
         raise MdrecError("--max-length must be at least 2 for --pooling mask (the history and a [MASK])")
     if not 0.0 < float(hp["mask_rate"]) < 1.0:
         raise MdrecError(f"--mask-rate must be between 0 and 1, got {hp['mask_rate']}")
+    if not 0.0 <= float(hp["mask_last"]) <= 1.0:
+        raise MdrecError(f"--mask-last must be between 0 and 1, got {hp['mask_last']}")
     if not 0.0 <= float(hp["dropout"]) < 1.0:
         raise MdrecError(f"--dropout must be in [0, 1), got {hp['dropout']}")
     if float(hp["temperature"]) <= 0:
@@ -202,7 +204,9 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
         encoder = UserEncoder(vocabulary, attributes=attributes, name="user_encoder", **encoder_kwargs(hp))
         model = PretrainModel(encoder, hp["objective"], negatives=negatives, mask_rate=hp["mask_rate"],
                               temperature=hp["temperature"], attribute_weight=hp["attribute_weight"],
-                              next_item_weight=hp["next_item_weight"], crop=hp["crop"], mask=hp["mask"],
+                              next_item_weight=hp["next_item_weight"], mask_last=hp["mask_last"],
+                              exclude_seen=hp["exclude_seen"],
+                              crop=hp["crop"], mask=hp["mask"],
                               reorder=hp["reorder"], seed=seed)
     except ValueError as exc:
         raise MdrecError(f"user encoder: {exc}") from None
