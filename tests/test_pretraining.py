@@ -323,6 +323,8 @@ def test_resume_after_interruption(data):
     (["--attributes", "colour"], ["--attributes 'colour'", "category"]),
     (["--attributes", "city"], ["'city' is a user feature", "category"]),
     (["--architecture", "nextitnet"], ["nextitnet is causal", "--architecture transformer"]),
+    (["--exclude-seen", "--negatives", "4"], ["--exclude-seen reshapes the full softmax", "4 sampled negatives",
+                                               "--negatives 0"]),
 ])
 def test_bad_input_gives_one_clear_error(data, capsys, args, expected):
     code = main(["pretrain", "--spec", str(data / "spec.yaml"), "--data", str(data / "log.csv"), "--objective", "mlm",

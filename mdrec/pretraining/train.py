@@ -43,6 +43,7 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import (SourceData, attribute_tables, held_out_queries, item_vocabulary, load_source,
                                     queries_against, resolve_source, sequence_matrix)
 from mdrec.pretraining.model import PretrainModel
+from mdrec.pretraining.objectives import full_softmax
 from mdrec.pretraining.settings import (BLOCKS, DEFAULTS, FULL_SOFTMAX_ITEMS, OBJECTIVES, POOLINGS,
                                         SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
 from mdrec.spec import Spec, load_spec
@@ -200,6 +201,9 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
         vocabulary = item_vocabulary(held.train)
         attributes = attribute_tables(source.attributes, vocabulary)
     negatives = resolve_negatives(hp["negatives"], len(vocabulary))
+    if hp["exclude_seen"] and not full_softmax(negatives, len(vocabulary)):  # else it would be ignored
+        raise MdrecError(f"--exclude-seen reshapes the full softmax, and {len(vocabulary):,} items get {negatives:,} "
+                         "sampled negatives", hint="pass --negatives 0 for the full softmax, or drop --exclude-seen")
     try:
         encoder = UserEncoder(vocabulary, attributes=attributes, name="user_encoder", **encoder_kwargs(hp))
         model = PretrainModel(encoder, hp["objective"], negatives=negatives, mask_rate=hp["mask_rate"],
