@@ -25,6 +25,8 @@ import math
 import mdrec  # noqa: F401
 import tensorflow as tf
 
+from mdrec.models.user_encoder import SPECIAL_ROWS
+
 AUGMENTATIONS = ("crop", "mask", "reorder")
 
 
@@ -168,7 +170,7 @@ def window_items(ids: tf.Tensor, num_items: int) -> tf.Tensor:
     [MASK] rows ignored)."""
     ids = tf.cast(ids, tf.int32)
     batch = tf.shape(ids)[0]
-    index = ids - 2  # item rows 2 .. V + 1 are the vocabulary
+    index = ids - SPECIAL_ROWS  # item rows SPECIAL_ROWS .. V + 1 are the vocabulary
     known = tf.logical_and(index >= 0, index < num_items)
     rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(ids))
     flat = tf.where(known, rows * num_items + index, batch * num_items)  # the rest into one spare bin
