@@ -346,8 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_request)
 
     p = sub.add_parser("ab", help="offline A/B: two models on one log, with intervals, tests and a verdict per slice")
-    p.add_argument("--control", required=True, help="A: a run folder, an export (export/MODEL) or a prediction "
-                   "file (CSV/Parquet with the log's user id, item id, domain and time columns and a score)")
+    p.add_argument("--control", required=True, help="A: a run folder, an export (export/MODEL), a prediction "
+                   "file (CSV/Parquet with the log's user id, item id, domain and time columns and a score), or a "
+                   "sanity row fitted on the treatment run's training file: baseline:mean, baseline:logistic "
+                   "(CTR); baseline:popularity, baseline:itemknn, baseline:ease, baseline:itemknn-per-line, "
+                   "baseline:ease-per-line (two_tower)")
     p.add_argument("--treatment", required=True, help="B: same kinds as --control")
     p.add_argument("--data", required=True, help="the held-out log both are compared on (e.g. a test split)")
     p.add_argument("--out", required=True, help="report folder: report.md, report.html, summary.json")
@@ -548,18 +551,28 @@ def _print_ctr_metrics(metrics: dict, model: str) -> None:
 
 def _print_retrieval_metrics(metrics: dict, model: str) -> None:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.training.retrieval import POPULARITY, comparison
-    from mdrec.training.workflow import table_from_records
+    from mdrec.training.retrieval import comparison
+    from mdrec.training.workflow import retrieval_rows, table_from_records
 
     for name, records in metrics["tables"].items():
         print(f"\n{name} ({model}, best epoch {metrics['best_epoch'] + 1}; full catalogue of each line, "
               "users' earlier clicks removed):")
         print(format_table(table_from_records(records)))
-        tables = {"model": table_from_records(records),
-                  POPULARITY: table_from_records(metrics["baseline"]["tables"][name])}
-        print(f"\n{name}: {model} against the sanity baseline")
-        print(format_table(comparison(tables, model)))
+        print(f"\n{name}: {model} against the sanity baselines (fitted on the training clicks)")
+        print(format_table(comparison(retrieval_rows(metrics, name), model)))
         print(_ranking_counts(metrics["counts"][name]))
+    _print_baseline_settings(metrics.get("baselines", {}))
+
+
+def _print_baseline_settings(baselines: dict) -> None:
+    """One line per ItemKNN / EASE row: the settings chosen on validation, or why it is missing."""
+    for name, b in baselines.items():
+        if b.get("skipped"):
+            print(f"{name}: not fitted: {b['skipped']}")
+            continue
+        grid = b.get("validation_grid") or []
+        how = f"best validation ndcg@10 of {len(grid)} settings" if grid else "the default (no validation split)"
+        print(f"{name}: {', '.join(f'{k} {v:g}' for k, v in b['settings'].items())} ({how})")
 
 
 def _ranking_counts(counts: dict) -> str:
@@ -630,6 +643,8 @@ def _params(pairs: list[str]) -> dict:
 
 
 def _evaluate(args) -> int:
+    import pandas as pd
+
     from mdrec.evaluation.metrics import format_table
     from mdrec.models.registry import model_family
     from mdrec.training.run import RunDir
@@ -643,6 +658,15 @@ def _evaluate(args) -> int:
             raise MdrecError("--sampled is for retrieval runs (two_tower)", path=args.run)
         result = evaluate_run(args.run, args.data, out=args.out)
         print(format_table(result["_table"]))
+        if result["_baselines"]:
+            from mdrec.evaluation.compare import summary_row
+
+            rows = {model: summary_row(result["_table"]),
+                    **{name: summary_row(t) for name, t in result["_baselines"].items()}}
+            print("\nagainst the sanity baselines (fitted on the run's training file, settings chosen on validation):")
+            print(format_table(pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")))
+        elif result.get("baselines_note"):
+            print(result["baselines_note"])
         _print_oov({"data": result["oov"]})
         return 0
     from mdrec.training.retrieval import comparison
@@ -653,9 +677,10 @@ def _evaluate(args) -> int:
     print(f"full catalogue of each line (exact search; removed from the ranking: the users' "
           f"{' and '.join(result['removed_from_ranking'])} clicks):")
     print(format_table(tables["full"]["model"]))
-    print("\nagainst the sanity baseline:")
+    print("\nagainst the sanity baselines (fitted on the run's training clicks):")
     print(format_table(comparison(tables["full"], "model")))
     print(_ranking_counts(result["counts"]))
+    _print_baseline_settings(result["baselines"])
     if args.sampled:
         print(f"\nSAMPLED protocol: each clicked item ranked against {args.negatives} sampled negatives of "
               "its line (not comparable with the full-catalogue numbers):")

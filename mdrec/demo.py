@@ -255,9 +255,9 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
 def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
     from mdrec.evaluation.metrics import format_table
     from mdrec.retrieval.run_index import format_report, index_run
-    from mdrec.training.retrieval import POPULARITY, comparison
+    from mdrec.training.retrieval import comparison
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import table_from_records, train_run
+    from mdrec.training.workflow import retrieval_rows, train_run
 
     log(f"\n[4/{STEPS}] training a two-tower retrieval model across the lines (one user tower for every "
         "line; in-batch softmax with logQ correction)")
@@ -265,8 +265,7 @@ def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, lo
                          test=str(paths["test"]), epochs=1 if quick else 20, batch_size=512,
                          learning_rate=3e-3, patience=3, seed=0, hyperparameters=dict(TWO_TOWER))
     metrics = train_run(spec_path, config, out / "two_tower", overwrite=True, log=log)
-    tables = {"model": table_from_records(metrics["tables"]["test"]),
-              POPULARITY: table_from_records(metrics["baseline"]["tables"]["test"])}
+    tables = retrieval_rows(metrics, "test")
     log("\ntwo-tower on the test split: each user's clicks of a line ranked against that line's whole "
         "catalogue,\ntheir earlier clicks removed (mdrec evaluate --run runs/demo/two_tower --data ...):")
     retrieval_table = comparison(tables, "two_tower", metrics=("recall@10", "ndcg@10", "recall@50", "ndcg@50",

@@ -303,6 +303,19 @@ def test_star_vs_shared_bottom_runs_end_to_end(tmp_path, capsys):
     assert np.allclose(result.curves["control"], result.curves["treatment"], atol=1e-5)
     assert result.metrics["verdict"].isin([NO_DIFFERENCE, "n/a", "untestable"]).all()  # tiny slices: one class
 
+    # A sanity row as the control: fitted on the treatment run's training file with the smoothing
+    # the run chose on validation (metrics.json), so its AUC is the run's own baseline row.
+    result = ab_test("baseline:mean", runs["star"], paths["test"], n_bootstrap=20)
+    baseline_auc = next(r["auc"] for r in metrics["baseline"]["tables"]["test"] if r["domain"] == "ALL")
+    auc_all = next(r for r in result.metrics.to_dict("records") if r["slice"] == "ALL" and r["metric"] == "auc")
+    assert auc_all["control"] == pytest.approx(baseline_auc, abs=1e-9)
+    assert any(f"alpha {metrics['baseline']['alpha']:g}" in note for note in result.notes)
+    with pytest.raises(MdrecError, match=r"unknown sanity row 'baseline:itemknn' for a ctr model — use one of "
+                                         r"baseline:mean, baseline:logistic"):
+        ab_test("baseline:itemknn", runs["star"], paths["test"], n_bootstrap=20)
+    with pytest.raises(MdrecError, match="the other side must be a run folder"):
+        ab_test("baseline:mean", "baseline:logistic", paths["test"], n_bootstrap=20)
+
 
 def test_two_retrieval_runs_compare_recall_and_ndcg_per_user(tmp_path, tiny_spec_path, tiny_splits):
     from mdrec.training.run import TrainConfig
@@ -323,3 +336,9 @@ def test_two_retrieval_runs_compare_recall_and_ndcg_per_user(tmp_path, tiny_spec
     assert (tmp_path / "report" / "report.html").is_file()
     with pytest.raises(MdrecError, match="a retrieval model can only be compared with another retrieval model"):
         ab_test(runs[0], tiny_splits["test"], tiny_splits["test"], n_bootstrap=10)
+    # ItemKNN as the control: the same queries, its recall the run's own ItemKNN row.
+    result = ab_test("baseline:itemknn", runs[1], tiny_splits["test"], n_bootstrap=20)
+    metrics = json.loads((runs[1] / "metrics.json").read_text())
+    knn = metrics["baselines"]["baseline: ItemKNN (all lines)"]["tables"]["test"]
+    recall = next(r for r in result.metrics.to_dict("records") if r["slice"] == "ALL" and r["metric"] == "recall@10")
+    assert recall["control"] == pytest.approx(next(r["recall@10"] for r in knn if r["domain"] == "ALL"), abs=1e-9)

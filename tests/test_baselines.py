@@ -31,3 +31,96 @@ def test_ranks_by_user_and_item_rate():
     scores = baseline.predict(users, items)
     assert np.corrcoef(scores, p)[0, 1] > 0.9
     assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_alpha_is_chosen_on_validation_where_light_users_are_noise():
+    # 50 heavy users (500 impressions) whose rates differ; 5,000 light users (2 impressions) at a
+    # common rate: their observed 0 / 0.5 / 1 is noise that only heavy smoothing ignores.
+    rng = np.random.default_rng(0)
+    heavy = np.repeat(np.arange(50), 500)
+    light = np.repeat(np.arange(50, 5050), 2)
+    users = np.concatenate([heavy, light]).astype(str)
+    rate = np.concatenate([np.linspace(0.05, 0.5, 50)[heavy], np.full(len(light), 0.2)])
+    items = np.zeros(len(users), dtype=int).astype(str)
+    labels = (rng.random(len(users)) < rate).astype(int)
+    valid_labels = (rng.random(len(users)) < rate).astype(int)
+    baseline = MeanBaseline.fit(users, items, labels, alpha=1.0)
+    chosen, grid = baseline.choose_alpha(users, items, valid_labels)
+    assert chosen.alpha == max(grid, key=grid.get) and chosen.alpha >= 10
+    assert grid[chosen.alpha] > grid[1.0] + 0.02, grid
+    # The counts are fitted once: choosing alpha changes the smoothing only.
+    assert chosen.user_counts is baseline.user_counts
+
+
+def test_first_order_logistic_recovers_additive_effects_and_ignores_unseen_ids():
+    from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
+
+    rng = np.random.default_rng(1)
+    n = 40_000
+    users, items, lines = rng.integers(0, 30, n), rng.integers(0, 20, n), rng.integers(0, 2, n)
+    w_user, w_item, w_line = rng.normal(0, 1, 30), rng.normal(0, 1, 20), np.array([-0.5, 0.5])
+    logit = -1.0 + w_user[users] + w_item[items] + w_line[lines]
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    model = FirstOrderLogistic(strength=10.0).fit(users.astype(str), items.astype(str), lines.astype(str), labels)
+    grid_u, grid_i = np.meshgrid(np.arange(30), np.arange(20), indexing="ij")
+    p = model.predict(grid_u.ravel().astype(str), grid_i.ravel().astype(str), np.zeros(600, int).astype(str))
+    truth = -1.0 + w_user[grid_u.ravel()] + w_item[grid_i.ravel()] - 0.5
+    assert np.corrcoef(np.log(p / (1 - p)), truth)[0, 1] > 0.98
+    # An unseen user adds nothing: the same probability as the intercept plus item and line weights.
+    coef = model.model.coef_.ravel()
+    item_0 = model.vocabularies[1].get_loc("0")
+    line_0 = model.vocabularies[2].get_loc("0")
+    expected = model.model.intercept_[0] + coef[30 + item_0] + coef[50 + line_0]
+    got = model.predict(np.array(["nobody"]), np.array(["0"]), np.array(["0"]))[0]
+    assert got == pytest.approx(1 / (1 + np.exp(-expected)))
+
+
+def test_itemknn_by_hand():
+    import scipy.sparse as sp
+
+    from mdrec.evaluation.baselines.itemknn import ItemKNN
+
+    # users x items: a clicked 0,1; b clicked 0,1,2; c clicked 2,3.
+    clicks = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 1, 1]], np.float32))
+    knn = ItemKNN(neighbours=1, shrink=1.0).fit(clicks)
+    # n = [2, 2, 2, 1]; c(0,1) = 2, c(0,2) = c(1,2) = 1, c(2,3) = 1.
+    s01 = 2 / (np.sqrt(2 * 2) + 1)          # 0.667
+    s12 = 1 / (np.sqrt(2 * 2) + 1)          # 0.333
+    s23 = 1 / (np.sqrt(2 * 1) + 1)          # 0.414
+    expected = np.zeros((4, 4))
+    expected[0, 1] = expected[1, 0] = s01   # items 0 and 1 keep each other (their best neighbour)
+    expected[2, 3] = s23                    # item 2: s(2,3) 0.414 beats s(2,0) = s(2,1) = 0.333
+    expected[3, 2] = s23
+    np.testing.assert_allclose(knn.similarity.toarray(), expected)
+    # A user who clicked items 1 and 2 reaches item 1's neighbour (0) and item 2's (3); never 1 or 2
+    # themselves, and not item 2 from item 1 (pruned: not item 1's best neighbour).
+    profile = sp.csr_matrix(np.array([[0, 1, 1, 0]], np.float32))
+    np.testing.assert_allclose(knn.score(profile), [[s01, 0, 0, s23]], rtol=1e-6)
+    # Unpruned, item 1's row also holds item 2 (and item 2's row items 0 and 1).
+    full = ItemKNN(neighbours=10, shrink=1.0).fit(clicks)
+    np.testing.assert_allclose(full.score(profile), [[s01 + s12, s12, s12, s23]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("users", [80, 30])   # more users than items: the item-side solve; fewer: the user-side one
+def test_ease_matches_the_closed_form(users):
+    import scipy.sparse as sp
+
+    from mdrec.evaluation.baselines.ease import EASE
+
+    rng = np.random.default_rng(users)
+    clicks = sp.csr_matrix((rng.random((users, 50)) < 0.2).astype(np.float32))
+    x = clicks.toarray().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + 3.0 * np.eye(50))
+    b = np.eye(50) - p / np.diag(p)[None, :]       # Steck's B: zero diagonal by construction
+    assert np.abs(np.diag(b)).max() < 1e-9
+    profiles = sp.csr_matrix((rng.random((6, 50)) < 0.2).astype(np.float32))
+    np.testing.assert_allclose(EASE(l2=3.0).fit(clicks).score(profiles), profiles.toarray() @ b, atol=1e-5)
+
+
+def test_ease_refuses_a_solve_too_large_with_the_sizes():
+    import scipy.sparse as sp
+
+    from mdrec.evaluation.baselines.ease import EASE, TooLarge
+
+    with pytest.raises(TooLarge, match=r"12 x 12 solve \(15 items, 12 users\); the limit is 10"):
+        EASE(max_size=10).fit(sp.csr_matrix(np.ones((12, 15), np.float32)))

@@ -15,7 +15,9 @@ def test_quick_demo(tmp_path):
     assert (table["bayes_auc"] > 0.6).all()
     assert table.loc["ALL", "rows"] > 0 and 0 < table.loc["ALL", "pred_ctr"] < 1
     comparison = result["comparison"]
-    assert list(comparison["model"]) == ["star", "shared_bottom", "baseline", "bayes"]
+    assert list(comparison["model"]) == ["star", "shared_bottom", "baseline", "baseline", "bayes"]
+    assert list(comparison.index[2:4]) == ["baseline: user+item mean (smoothed)",
+                                           "baseline: first-order logistic (user, item, line)"]
     assert {"auc", "gauc", "logloss", "auc[grocery]", "calib[grocery]"} <= set(comparison.columns)
     run = tmp_path / "demo" / "star"
     for name in ("config.json", "spec.yaml", "transform.json", "metrics.json", "history.json"):
@@ -25,7 +27,9 @@ def test_quick_demo(tmp_path):
     assert metrics["oov"]["test"]["user_id"]["oov"] > 0          # cold users are counted, not dropped
     assert any("compare on the test split" in line for line in lines)
     # Retrieval beside popularity, its index report, and the TF Serving exports.
-    assert list(result["retrieval"].index) == ["two_tower", "baseline: popularity per line"]
+    assert list(result["retrieval"].index) == ["two_tower", "baseline: popularity per line",
+                                               "baseline: ItemKNN (all lines)", "baseline: ItemKNN (per line)",
+                                               "baseline: EASE (all lines)", "baseline: EASE (per line)"]
     assert 0 <= result["retrieval"].loc["two_tower", "recall@50"] <= 1
     measured = result["index"]["measured"]
     assert set(measured) == {"scann", "brute_force"} and measured["brute_force"]["recall_at_k"] == 1.0
@@ -43,8 +47,9 @@ def test_quick_demo(tmp_path):
     assert any("x most popular's" in line for line in lines)
     # Transfer: every variant scored on the small line, with the sanity row and the history slices.
     transfer = result["transfer"]
-    assert list(transfer.index) == ["no transfer", "baseline: user+item mean", "scratch", "frozen", "adapter",
-                                    "finetune"]
+    assert list(transfer.index) == ["no transfer", "baseline: user+item mean (smoothed)",
+                                    "baseline: first-order logistic (user, item, line)", "scratch", "frozen",
+                                    "adapter", "finetune"]
     assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)
     # ID vs content: warm and cold test items scored by each item encoder beside popularity.
     branches = result["branches"]

@@ -123,3 +123,29 @@ def test_a_split_profiled_from_itself_does_not_reveal_the_row_item_by_its_absenc
     # Another split's rows (e.g. test) still see every training click but their own item.
     full = build_profile(users, items, np.array(["u"], dtype=object), np.array(["new"], dtype=object), 50)
     assert set(full[0]) - {""} == set(items[:40].tolist())
+
+
+def test_leave_one_out_profiles_only_for_a_model_that_reads_no_user_id(tiny_spec_path):
+    # A model that cannot memorise the user's set (two_tower, towers=shared: history items only)
+    # reads every other item of its training row's user; anything reading the user id keeps folds.
+    import pandas as pd
+
+    from mdrec.data.log import DOMAIN, LABEL, Log
+    from mdrec.data.sequences import add_profile, profile_fold
+    from mdrec.models.registry import leave_one_out_profiles
+    from mdrec.spec import load_spec
+
+    assert leave_one_out_profiles("two_tower", {"towers": "shared"})
+    assert not leave_one_out_profiles("two_tower", {}) and not leave_one_out_profiles("star", {"towers": "shared"})
+    spec = load_spec(tiny_spec_path)
+    spec = type(spec)(**{**spec.__dict__, "time": None})
+    items = [f"i{k}" for k in range(4)]          # fewer than the spec's max_length (5)
+    log = Log(pd.DataFrame({"user_id": ["u"] * 4, "item_id": items, DOMAIN: ["a"] * 4, LABEL: [1] * 4}))
+    loo = add_profile(log, log, spec, folds=False)
+    folded = add_profile(log, log, spec)
+    fold = profile_fold(np.array(["u"] * 4, dtype=object), np.array(items, dtype=object))
+    assert len(set(fold)) == 2                                       # both folds hold items here
+    for row, item in enumerate(items):
+        assert set(loo[row]) - {""} == set(items) - {item}          # every other item, never its own
+        other = {i for i, f in zip(items, fold) if f != fold[row]}
+        assert set(folded[row]) - {""} == other                     # the other fold only

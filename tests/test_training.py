@@ -124,3 +124,27 @@ def test_streaming_training_learns_and_fits_the_same_vocabulary(tmp_path, tiny_s
     assert streamed["train_rows"] == in_memory["train_rows"] == 420
     _same_tables(streamed["baseline"]["tables"]["test"], in_memory["baseline"]["tables"]["test"])
     assert streamed["tables"]["valid"][-1]["auc"] > 0.6
+
+
+def test_sanity_rows_chosen_on_validation_and_refitted_identically(tmp_path, tiny_spec_path, tiny_splits, capsys):
+    from mdrec.evaluation.baselines.ctr import LOGISTIC, MEAN
+    from mdrec.evaluation.baselines.mean import ALPHAS
+    from mdrec.evaluation.compare import compare_runs
+
+    metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "run", log=lambda *_: None)
+    mean = metrics["baseline"]
+    grid = {float(a): auc for a, auc in mean["validation_auc"].items()}
+    assert set(grid) == set(ALPHAS) and mean["alpha"] == max(grid, key=grid.get)
+    logistic = metrics["baselines"][LOGISTIC]
+    assert logistic["settings"]["strength"] == float(max(logistic["validation_auc"], key=logistic["validation_auc"].get))
+    # evaluate and compare refit both rows on the run's training file with the stored settings:
+    # the same test AUCs as the run recorded, not a new search.
+    result = evaluate_run(tmp_path / "run", tiny_splits["test"])
+    for name, recorded in ((MEAN, mean["tables"]["test"]), (LOGISTIC, logistic["tables"]["test"])):
+        _same_tables(result["baselines"][name], recorded)
+    table = compare_runs([tmp_path / "run"], tiny_splits["test"])
+    assert list(table.index) == ["run", MEAN, LOGISTIC]
+    assert table.loc[LOGISTIC, "auc"] == pytest.approx(next(r["auc"] for r in logistic["tables"]["test"]
+                                                             if r["domain"] == "ALL"))
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(tiny_splits["test"])]) == 0
+    assert "against the sanity baselines" in capsys.readouterr().out

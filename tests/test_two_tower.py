@@ -295,3 +295,35 @@ def test_specs_without_time_use_training_profiles_and_never_held_out_clicks(tmp_
         profile = {h for h in history[row] if h}
         assert profile <= clicked.get(user, set())       # training clicks only, no held-out click
         assert item not in profile
+
+
+def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spec_path, tiny_splits):
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers="shared", item_encoder="id",
+                                                 item_bias=False)
+    assert model.embedding_dim == spec.item_id.embedding_dim and model.query_tower is None
+    rows = np.arange(300, 306)   # late rows: their users have earlier clicks
+    x = _batch(inputs, rows)
+    q, c = _towers(model, x)
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    item = spec.item_id
+    own = model.encoder.embed_ids(item, tf.constant(log.frame["item_id"].to_numpy()[rows].astype(str))).numpy()
+    np.testing.assert_allclose(c, unit(own), rtol=1e-5, atol=1e-6)
+    history = inputs[spec.sequence.name][rows]
+    for row, keys in enumerate(history):
+        keys = [k for k in keys if k != ""]
+        if keys:  # the mean of the clicked items' rows of the same table, normalised
+            vectors = model.encoder.embed_ids(item, tf.constant(np.asarray(keys, dtype=str))).numpy()
+            np.testing.assert_allclose(q[row], unit(vectors.mean(0)), rtol=1e-5, atol=1e-6)
+    assert any(k != "" for keys in history for k in keys)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"towers": "mixed"}, "towers must be one of mlp, shared"),
+    ({"towers": "shared"}, "towers=shared reads the item id table, and item_encoder=hybrid"),
+])
+def test_shared_towers_refuse_what_they_cannot_read(tiny_spec_path, tiny_splits, params, message):
+    with pytest.raises(ValueError, match=message):
+        _model(tiny_spec_path, tiny_splits, **params)

@@ -98,15 +98,17 @@ def build_profile(source_users: np.ndarray, source_items: np.ndarray, users: np.
     return out
 
 
-def add_profile(source: Log, log: Log, spec: Spec) -> np.ndarray:
+def add_profile(source: Log, log: Log, spec: Spec, *, folds: bool = True) -> np.ndarray:
     """Time-free history of ``log``'s rows from ``source``'s (training) events (clicks only unless
-    ``positives_only: false``); a log profiled from itself reads the other fold only."""
+    ``positives_only: false``); a log profiled from itself reads the other fold only, or with
+    ``folds=False`` every other item of the user (leave-one-out: safe only for a model that cannot
+    memorise the user's whole set, i.e. reads no user id)."""
     seq = spec.sequence
     include = source.frame[LABEL].to_numpy() == 1 if seq.positives_only else np.ones(len(source), bool)
     return build_profile(source.frame[spec.user_id.name].to_numpy(dtype=object)[include],
                          _history_keys(source, spec)[include],
                          log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),
-                         seq.max_length, other_fold=source is log)
+                         seq.max_length, other_fold=folds and source is log)
 
 
 def _history_keys(log: Log, spec: Spec) -> np.ndarray:
@@ -116,13 +118,13 @@ def _history_keys(log: Log, spec: Spec) -> np.ndarray:
                        log.frame[DOMAIN].to_numpy(dtype=object))
 
 
-def add_history(log: Log, spec: Spec) -> np.ndarray | None:
+def add_history(log: Log, spec: Spec, *, folds: bool = True) -> np.ndarray | None:
     """The spec's behaviour sequence for every row of ``log`` ([N, max_length] or None); without a
-    time column, the profile of each row from the log's own other events."""
+    time column, the profile of each row from the log's own other events (see add_profile)."""
     if spec.sequence is None:
         return None
     if spec.time is None:
-        return add_profile(log, log, spec)
+        return add_profile(log, log, spec, folds=folds)
     seq = spec.sequence
     include = log.frame[LABEL].to_numpy() == 1 if seq.positives_only else None
     return build_history(log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),

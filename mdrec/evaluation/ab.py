@@ -140,7 +140,15 @@ def side_kind(path: str | Path) -> str:
     return "predictions"
 
 
+BASELINE_PREFIX = "baseline:"
+# The sanity rows a side may name (``--control baseline:NAME``), per model family.
+BASELINE_SIDES = {"ctr": ("mean", "logistic"),
+                  "retrieval": ("popularity", "itemknn", "itemknn-per-line", "ease", "ease-per-line")}
+
+
 def _open_side(role: str, path: str | Path) -> _Side:
+    if str(path).startswith(BASELINE_PREFIX):
+        return _Side(role, str(path), "baseline", model=str(path)[len(BASELINE_PREFIX):])
     side = _Side(role, str(path), side_kind(path))
     if side.kind == "run":
         from mdrec.models.registry import model_family
@@ -176,6 +184,42 @@ def _score_run(side: _Side, data: str | Path, cache: dict) -> None:
 
     r = restore_for(side.path, data, cache=cache, need_context=True)
     side.scores, side.labels, side.context = predict(r.model, r.inputs), r.log.labels, r.context
+
+
+def _check_baseline_sides(sides: list[_Side]) -> str | None:
+    """The run a ``baseline:NAME`` side is fitted on (the other side), after checking the name."""
+    named = [s for s in sides if s.kind == "baseline"]
+    if not named:
+        return None
+    other = next((s for s in sides if s.kind != "baseline"), None)
+    if len(named) == 2 or other is None or other.kind != "run":
+        raise MdrecError(f"{named[0].path}: a sanity row is fitted on the other side's training file, so the "
+                         "other side must be a run folder", hint="e.g. --control baseline:mean --treatment runs/star")
+    named[0].family, named[0].spec = other.family, other.spec
+    allowed = BASELINE_SIDES[other.family]
+    if named[0].model not in allowed:
+        raise MdrecError(f"unknown sanity row {named[0].path!r} for a {other.family} model",
+                         hint="use one of " + ", ".join(BASELINE_PREFIX + n for n in allowed))
+    return other.path
+
+
+def _score_baseline(side: _Side, run_path: str, data: str | Path, spec: Spec, log_: Log, cache: dict) -> None:
+    """Score ``data`` with a CTR sanity row fitted on the run's training file (its chosen settings)."""
+    from mdrec.evaluation.baselines.ctr import LOGISTIC, MEAN, ctr_ids
+    from mdrec.training.run import RunDir
+    from mdrec.training.workflow import ctr_baselines_of
+
+    run = RunDir(run_path)
+    fitted, note = ctr_baselines_of(run, run.read_config()[0], spec, cache=cache)
+    if note:
+        raise MdrecError(note, path=run_path, hint="restore the run's training file to fit the sanity row on it")
+    name = {"mean": MEAN, "logistic": LOGISTIC}[side.model]
+    baseline = next(b for b in fitted if b.name == name)
+    if baseline.skipped:
+        raise MdrecError(f"{side.path}: {baseline.skipped}", path=run_path)
+    side.scores, side.labels = baseline.predict(*ctr_ids(log_, spec)[:3]), log_.labels
+    side.notes.append(f"{side.role}: {name} fitted on {run_path}'s training file "
+                      f"({', '.join(f'{k} {v:g}' for k, v in baseline.settings.items())})")
 
 
 def _score_export(side: _Side, data: str | Path, batch_size: int = 4096) -> None:
@@ -581,26 +625,45 @@ def ips_table(labels, propensity, control, treatment, users, *, n_bootstrap: int
 # --------------------------------------------------------------------------------------------
 # retrieval runs
 # --------------------------------------------------------------------------------------------
-def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int]):
-    """(queries, per-query metrics {name: (Q,)}, line names (Q,)) of a two_tower run on ``data``."""
-    from mdrec.evaluation.ranking import full_ranking, ranking_queries
+def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int], fitted_on: str | None = None):
+    """(queries, per-query metrics {name: (Q,)}, line names (Q,)) of a two_tower run on ``data``, or
+    of a ``baseline:NAME`` fitted on the run ``fitted_on``."""
+    from mdrec.evaluation.ranking import full_ranking, popularity_scores, ranking_queries
     from mdrec.training.retrieval import model_scores
     from mdrec.training.workflow import restore_for
 
-    r = restore_for(path, data, need_context=True)
+    baseline = path[len(BASELINE_PREFIX):] if path.startswith(BASELINE_PREFIX) else None
+    r = restore_for(fitted_on if baseline else path, data, need_context=True)
     model = r.model
-    queries = ranking_queries(r.log, r.spec, model.catalogue, r.seen_clicks())
-    per_query = full_ranking(model_scores(model, r.spec, model.catalogue, r.log, r.history, queries), queries,
-                             model.catalogue.membership, ks)
+    seen = r.seen_clicks()
+    queries = ranking_queries(r.log, r.spec, model.catalogue, seen)
+    if baseline is None:
+        score = model_scores(model, r.spec, model.catalogue, r.log, r.history, queries)
+    elif baseline == "popularity":
+        score = popularity_scores(model.catalogue, queries)
+    else:
+        from mdrec.evaluation.baselines.retrieval import fit_baselines
+        from mdrec.training.workflow import _chosen_baseline_settings
+
+        kind, _, per_line = baseline.partition("-")
+        fitted = fit_baselines(r.spec, model.catalogue, r.context["train"], r.context.get("valid"), kinds=(kind,),
+                               scopes=("per line" if per_line else "all lines",),
+                               chosen=_chosen_baseline_settings(r.run))[0]
+        if fitted.skipped:
+            raise MdrecError(f"{path}: {fitted.skipped}", path=fitted_on)
+        score = fitted.scorer(queries, seen, r.spec, model.catalogue)
+    per_query = full_ranking(score, queries, model.catalogue.membership, ks)
     lines = np.asarray(model.catalogue.domains, dtype=object)[queries.domain]
     return queries, per_query, lines
 
 
 def compare_retrieval(control: str, treatment: str, data: str | Path, *, n_bootstrap: int, seed: int,
-                      alpha: float, ks: Sequence[int] = RETRIEVAL_KS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Recall@K and NDCG@K of two retrieval runs on the same queries, paired user bootstrap."""
-    qa, ma, lines = _retrieval_queries(control, data, ks)
-    qb, mb, _ = _retrieval_queries(treatment, data, ks)
+                      alpha: float, ks: Sequence[int] = RETRIEVAL_KS, fitted_on: str | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recall@K and NDCG@K of two retrieval runs (or a run and a ``baseline:NAME`` fitted on the run
+    ``fitted_on``) on the same queries, paired user bootstrap."""
+    qa, ma, lines = _retrieval_queries(control, data, ks, fitted_on)
+    qb, mb, _ = _retrieval_queries(treatment, data, ks, fitted_on)
     if not np.array_equal(qa.rows, qb.rows):
         raise MdrecError(f"the two retrieval runs rank different queries ({len(qa)} vs {len(qb)}): their "
                          "training / validation files differ, so different clicks are removed", path=str(data),
@@ -640,18 +703,19 @@ def ab_test(control: str | Path, treatment: str | Path, data: str | Path, *, out
     if not 0 < alpha < 1:
         raise MdrecError(f"alpha {alpha} must be in (0, 1)")
     sides = [_open_side("control", control), _open_side("treatment", treatment)]
+    fitted_on = _check_baseline_sides(sides)
     families = {s.family for s in sides}
     settings = {"data": str(data), "n_bootstrap": n_bootstrap, "seed": seed, "alpha": alpha,
                 "slices": list(slices), "propensity_column": propensity_column}
     if "retrieval" in families:
-        if families != {"retrieval"} or any(s.kind != "run" for s in sides):
+        if families != {"retrieval"} or any(s.kind not in ("run", "baseline") for s in sides):
             raise MdrecError("a retrieval model can only be compared with another retrieval model, both as "
                              "run folders", hint="give two two_tower run folders, or two CTR models")
         if slices or propensity_column:
             raise MdrecError("--slice and --propensity apply to CTR comparisons, not to retrieval runs")
         say("ranking the log's clicks with both retrieval runs")
         table, sizes = compare_retrieval(sides[0].path, sides[1].path, data, n_bootstrap=n_bootstrap,
-                                         seed=seed, alpha=alpha)
+                                         seed=seed, alpha=alpha, fitted_on=fitted_on)
         names = list(dict.fromkeys(table["metric"]))
         result = ABResult("retrieval", verdict_table(table, sizes, names[0], names[1:]), table, sizes,
                           {s.role: s.describe() for s in sides}, settings,
@@ -674,6 +738,8 @@ def ab_test(control: str | Path, treatment: str | Path, data: str | Path, *, out
         say(f"scoring the log with the {side.role}: {side.path} ({side.kind})")
         if side.kind == "run":
             _score_run(side, data, cache)
+        elif side.kind == "baseline":
+            _score_baseline(side, fitted_on, data, analysis_spec, log_, cache)
         elif side.kind == "export":
             _score_export(side, data)
         else:

@@ -299,11 +299,13 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
                 facts["catalogue"] = {"training_items": len(r.model.catalogue),
                                       "added_from_valid_and_test": len(catalogue) - len(r.model.catalogue)}
             else:
-                from mdrec.evaluation.baselines import MeanBaseline
+                from mdrec.evaluation.baselines.ctr import MEAN, ctr_ids
+                from mdrec.training.workflow import ctr_baselines_of
 
-                fitted = MeanBaseline.fit(train_log.frame[r.spec.user_id.name], train_log.frame[r.spec.item_id.name],
-                                          train_log.frame[LABEL])
-                baseline = fitted.predict(r.log.frame[r.spec.user_id.name], r.log.frame[r.spec.item_id.name])
+                # the user+item mean with the smoothing the first run chose on validation
+                fitted, _ = ctr_baselines_of(r.run, r.config, r.spec, cache=cache)
+                mean = next(b for b in fitted if b.name == MEAN)
+                baseline = mean.predict(*ctr_ids(r.log, r.spec)[:3])
         if family == "retrieval":
             tables = _retrieval_tables(r, items, catalogue, r.seen_clicks())
         else:

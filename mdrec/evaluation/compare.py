@@ -1,4 +1,4 @@
-"""Several trained runs on one log, one row per model, with the sanity baseline as the last row."""
+"""Several trained runs on one log, one row per model, with the sanity baselines as the last rows."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,19 +7,16 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mdrec.data.log import LABEL, load_log
+from mdrec.data.log import load_log
 from mdrec.errors import MdrecError
-from mdrec.evaluation.baselines import MeanBaseline
-
-BASELINE = "baseline: user+item mean"
 
 
 def compare_runs(runs: Sequence[str | Path], data: str | Path) -> pd.DataFrame:
-    """Rows: one per run (named by its folder), then the baseline fitted on the first run's training
-    log. Columns: auc, gauc (impression-weighted by user), logloss, then auc[d] and calib[d] (mean
+    """Rows: one per run (named by its folder), then the sanity baselines (user+item mean, first-order
+    logistic) fitted on the first run's training log with the settings it chose on validation. Columns: auc, gauc (impression-weighted by user), logloss, then auc[d] and calib[d] (mean
     predicted / observed CTR) per domain, and the model type."""
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import _report, evaluate_run
+    from mdrec.training.workflow import ctr_baseline_tables, evaluate_run
 
     if not runs:
         raise MdrecError("give at least one run folder with --runs")
@@ -31,23 +28,21 @@ def compare_runs(runs: Sequence[str | Path], data: str | Path) -> pd.DataFrame:
         name = Path(path).name
         if name in rows:
             name = str(path)
-        rows[name] = {"model": config.model, **_row(result["_table"])}
+        rows[name] = {"model": config.model, **summary_row(result["_table"])}
     first = RunDir(runs[0])
     config, _ = first.read_config()
     spec = first.load_spec()
-    if config.train and Path(config.train).exists():
-        train = load_log(config.train, spec)
-        baseline = MeanBaseline.fit(train.frame[spec.user_id.name], train.frame[spec.item_id.name],
-                                    train.frame[LABEL])
-        target = load_log(data, spec)
-        scores = baseline.predict(target.frame[spec.user_id.name], target.frame[spec.item_id.name])
-        rows[BASELINE] = {"model": "baseline", **_row(_report(spec, target, scores))}
+    target = load_log(data, spec)
+    baselines, _ = ctr_baseline_tables(first, config, spec, target, cache=cache)
+    for name, table in baselines.items():
+        rows[name] = {"model": "baseline", **summary_row(table)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "run"
     return table
 
 
-def _row(table: pd.DataFrame) -> dict:
+def summary_row(table: pd.DataFrame) -> dict:
+    """auc, gauc, logloss overall, then auc[d] and calib[d] per line, of a per-line CTR table."""
     row = {"auc": table.loc["ALL", "auc"], "gauc": table.loc["ALL", "gauc"], "logloss": table.loc["ALL", "logloss"]}
     for domain in table.index:
         if domain != "ALL":

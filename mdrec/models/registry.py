@@ -24,6 +24,13 @@ def model_family(name: str) -> str:
     raise MdrecError(f"unknown model '{name}'; available: {', '.join(ALL_MODELS)}")
 
 
+def leave_one_out_profiles(name: str, hyperparameters: dict[str, Any]) -> bool:
+    """Whether a model's training rows may read every other item of the user's profile (not only
+    the other fold): true for a model that reads no user id (two_tower with towers=shared), which
+    cannot learn the row's item as "the one missing from the user's set"."""
+    return model_family(name) == "retrieval" and hyperparameters.get("towers") == "shared"
+
+
 def _classes(name: str) -> list[type]:
     """The model's class and the bases whose constructor parameters it also accepts."""
     if model_family(name) == "retrieval":

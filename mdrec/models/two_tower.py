@@ -6,7 +6,15 @@ the candidate tower reads). Candidate tower: the item through an item encoder (`
 ``id``, ``content`` or ``hybrid``; by default the item id and the item features; in ``content``
 mode no item id is read, the history is embedded by content and the per-item offsets below are
 predicted from the content). Both end in an
-L2-normalised vector of ``embedding_dim``; the score is their dot product / temperature, plus a
+L2-normalised vector of ``embedding_dim``.
+
+``towers="shared"`` drops both MLPs: the query is the normalised mean of the history's item
+embeddings and the candidate the normalised embedding of the item, rows of one table (FISM's form,
+Kabbur et al. 2013). The score is then an item-item similarity summed over the user's clicks, what
+ItemKNN and EASE compute, learned in the table's width (the item id's ``embedding_dim``), and still
+one dot product for the index. It reads no user id or feature, so it cannot memorise users.
+
+The score is the dot product / temperature, plus a
 learned offset per item and line (``item_bias``: how much more often the item is clicked in that
 line than its similarity says, the popularity a normalised vector cannot hold). It is carried as
 extra dimensions (the query's one-hot line against the item's per-line offsets), so exact and
@@ -39,6 +47,7 @@ from mdrec.spec import Spec
 
 LOGQ = ("frequency", "streaming", "none")
 NEGATIVES = ("all", "domain")
+TOWERS = ("mlp", "shared")
 
 
 def query_features(spec: Spec) -> list:
@@ -73,8 +82,14 @@ class TwoTower(tf_keras.Model):
                  user_id_embedding: bool = True,
                  embeddings_l2: float = 0.0, pretrained: str | None = None, transfer_mode: str = "finetune",
                  adapter_dim: int = 16, item_encoder: str = "auto", text_encoder: str = "mean",
-                 frozen_text: str = "none", hybrid_combine: str = "concat", **kwargs):
+                 frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp", **kwargs):
         super().__init__(**kwargs)
+        if towers not in TOWERS:
+            raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
+        if towers == "shared" and spec.sequence is None:
+            raise ValueError(f"towers=shared scores an item against the user's history, and spec '{spec.name}' "
+                             "has no sequence; add one (e.g. sequence: {item: item_id, max_length: 50}) or use "
+                             "towers=mlp")
         if logq not in LOGQ:
             raise ValueError(f"logq must be one of {', '.join(LOGQ)}, got {logq!r}")
         if negatives not in NEGATIVES:
@@ -104,8 +119,17 @@ class TwoTower(tf_keras.Model):
                                         catalogue=catalogue, dropout=dropout, name="item_encoder")
         if self.item_encoder.history_lookup is not None:
             self.encoder.history_items = self.item_encoder.history_items
-        self.query_tower = _Tower(hidden, embedding_dim, dropout, name="query_tower")
-        self.candidate_tower = _Tower(hidden, embedding_dim, dropout, name="candidate_tower")
+        if towers == "shared" and self.item_encoder.mode != "id":
+            raise ValueError(f"towers=shared reads the item id table, and item_encoder={self.item_encoder.mode}; "
+                             "use item_encoder=id with towers=shared")
+        self.towers = towers
+        if towers == "shared":  # both sides are rows of the item table: its width is the embedding
+            embedding_dim = spec.item_id.embedding_dim
+            self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)
+            self.query_tower = self.candidate_tower = None
+        else:
+            self.query_tower = _Tower(hidden, embedding_dim, dropout, name="query_tower")
+            self.candidate_tower = _Tower(hidden, embedding_dim, dropout, name="candidate_tower")
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
             temperature=temperature, num_hard_negatives=hard_negatives or None,
@@ -141,8 +165,12 @@ class TwoTower(tf_keras.Model):
         return self.query_embedding(inputs, training=training)
 
     def query_embedding(self, inputs, training: bool = False) -> tf.Tensor:
-        embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True, training=training)
-        query = self.query_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
+        if self.towers == "shared":
+            history = self.encoder.encode(inputs, [], history=True, domain=False, training=training)
+            query = tf.math.l2_normalize(history[self.spec.sequence.name], axis=-1)
+        else:
+            embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True, training=training)
+            query = self.query_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
         if self.item_bias is not None:
             line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
             query = tf.concat([query, line], -1)
@@ -151,7 +179,10 @@ class TwoTower(tf_keras.Model):
     def candidate_embedding(self, inputs, training: bool = False) -> tf.Tensor:
         embedded = self.item_encoder(inputs, training=training)
         features = tf.concat([embedded[k] for k in sorted(embedded)], -1)
-        candidate = self.candidate_tower(features, training=training)
+        if self.towers == "shared":
+            candidate = tf.math.l2_normalize(embedded[self.spec.item_id.name], axis=-1)
+        else:
+            candidate = self.candidate_tower(features, training=training)
         if self.item_bias is not None:
             offsets = self.item_bias(features) if isinstance(self.item_bias, ContentOffsets) \
                 else self.item_bias(self.item_slot(inputs))

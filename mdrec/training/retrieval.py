@@ -2,17 +2,20 @@
 
 A retrieval model learns from the clicks alone: each training click is a (query, item) pair and
 the other items of the batch are its negatives. Early stopping watches Recall@50 of the validation
-clicks against the full catalogue; the sanity row is per-line popularity.
+clicks against the full catalogue; the sanity rows are per-line popularity, ItemKNN and EASE
+(``mdrec.evaluation.baselines.retrieval``: fitted on the training clicks, settings chosen on
+validation).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mdrec.data.log import DOMAIN, LABEL, Log
 from mdrec.data.pipeline import model_inputs
+from mdrec.evaluation.baselines.retrieval import FittedBaseline
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)
 from mdrec.retrieval.catalogue import Catalogue
@@ -56,12 +59,13 @@ def model_scores(model, spec: Spec, catalogue: Catalogue, log: Log, history: np.
 
 def retrieval_tables(model, spec: Spec, catalogue: Catalogue, log: Log, history: np.ndarray | None,
                      seen: list[Log], *, sampled: bool = False, negatives: int = 999, seed: int = 0,
-                     ks=KS) -> dict:
-    """Per-line tables of the model and the popularity baseline on ``log``'s clicks:
-    {"full": {name: DataFrame}, "sampled": {...} if asked, "counts": {...}}."""
+                     ks=KS, baselines: Sequence[FittedBaseline] = ()) -> dict:
+    """Per-line tables of the model, the popularity row and each fitted ``baselines`` row on
+    ``log``'s clicks: {"full": {name: DataFrame}, "sampled": {...} if asked, "counts": {...}}."""
     queries = ranking_queries(log, spec, catalogue, seen)
     scorers = {"model": model_scores(model, spec, catalogue, log, history, queries),
                POPULARITY: popularity_scores(catalogue, queries)}
+    scorers.update({b.name: b.scorer(queries, seen, spec, catalogue) for b in baselines if not b.skipped})
     out: dict = {"full": {}, "counts": dict(queries.counts, queries=len(queries))}
     for name, score in scorers.items():
         out["full"][name] = per_domain_table(full_ranking(score, queries, catalogue.membership, ks),

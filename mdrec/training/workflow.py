@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,10 +15,11 @@ from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
 from mdrec.data.sequences import add_history, add_profile
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
-from mdrec.evaluation.baselines import MeanBaseline
+from mdrec.evaluation.baselines.ctr import MEAN, ctr_ids, fit_ctr_baselines
+from mdrec.evaluation.baselines.retrieval import fit_baselines
 from mdrec.evaluation.metrics import ctr_report
 from mdrec.fileio import atomic_write_json
-from mdrec.models.registry import model_family
+from mdrec.models.registry import leave_one_out_profiles, model_family
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec, load_spec, with_domain_values
 from mdrec.training.run import RunDir, TrainConfig, fingerprint
@@ -29,18 +31,19 @@ def _resolve(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def _histories(spec: Spec, logs: list[Log], train: int | None = 0) -> list[np.ndarray | None]:
+def _histories(spec: Spec, logs: list[Log], train: int | None = 0, *, folds: bool = True) -> list[np.ndarray | None]:
     """Behaviour sequences for several splits.
 
     With time, computed over their union so that an event's history may use any earlier event
     (from any split) but never one at or after its own time. Without time (profiles), every split's
-    history comes from the training split ``logs[train]`` alone (its own rows leave their item
-    out); with ``train`` None, each log profiles itself.
+    history comes from the training split ``logs[train]`` alone (its own rows read the other
+    profile fold, or with ``folds=False`` every item but their own); with ``train`` None, each log
+    profiles itself.
     """
     if spec.sequence is None:
         return [None] * len(logs)
     if spec.time is None:
-        return [add_profile(logs[train] if train is not None else log, log, spec) for log in logs]
+        return [add_profile(logs[train] if train is not None else log, log, spec, folds=folds) for log in logs]
     combined = Log.concat(logs)
     history = add_history(combined, spec)
     out, start = [], 0
@@ -104,7 +107,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     test_log = load_log(config.test, spec, known_domains=transform.domains) if config.test else None
     named = [(n, l) for n, l in (("train", train_log), ("valid", valid_log), ("test", test_log)) if l is not None]
     histories = {"train": None, "valid": None, "test": None}
-    histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named])))
+    histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named],
+                                                           folds=not leave_one_out_profiles(config.model,
+                                                                                            config.hyperparameters))))
 
     from mdrec.layers.item_encoders import needs_catalogue
 
@@ -158,26 +163,33 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         metrics["strategy"] = {**dist.describe(), "sharded_tables": distribute.sharding_report(model)}
     if transform.hashed:  # hashed ids: buckets, distinct training ids, collisions
         metrics["hashing"] = transform.hashed
-    # The sanity row: a smoothed user-mean + item-mean score fitted on the same training split.
+    # The sanity rows (user+item mean, first-order logistic): fitted on the same training split,
+    # their settings chosen on the validation split.
     train_missing: dict[str, int] = {}
 
     def id_chunks():
         for part in (iter_logs(config.train, spec) if streaming else [train_log]):
             for key, value in part.missing.items():
                 train_missing[key] = train_missing.get(key, 0) + value
-            yield part.frame[spec.user_id.name], part.frame[spec.item_id.name], part.frame[LABEL]
+            yield ctr_ids(part, spec)
 
-    baseline = MeanBaseline.fit_chunks(id_chunks())
+    fitted = fit_ctr_baselines(id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None)
+    mean, extra = fitted[0], fitted[1:]
     metrics["missing_values"]["train"] = train_missing
-    metrics["baseline"] = {"name": "user+item mean (smoothed)", "alpha": baseline.alpha, "tables": {}}
+    metrics["baseline"] = {"name": mean.name.removeprefix("baseline: "), "alpha": mean.settings["alpha"],
+                           "validation_auc": mean.report()["validation_auc"], "tables": {}}
+    metrics["baselines"] = {b.name: {**b.report(), "tables": {}} for b in extra}
     for name, split in (("valid", valid_log), ("test", test_log)):
         if split is None:
             continue
         inputs = model_inputs(split, spec, histories[name])
         scores = predict(model, inputs)
         metrics["tables"][name] = _table_records(_report(spec, split, scores))
-        baseline_scores = baseline.predict(split.frame[spec.user_id.name], split.frame[spec.item_id.name])
-        metrics["baseline"]["tables"][name] = _table_records(_report(spec, split, baseline_scores))
+        ids = ctr_ids(split, spec)
+        metrics["baseline"]["tables"][name] = _table_records(_report(spec, split, mean.predict(*ids[:3])))
+        for b in extra:
+            if not b.skipped:
+                metrics["baselines"][b.name]["tables"][name] = _table_records(_report(spec, split, b.predict(*ids[:3])))
         metrics["oov"][name] = transform.oov_counts(split, spec, histories[name])
         metrics["missing_values"][name] = split.missing
     atomic_write_json(run.metrics_path, metrics)
@@ -241,13 +253,19 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
                      "catalogue_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
                      "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
                      "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
+    fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log)
+    metrics["baselines"] = {b.name: {**b.report(), "tables": {}} for b in fitted}
     seen = [logs["train"]]
     for name in ("valid", "test"):
         if name not in logs:
             continue
-        tables = retrieval.retrieval_tables(model, spec, catalogue, logs[name], histories[name], seen)
+        tables = retrieval.retrieval_tables(model, spec, catalogue, logs[name], histories[name], seen,
+                                            baselines=fitted)
         metrics["tables"][name] = _table_records(tables["full"]["model"])
         metrics["baseline"]["tables"][name] = _table_records(tables["full"][retrieval.POPULARITY])
+        for b in fitted:
+            if b.name in tables["full"]:
+                metrics["baselines"][b.name]["tables"][name] = _table_records(tables["full"][b.name])
         metrics["counts"][name] = tables["counts"]
         metrics["oov"][name] = transform.oov_counts(logs[name], spec, histories[name])
         metrics["missing_values"][name] = logs[name].missing
@@ -376,15 +394,53 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
               "oov": r.transform.oov_counts(r.log, r.spec, r.history), "missing_values": r.log.missing}
     if r.note:
         result["sequence_context"] = r.note
+    baselines, note = ctr_baseline_tables(r.run, r.config, r.spec, r.log, cache=cache)
+    result["baselines"] = {name: _table_records(t) for name, t in baselines.items()}
+    if note:
+        result["baselines_note"] = note
     if out:
         atomic_write_json(out, result)
     result["_table"] = table
+    result["_baselines"] = baselines
     return result
 
 
+def ctr_baseline_tables(run: RunDir, config: TrainConfig, spec: Spec, log_: Log, *, cache: dict | None = None
+                        ) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """The CTR sanity rows on ``log_`` (name -> per-line table), or ({}, why not)."""
+    fitted, note = ctr_baselines_of(run, config, spec, cache=cache)
+    ids = ctr_ids(log_, spec)
+    return {b.name: _report(spec, log_, b.predict(*ids[:3])) for b in fitted if not b.skipped}, note
+
+
+def ctr_baselines_of(run: RunDir, config: TrainConfig, spec: Spec, *, cache: dict | None = None) -> tuple[list, str | None]:
+    """A CTR run's sanity rows refitted on its training file with the settings it chose on
+    validation (searched again on its validation file for runs that recorded none), or ([], why not)."""
+    if not config.train or not Path(config.train).exists():
+        return [], f"no baseline rows: the run's training file {config.train} is not there"
+    metrics = run.read_metrics() if run.metrics_path.is_file() else {}
+    chosen = {}
+    if "alpha" in metrics.get("baseline", {}):
+        chosen[MEAN] = {"alpha": metrics["baseline"]["alpha"]}
+    chosen.update({n: b["settings"] for n, b in metrics.get("baselines", {}).items() if not b.get("skipped")})
+    key = ("ctr baselines", config.train, json.dumps(chosen, sort_keys=True))
+    if cache is not None and key in cache:
+        return cache[key], None
+    train = load_log(config.train, spec)
+    valid = load_log(config.valid, spec) if config.valid and Path(config.valid).exists() else None
+    fitted = fit_ctr_baselines([ctr_ids(train, spec)], ctr_ids(valid, spec) if valid is not None else None,
+                               chosen=chosen or None)
+    if cache is not None:
+        cache[key] = fitted
+    return fitted, None
+
+
 def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
-                           sampled: bool = False, negatives: int = 999, seed: int = 0) -> dict:
-    """Recall/NDCG/HR@K per line of a retrieval run on ``data``'s clicks, with the popularity row.
+                           sampled: bool = False, negatives: int = 999, seed: int = 0,
+                           baselines: bool = True) -> dict:
+    """Recall/NDCG/HR@K per line of a retrieval run on ``data``'s clicks, with the popularity row
+    and (``baselines``) ItemKNN and EASE refitted on the run's training clicks with the settings
+    the run chose on validation.
 
     The run's training clicks (and validation clicks, unless ``data`` is the validation split)
     are removed from each user's ranking. ``sampled`` adds the 1 + ``negatives`` protocol.
@@ -393,8 +449,10 @@ def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str |
 
     r = restore_for(run_path, data, need_context=True)
     seen = r.seen_clicks()
+    fitted = fit_baselines(r.spec, r.model.catalogue, r.context["train"], r.context.get("valid"),
+                           chosen=_chosen_baseline_settings(r.run)) if baselines else []
     tables = retrieval.retrieval_tables(r.model, r.spec, r.model.catalogue, r.log, r.history, seen,
-                                        sampled=sampled, negatives=negatives, seed=seed)
+                                        sampled=sampled, negatives=negatives, seed=seed, baselines=fitted)
     result = {"run": str(r.run.path), "data": str(data), "family": "retrieval", "rows": len(r.log),
               "counts": tables["counts"], "oov": r.transform.oov_counts(r.log, r.spec, r.history),
               "missing_values": r.log.missing, "sequence_context": r.note,
@@ -403,10 +461,20 @@ def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str |
     if sampled:
         result["sampled"] = {name: _table_records(t) for name, t in tables["sampled"].items()}
         result["sampled_protocol"] = {"negatives": negatives, "seed": seed}
+    result["baselines"] = {b.name: b.report() for b in fitted}
     if out:
         atomic_write_json(out, result)
     result["_tables"] = tables
     return result
+
+
+def _chosen_baseline_settings(run: RunDir) -> dict[str, dict] | None:
+    """The baseline settings a retrieval run chose on its validation split (None before they were
+    recorded: the search runs again on the run's validation file)."""
+    if not run.metrics_path.is_file():
+        return None
+    recorded = run.read_metrics().get("baselines", {})
+    return {name: b["settings"] for name, b in recorded.items() if "skipped" not in b} or None
 
 
 def _report(spec: Spec, log: Log, scores: np.ndarray) -> pd.DataFrame:
@@ -424,11 +492,27 @@ def table_from_records(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records).set_index("domain")
 
 
+def retrieval_rows(metrics: dict, split: str) -> dict[str, pd.DataFrame]:
+    """A retrieval run's tables on ``split`` by row name: "model", popularity, then every fitted
+    baseline (ItemKNN, EASE; runs trained before they existed have popularity only)."""
+    from mdrec.training.retrieval import POPULARITY
+
+    tables = {"model": table_from_records(metrics["tables"][split]),
+              POPULARITY: table_from_records(metrics["baseline"]["tables"][split])}
+    for name, baseline in metrics.get("baselines", {}).items():
+        if split in baseline.get("tables", {}):
+            tables[name] = table_from_records(baseline["tables"][split])
+    return tables
+
+
 def versus_baseline(metrics: dict, split: str) -> pd.DataFrame:
-    """Model and sanity baseline side by side: AUC per domain, then overall AUC, GAUC, logloss."""
+    """Model and sanity baselines side by side: AUC per domain, then overall AUC, GAUC, logloss."""
     rows = {}
-    for label, records in ((metrics["model"], metrics["tables"][split]),
-                           ("baseline: " + metrics["baseline"]["name"], metrics["baseline"]["tables"][split])):
+    sources = [(metrics["model"], metrics["tables"][split]),
+               ("baseline: " + metrics["baseline"]["name"], metrics["baseline"]["tables"][split])]
+    sources += [(name, b["tables"][split]) for name, b in metrics.get("baselines", {}).items()
+                if split in b.get("tables", {})]
+    for label, records in sources:
         table = table_from_records(records)
         row = {f"auc[{d}]": table.loc[d, "auc"] for d in table.index if d != "ALL"}
         row.update({"auc": table.loc["ALL", "auc"], "gauc": table.loc["ALL", "gauc"],

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.log import LABEL
-from mdrec.evaluation.baselines import MeanBaseline
+from mdrec.evaluation.baselines.ctr import ctr_ids
 from mdrec.evaluation.metrics import ctr_report
 
 HISTORY_BUCKETS = ((0, 0, "0"), (1, 3, "1-3"), (4, None, "4+"))
@@ -41,22 +41,25 @@ def slice_columns(log_frame: pd.DataFrame, train_frame: pd.DataFrame, user: str,
 
 
 def ctr_slices(run_path: str | Path, data: str | Path, source_users: set | frozenset | None = None) -> pd.DataFrame:
-    """AUC, logloss (and more) of a CTR run and of the user+item-mean baseline on ``data``, per
-    slice. Rows: slice; column ``model`` says which scorer. The source-history slices use the
+    """AUC, logloss (and more) of a CTR run and of its sanity rows (user+item mean, first-order
+    logistic; fitted on the run's training file) on ``data``, per slice. Rows: slice; column
+    ``model`` says which scorer ("model" or the sanity row's name). The source-history slices use the
     run's pretrained users, or ``source_users`` (to slice a run without transfer the same way)."""
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import restore_for
+    from mdrec.training.workflow import ctr_baselines_of, restore_for
 
     r = restore_for(run_path, data, need_context=True)
     train = r.context["train"].frame
-    user, item = r.spec.user_id.name, r.spec.item_id.name
+    user = r.spec.user_id.name
     user_feature = getattr(r.model.encoder, "user_feature", None)
     if user_feature is not None:
         source_users = user_feature.users
     frame = r.log.frame
     columns = slice_columns(frame, train, user, source_users)
-    baseline = MeanBaseline.fit(train[user], train[item], train[LABEL])
-    scores = {"model": predict(r.model, r.inputs), "baseline": baseline.predict(frame[user], frame[item])}
+    scores = {"model": predict(r.model, r.inputs)}
+    fitted, _ = ctr_baselines_of(r.run, r.config, r.spec)   # the run's own training file exists here
+    ids = ctr_ids(r.log, r.spec)
+    scores.update({b.name: b.predict(*ids[:3]) for b in fitted if not b.skipped})
     tables = []
     for scorer, score in scores.items():
         parts = []

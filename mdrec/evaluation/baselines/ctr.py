@@ -1,0 +1,97 @@
+"""The CTR sanity rows, fitted on the training split with their settings chosen on validation:
+the smoothed user+item mean and the first-order logistic model over user, item and line.
+
+A run records each row's settings in metrics.json; ``mdrec evaluate`` and ``mdrec compare`` refit
+the rows on the run's training file with those settings, so every table of a run shows the same
+baselines.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from mdrec.data.log import DOMAIN, LABEL, Log
+from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
+from mdrec.evaluation.baselines.mean import MeanBaseline
+from mdrec.spec import Spec
+
+MEAN = "baseline: user+item mean (smoothed)"
+LOGISTIC = "baseline: first-order logistic (user, item, line)"
+MAX_LOGISTIC_ROWS = 20_000_000  # above this the logistic row is skipped (ids of every row in memory)
+
+Ids = tuple  # (users, items, lines, labels), arrays [N]
+
+
+def ctr_ids(log: Log, spec: Spec) -> Ids:
+    """The (users, items, lines, labels) arrays a CTR baseline reads from a log."""
+    frame = log.frame
+    return (frame[spec.user_id.name].to_numpy(dtype=object), frame[spec.item_id.name].to_numpy(dtype=object),
+            frame[DOMAIN].to_numpy(dtype=object), frame[LABEL].to_numpy())
+
+
+@dataclass
+class CtrBaseline:
+    """name: the table label; predict(users, items, lines) -> probabilities [N]; settings: what
+    was chosen; grid: each tried setting's validation AUC."""
+
+    name: str
+    predict: Callable[..., np.ndarray]
+    settings: dict
+    grid: dict = field(default_factory=dict)
+    skipped: str | None = None
+    note: str | None = None
+
+    def report(self) -> dict:
+        out = {"settings": self.settings, "validation_auc": {f"{k:g}": round(v, 5) for k, v in self.grid.items()}}
+        for key in ("skipped", "note"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+
+def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
+                      chosen: dict[str, dict] | None = None) -> list[CtrBaseline]:
+    """Both rows from (users, items, lines, labels) chunks of the training split; settings from
+    ``chosen`` (name -> settings) when given, else searched on ``valid``, else the defaults."""
+    chosen = chosen or {}
+    kept: list[Ids] = []
+    rows = 0
+
+    def ids_only():
+        nonlocal rows
+        for users, items, lines, labels in train_chunks:
+            rows += len(labels)
+            if rows <= MAX_LOGISTIC_ROWS:
+                kept.append((np.asarray(users, dtype=object), np.asarray(items, dtype=object),
+                             np.asarray(lines, dtype=object), np.asarray(labels)))
+            yield users, items, labels
+
+    mean = MeanBaseline.fit_chunks(ids_only())
+    grid: dict = {}
+    if MEAN in chosen:
+        mean = mean.with_alpha(chosen[MEAN]["alpha"])
+    elif valid is not None:
+        mean, grid = mean.choose_alpha(valid[0], valid[1], valid[3])
+    out = [CtrBaseline(MEAN, lambda u, i, _lines: mean.predict(u, i), {"alpha": mean.alpha}, grid)]
+
+    if rows > MAX_LOGISTIC_ROWS:
+        out.append(CtrBaseline(LOGISTIC, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=(
+            f"{rows:,} training rows, more than the {MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")))
+        return out
+    train = tuple(np.concatenate([part[k] for part in kept]) for k in range(4))
+    if len(np.unique(train[3])) < 2:
+        out.append(CtrBaseline(LOGISTIC, lambda u, i, d: np.full(len(u), np.nan), {},
+                               skipped="the training labels have one class"))
+        return out
+    grid = {}
+    if LOGISTIC in chosen:
+        logistic = FirstOrderLogistic(chosen[LOGISTIC]["strength"]).fit(*train)
+    elif valid is not None and len(np.unique(valid[3])) == 2:
+        logistic, grid = FirstOrderLogistic.choose(train, valid)
+    else:
+        logistic = FirstOrderLogistic().fit(*train)
+    out.append(CtrBaseline(LOGISTIC, logistic.predict, {"strength": logistic.strength}, grid,
+                           note=None if logistic.converged else f"lbfgs stopped at {logistic.max_iter} iterations"))
+    return out

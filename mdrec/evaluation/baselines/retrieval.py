@@ -1,0 +1,180 @@
+"""The retrieval sanity rows: ItemKNN and EASE, fitted on the training clicks, settings chosen on
+the validation clicks, scored by the same full-ranking protocol as the model.
+
+Two scopes of each: ``all lines`` learns item-item weights from every line's clicks and reads the
+user's clicks in every line (the cross-line signal a joint model is meant to use); ``per line``
+fits one model per line on that line's clicks and reads only the user's clicks there. The query's
+line still decides which catalogue is ranked. Settings come from a small grid, the one with the
+best validation NDCG@10 (on at most ``max_valid_queries`` seeded validation queries) wins; without
+a validation split the first grid point is used and the report says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from mdrec.data.log import Log
+from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs, training_matrix
+from mdrec.evaluation.baselines.ease import EASE, TooLarge
+from mdrec.evaluation.baselines.itemknn import ItemKNN
+from mdrec.evaluation.ranking import RankingQueries, ScoreBlock, full_ranking, popularity_scores, ranking_queries
+from mdrec.retrieval.catalogue import Catalogue
+from mdrec.spec import Spec
+
+SELECTION_METRIC = "ndcg@10"
+# The settings searched on validation. ItemKNN is cheap: every point of its grid is tried. An EASE
+# fit is one large solve, so its ladder is walked from the middle toward the better neighbour
+# until a step stops helping (3-4 fits instead of 8).
+GRIDS: dict[str, list[dict]] = {
+    "itemknn": [{"neighbours": k, "shrink": h} for k in (100, 20, 500) for h in (10.0, 0.0, 100.0)],
+    "ease": [{"l2": l2} for l2 in (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)],
+}
+LADDER_START = {"ease": 3}
+FACTORIES: dict[str, Callable[..., object]] = {"itemknn": ItemKNN, "ease": EASE}
+TITLES = {"itemknn": "ItemKNN", "ease": "EASE"}
+SCOPES = ("all lines", "per line")
+
+
+def row_name(kind: str, scope: str) -> str:
+    """The table label of a baseline, e.g. "baseline: EASE (all lines)"."""
+    return f"baseline: {TITLES[kind]} ({scope})"
+
+
+@dataclass
+class FittedBaseline:
+    """One kind and scope fitted on the training clicks: its models (key None for all lines, else
+    the line's name), the chosen settings and the validation score of every grid point."""
+
+    kind: str
+    scope: str
+    settings: dict
+    models: dict
+    grid: list[dict] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def name(self) -> str:
+        return row_name(self.kind, self.scope)
+
+    def report(self) -> dict:
+        out = {"kind": self.kind, "scope": self.scope, "settings": self.settings, "validation_grid": self.grid}
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+    def scorer(self, queries: RankingQueries, seen: Sequence[Log], spec: Spec, catalogue: Catalogue) -> ScoreBlock:
+        """Scores of each query's user from their clicks in ``seen`` (the context splits). Ties,
+        and users with no clicks to go on, fall back to popularity in the query's line (a nudge of
+        at most TIE_BREAK, below any difference the models' scores make)."""
+        popularity = popularity_scores(catalogue, queries)
+        if self.scope == "all lines":
+            profiles = query_profiles(queries, seen, spec, catalogue)
+            model = self.models[None]
+
+            def score(positions: np.ndarray) -> np.ndarray:
+                return model.score(profiles[positions]) + _nudge(popularity(positions))
+
+            return score
+        per_line = {d: query_profiles(queries, seen, spec, catalogue, line=catalogue.domains[d])
+                    for d in np.unique(queries.domain)}
+
+        def score_per_line(positions: np.ndarray) -> np.ndarray:
+            out = _nudge(popularity(positions))
+            for d in np.unique(queries.domain[positions]):
+                mine = queries.domain[positions] == d
+                out[mine] += self.models[catalogue.domains[d]].score(per_line[d][positions[mine]])
+            return out
+
+        return score_per_line
+
+
+TIE_BREAK = 1e-4
+
+
+def _nudge(popularity: np.ndarray) -> np.ndarray:
+    """Popularity [q, N] scaled into [0, TIE_BREAK) per row, float32."""
+    return (TIE_BREAK * popularity / (popularity.max(1, keepdims=True) + 1.0)).astype(np.float32)
+
+
+def query_profiles(queries: RankingQueries, seen: Sequence[Log], spec: Spec, catalogue: Catalogue,
+                   line: str | None = None) -> sp.csr_matrix:
+    """Binary csr [Q, N]: each query's user's clicks in ``seen`` (in ``line`` only, if named)."""
+    codes, users = pd.factorize(pd.Series(queries.users, dtype=object))
+    matrix = click_matrix(click_pairs(seen, spec, catalogue, line), list(users), len(catalogue))
+    return matrix[codes]
+
+
+def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | None = None, *,
+                  kinds: Sequence[str] = ("itemknn", "ease"), scopes: Sequence[str] = SCOPES,
+                  chosen: dict[str, dict] | None = None, max_valid_queries: int = 3000,
+                  log: Callable[[str], None] = lambda *_: None) -> list[FittedBaseline]:
+    """Fit every kind x scope on ``train``'s clicks. ``chosen`` (name -> settings, e.g. from a run's
+    metrics.json) skips the validation search; otherwise each grid is searched on ``valid``."""
+    queries = None
+    if valid is not None and not chosen:
+        queries = ranking_queries(valid, spec, catalogue, [train])
+        if len(queries) > max_valid_queries:
+            keep = np.sort(np.random.default_rng(0).choice(len(queries), max_valid_queries, replace=False))
+            queries = RankingQueries(queries.rows[keep], queries.domain[keep], queries.users[keep],
+                                     [queries.relevant[i] for i in keep], [queries.excluded[i] for i in keep])
+    fitted = []
+    for kind in kinds:
+        for scope in scopes:
+            fitted.append(_fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(row_name(kind, scope)),
+                                   log))
+    return fitted
+
+
+def _fit_one(kind: str, scope: str, spec: Spec, catalogue: Catalogue, train: Log, queries: RankingQueries | None,
+             chosen: dict | None, log: Callable[[str], None]) -> FittedBaseline:
+    lines = [None] if scope == "all lines" else list(catalogue.domains)
+    matrices = {line: training_matrix(click_pairs([train], spec, catalogue, line), len(catalogue)) for line in lines}
+    grid = GRIDS[kind]
+    searching = not chosen and queries is not None and len(queries) > 0
+    fitted: dict[int, tuple[FittedBaseline, float]] = {}
+
+    def attempt(settings: dict) -> FittedBaseline:
+        models = {line: FACTORIES[kind](**settings).fit(m) for line, m in matrices.items()}
+        return FittedBaseline(kind, scope, dict(settings), models)
+
+    try:
+        if not searching:
+            return attempt(chosen or grid[LADDER_START.get(kind, 0)])
+
+        def evaluate(index: int) -> float:
+            if index not in fitted:
+                candidate = attempt(grid[index])
+                score = float(full_ranking(candidate.scorer(queries, [train], spec, catalogue), queries,
+                                           catalogue.membership, (10,))[SELECTION_METRIC].mean())
+                log(f"{candidate.name} {grid[index]}: valid {SELECTION_METRIC} {score:.4f}")
+                fitted[index] = (candidate, score)
+            return fitted[index][1]
+
+        if kind in LADDER_START:
+            _walk(evaluate, LADDER_START[kind], len(grid))
+        else:
+            for index in range(len(grid)):
+                evaluate(index)
+    except TooLarge as error:
+        return FittedBaseline(kind, scope, dict(chosen or grid[LADDER_START.get(kind, 0)]), {}, skipped=str(error))
+    order = sorted(fitted)
+    best = max(order, key=lambda i: (fitted[i][1], -order.index(i)))
+    result = fitted[best][0]
+    result.grid = [{**grid[i], f"valid_{SELECTION_METRIC}": round(fitted[i][1], 5)} for i in order]
+    return result
+
+
+def _walk(evaluate: Callable[[int], float], start: int, size: int) -> None:
+    """Hill-climb a 1-D ladder of settings: from ``start`` step toward the better neighbour while
+    the score improves."""
+    here = start
+    while True:
+        neighbours = [i for i in (here - 1, here + 1) if 0 <= i < size]
+        best = max(neighbours, key=evaluate)
+        if evaluate(best) <= evaluate(here):
+            return
+        here = best
