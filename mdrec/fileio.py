@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,17 +75,22 @@ def _json_default(value: Any) -> Any:
 def atomic_directory(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success rename it to ``path``.
 
-    On an exception the temporary folder is removed and ``path`` is left as it was.
+    On an exception the temporary folder is removed and ``path`` is left as it was. A writer killed
+    (kill -9) mid-way leaves its temporary folder; the next writer of ``path`` removes it, and if the
+    kill fell between the two renames, puts the previous ``path`` back first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():  # killed between the renames: the old one is the last good
+        os.replace(old, path)
+    remove_dead_writers_temps(path.parent, f".{path.name}.")
+    tmp = writer_temp_dir(path.parent, f".{path.name}.", suffix=".tmp")
     try:
         yield tmp
         if path.exists():
             if not replace:
                 raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
@@ -94,3 +100,40 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = True) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_WRITER = re.compile(r"(?:^|-)pid(\d+)-")
+
+
+def writer_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
+    """A new temporary folder in ``parent`` named ``prefix`` + "pid<this process>-...": the pid lets a
+    later writer tell a dead writer's leftovers from a live one's work in progress."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}pid{os.getpid()}-", suffix=suffix, dir=parent))
+
+
+def remove_dead_writers_temps(parent: str | os.PathLike, prefix: str) -> list[Path]:
+    """Delete the folders :func:`writer_temp_dir` made in ``parent`` with ``prefix`` whose process is
+    gone (killed mid-write); returns them. Live writers' folders (same machine) are kept; on a folder
+    shared between machines a pid says nothing, so only same-host leftovers should be expected gone."""
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    for child in parent.iterdir():
+        match = _WRITER.search(child.name[len(prefix):]) if child.name.startswith(prefix) else None
+        if match and child.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

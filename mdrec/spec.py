@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import yaml
 
+from mdrec.encoding import read_utf8
 from mdrec.errors import MdrecError
 
 ROLES = ("user_id", "item_id", "user", "item", "context")
@@ -214,7 +215,7 @@ def load_spec(path: str | Path) -> Spec:
         raise MdrecError("spec file not found", path=str(path),
                          hint="pass the path of a YAML spec such as feature_specs/synthetic.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

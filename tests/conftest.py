@@ -48,6 +48,18 @@ def tiny_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     })
 
 
+class Crashed(Exception):
+    """Raised inside training by :func:`crash_at`: a kill at a known step."""
+
+
+def crash_at(step: int):
+    """An ``on_batch`` callback that crashes the run when it reaches ``step``."""
+    def on_batch(current):
+        if current == step:
+            raise Crashed(step)
+    return on_batch
+
+
 @pytest.fixture
 def tiny_spec_path(tmp_path):
     path = tmp_path / "tiny.yaml"

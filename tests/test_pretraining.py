@@ -443,7 +443,7 @@ def test_resume_refuses_changed_data(data, tmp_path):
                   log=lambda *_: None)
     pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
     sequence_log(seed=1).to_csv(log, index=False)  # same path, other clicks
-    with pytest.raises(MdrecError, match="different configuration or data .*the train data"):
+    with pytest.raises(MdrecError, match="different configuration or inputs .*the train data"):
         pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
 
 

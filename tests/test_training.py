@@ -14,7 +14,7 @@ from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import evaluate_run, train_run
-from conftest import reload_and_serve
+from conftest import Crashed, crash_at, reload_and_serve
 
 
 def _same_tables(a, b):
@@ -31,23 +31,12 @@ def _config(paths, **overrides):
     return TrainConfig(**base)
 
 
-class _Crash(Exception):
-    pass
-
-
-def _crash_at(step):
-    def on_batch(current):
-        if current == step:
-            raise _Crash(step)
-    return on_batch
-
-
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_spec_path, tiny_splits):
     quiet = lambda *_: None  # noqa: E731
     full = train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "full", log=quiet)
     # 420 rows / 32 = 14 batches per epoch; crash mid-epoch 2, two steps after the step-16 checkpoint.
-    with pytest.raises(_Crash):
-        train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "crashed", log=quiet, on_batch=_crash_at(18))
+    with pytest.raises(Crashed):
+        train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "crashed", log=quiet, on_batch=crash_at(18))
     messages = []
     resumed = train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "crashed", log=messages.append)
     assert any("resuming from" in m and "epoch 2, batch 2" in m for m in messages), messages
@@ -61,7 +50,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_spec_path, 
 
 def test_same_folder_different_config_is_refused(tmp_path, tiny_spec_path, tiny_splits):
     train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "r", log=lambda *_: None)
-    with pytest.raises(MdrecError, match=r"different configuration \(learning_rate\)"):
+    with pytest.raises(MdrecError, match=r"different configuration or inputs \(changed: learning_rate\)"):
         train_run(tiny_spec_path, _config(tiny_splits, epochs=1, learning_rate=0.1), tmp_path / "r")
 
 

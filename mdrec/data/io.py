@@ -5,11 +5,17 @@ its column and row instead of silently becoming NaN or a float id ("12.0").
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import zlib
+from io import StringIO
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 import pandas as pd
 
+from mdrec.encoding import not_utf8
 from mdrec.errors import MdrecError
 
 _TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".dat": "\t"}
@@ -66,8 +72,9 @@ def read_file(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
                                 na_values=[""], low_memory=False)
     except pd.errors.EmptyDataError:
         raise MdrecError("file is empty", path=str(path), hint="it needs a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise MdrecError(f"cannot be read as {kind}: {str(exc).splitlines()[0]}", path=str(path)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, zlib.error, OSError, ValueError) as exc:
+        raise _unreadable(path, kind, exc) from None
+    _refuse_duplicate_columns(path, kind, frame.columns)
     if len(frame) == 0:
         raise MdrecError("file has a header but no data rows", path=str(path))
     if columns is not None:
@@ -114,6 +121,8 @@ def iter_chunks(path: str | Path, chunk_rows: int = 65536,
                                      na_values=[""], chunksize=chunk_rows)
                 start = 0
                 for chunk in reader:
+                    if start == 0:
+                        _refuse_duplicate_columns(file, kind, chunk.columns)
                     if columns is not None:
                         missing = [c for c in columns if c not in chunk.columns]
                         if missing:
@@ -124,5 +133,49 @@ def iter_chunks(path: str | Path, chunk_rows: int = 65536,
                     start += len(chunk)
             except pd.errors.EmptyDataError:
                 raise MdrecError("file is empty", path=str(file)) from None
+            except (pd.errors.ParserError, UnicodeDecodeError, EOFError, zlib.error, OSError) as exc:
+                raise _unreadable(file, kind, exc) from None
             if start == 0:
                 raise MdrecError("file has a header but no data rows", path=str(file))
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed as pandas would (by suffix)."""
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    return opener(path, "rb")
+
+
+def _unreadable(path: Path, kind: str | None, exc: BaseException) -> MdrecError:
+    """One clear error for a file the parser gave up on: which line is not UTF-8, or that a
+    compressed file ends early, rather than the parser's own exception."""
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            with _open_bytes(path) as handle:
+                return not_utf8(path, handle)
+        except (EOFError, zlib.error, OSError):
+            pass  # bad bytes in a damaged archive: the truncation is the problem to report
+    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)):
+        return MdrecError(f"is truncated or damaged ({str(exc).splitlines()[0]})", path=str(path),
+                          hint="copy or download the file again; nothing was read from it")
+    return MdrecError(f"cannot be read as {kind}: {str(exc).splitlines()[0]}", path=str(path))
+
+
+def _refuse_duplicate_columns(path: Path, kind: str | None, columns: Sequence) -> None:
+    """Two columns of one name would leave which one the spec means to chance (pandas keeps the
+    first and renames the next to "name.1"), so they are an error."""
+    if kind in _TEXT_SUFFIXES:
+        try:  # the header as written, before pandas renames duplicates
+            with _open_bytes(path) as handle:
+                header = next(iter(handle), b"").decode("utf-8", errors="replace").rstrip("\r\n")
+        except (EOFError, zlib.error, OSError):
+            return
+        names = next(iter(pd.read_csv(StringIO(header), sep=_TEXT_SUFFIXES[kind], header=None,
+                                      dtype=str, keep_default_na=False).itertuples(index=False)), ())
+    else:
+        names = tuple(map(str, columns))
+    seen: set[str] = set()
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise MdrecError(f"two columns are named '{name}' (the second is column {position})", path=str(path),
+                             hint="rename or drop one of them: which one the spec means would be ambiguous")
+        seen.add(name)

@@ -7,6 +7,7 @@ missing token or the training mean later) and counted.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -137,6 +138,26 @@ def canonicalize(frame: pd.DataFrame, spec: Spec, *, source: str = "<frame>", ro
     return Log(pd.DataFrame(out), dense, missing_counts, [source])
 
 
+RARE_LINE_ROWS = 10  # fewer rows than this in a line the spec does not declare: likely a typo
+
+
+def rare_line_warnings(log: Log, spec: Spec) -> list[str]:
+    """One warning per line of ``log`` with fewer than RARE_LINE_ROWS rows, when the spec does not
+    list its lines: a misspelt line name ("boook") would otherwise become a line of its own, trained
+    and served without a word. Declared lines need no warning (unknown names are refused)."""
+    if spec.domain.values is not None or not spec.domain.column:
+        return []
+    counts = pd.Series(log.domains).value_counts()
+    common = [str(d) for d in counts.index[counts >= RARE_LINE_ROWS]]
+    warnings = []
+    for line, rows in counts[counts < RARE_LINE_ROWS].items():
+        close = difflib.get_close_matches(str(line), common, n=1)
+        guess = f" (a typo of '{close[0]}'?)" if close else ""
+        warnings.append(f"warning: line '{line}' has only {rows} row(s) in {', '.join(log.sources)}{guess}; "
+                        f"list the lines under the spec's domain.values to refuse unknown names")
+    return warnings
+
+
 def parse_keys(frame: pd.DataFrame, keys: Sequence[tuple[str, str]], source: str) -> pd.DataFrame:
     """Key columns of another file (e.g. predictions) parsed exactly as a log parses them, so they
     join with a log's frame. ``keys``: (file column, canonical or feature name); TIME parses as time,
@@ -195,14 +216,20 @@ def _parse_time(column: pd.Series, name: str, ctx: _Context) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(column):
         return (column.astype("datetime64[s]").astype("int64")).to_numpy()
     numbers = pd.to_numeric(column, errors="coerce")
-    if numbers.notna().all():
+    is_number = numbers.notna().to_numpy()
+    if is_number.all():
         return numbers.to_numpy(dtype=np.float64).astype(np.int64)
+    if is_number.sum() * 2 >= len(column):  # a column of unix seconds: blame its first non-number
+        row = int(np.argmax(~is_number))
+        raise MdrecError(f"'{column.iloc[row]}' is neither unix seconds nor a date-time (the rest of the column "
+                         "is unix seconds)", path=ctx.source, column=name, row=ctx.row(row),
+                         hint="one format per time column: unix seconds or date-times")
     parsed = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna().to_numpy()
+    bad = parsed.isna().to_numpy() | is_number  # a number among date-times is no date-time either
     if bad.any():
         row = int(np.argmax(bad))
         raise MdrecError(f"'{column.iloc[row]}' is neither unix seconds nor a date-time", path=ctx.source,
-                         column=name, row=ctx.row(row))
+                         column=name, row=ctx.row(row), hint="one format per time column: unix seconds or date-times")
     return (parsed.dt.tz_localize(None).astype("datetime64[s]").astype("int64")).to_numpy()
 
 

@@ -1,7 +1,7 @@
 """The A/B report: report.md, report.html (plots embedded as PNG) and summary.json.
 
-All three are written atomically (a temporary sibling renamed into place), so a dashboard watching
-the folder never reads half a report. Plots use matplotlib's object API (no pyplot state, no GUI
+The folder is written as a whole (a temporary sibling folder renamed into place), so a dashboard
+watching it never reads half a report, nor one report's markdown beside another's summary. Plots use matplotlib's object API (no pyplot state, no GUI
 backend): ROC curves and calibration curves of both sides (CTR comparisons) and the per-slice
 deltas with their 95% intervals.
 """
@@ -17,13 +17,16 @@ import numpy as np
 import pandas as pd
 
 from mdrec.evaluation.metrics import table_to_markdown
-from mdrec.fileio import atomic_write_json, atomic_write_text
+from mdrec.errors import MdrecError
+from mdrec.fileio import atomic_directory, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from mdrec.evaluation.ab import ABResult
 
 _METRIC_COLUMNS = ["slice", "metric", "control", "treatment", "delta", "ci_low", "ci_high", "p", "p_holm",
                    "mde", "test", "verdict"]
+REPORT_FILES = ("report.md", "report.html", "summary.json")
+
 METHOD = """\
 * Δ = treatment (B) − control (A), on the same rows of the log.
 * 95% intervals: percentile intervals of a paired bootstrap that resamples **users** with replacement
@@ -46,14 +49,24 @@ METHOD = """\
 
 
 def write_report(result: "ABResult", out: str | Path) -> dict[str, Path]:
-    """Write report.md, report.html and summary.json into ``out``; returns their paths by name."""
+    """Write report.md, report.html and summary.json as the folder ``out``; returns their paths.
+
+    The three appear together or not at all (a new folder renamed into place), so a kill mid-way
+    never leaves one report's markdown beside another's summary. ``out`` must be a report folder
+    of its own: a folder holding anything else is refused rather than replaced.
+    """
     out = Path(out)
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if other:
+            raise MdrecError(f"holds files that are not an A/B report ({', '.join(other[:5])}); the report folder "
+                             "is replaced as a whole", path=str(out), hint="pass a folder of its own, e.g. reports/NAME")
     figures = _figures(result)
-    paths = {"report.md": out / "report.md", "report.html": out / "report.html",
-             "summary.json": out / "summary.json"}
-    atomic_write_text(paths["report.md"], _markdown(result))
-    atomic_write_text(paths["report.html"], _html(result, figures))
-    atomic_write_json(paths["summary.json"], {**result.summary(), "files": {k: str(v) for k, v in paths.items()}})
+    paths = {name: out / name for name in REPORT_FILES}
+    with atomic_directory(out) as tmp:
+        atomic_write_text(tmp / "report.md", _markdown(result))
+        atomic_write_text(tmp / "report.html", _html(result, figures))
+        atomic_write_json(tmp / "summary.json", {**result.summary(), "files": {k: str(v) for k, v in paths.items()}})
     return paths
 
 

@@ -1,9 +1,10 @@
 """Versioned model folders as TF Serving polls them: export/MODEL/<integer version>/.
 
 TF Serving's file-system source loads every all-digit subfolder it sees, so a version must appear
-complete or not at all: it is written under a hidden temporary name (``.tmp-<version>-xxxx``, never
+complete or not at all: it is written under a hidden temporary name (``.tmp-<version>-pid<pid>-xxxx``, never
 all digits) in the same folder and renamed when complete. Old versions are renamed to a hidden name
-before they are deleted, for the same reason.
+before they are deleted, for the same reason. An export killed mid-way leaves its hidden folder; the
+next export to the model removes it (its pid is gone).
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from mdrec.errors import MdrecError
+from mdrec.fileio import remove_dead_writers_temps, writer_temp_dir
 
 _VERSION = re.compile(r"^[0-9]+$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -74,7 +75,9 @@ def staged_version(model_dir: str | Path, version: int) -> Iterator[Path]:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     check_free(model_dir, version)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
+    for prefix in (".tmp-", ".old-"):  # left by exports or prunes killed mid-way
+        remove_dead_writers_temps(model_dir, prefix)
+    tmp = writer_temp_dir(model_dir, f".tmp-{version}-")
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; a server under another user must read it
         yield tmp
@@ -105,7 +108,7 @@ def prune(model_dir: str | Path, keep: int, protect: set[int] = frozenset()) -> 
     doomed = [v for v in present[:-keep] if v not in protect]
     for version in doomed:
         # Hide it first: a poller must never see a version folder that is half deleted.
-        trash = Path(tempfile.mkdtemp(prefix=f".old-{version}-", dir=model_dir))
+        trash = writer_temp_dir(model_dir, f".old-{version}-")
         os.rename(model_dir / str(version), trash / "v")
         shutil.rmtree(trash, ignore_errors=True)
     return doomed

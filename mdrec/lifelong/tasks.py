@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mdrec.encoding import read_utf8
 from mdrec.errors import MdrecError
 
 KINDS = ("next_item", "line_items", "profile")
@@ -122,7 +123,7 @@ def parse_tasks(path: str | Path) -> TaskFile:
         raise MdrecError("no such tasks file", path=str(path), hint="pass --tasks TASKS.yaml (see "
                          "task_files/lifelong-synthetic.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as error:
         raise MdrecError(f"not valid YAML ({error})", path=str(path)) from None
     p = str(path)

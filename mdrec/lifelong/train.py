@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +41,7 @@ from mdrec.lifelong.masks import ownership_summary, prune, train_forward_mask
 from mdrec.lifelong.model import TaskModel, count
 from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks, training_rows
 from mdrec.spec import load_spec
-from mdrec.training.run import RunDir, TrainConfig, fingerprint
+from mdrec.training.run import RunDir, TrainConfig
 
 MODEL = "lifelong"
 K = 10
@@ -235,19 +234,13 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
     config = TrainConfig(model=MODEL, train=str(Path(data_path).resolve()), seed=tasks.seed,
                          hyperparameters={"tasks_file": str(Path(tasks_path).resolve()), **tasks.as_config()})
     run = RunDir(out)
-    if run.exists():
-        previous, _ = run.read_config()
-        if json.dumps(asdict(previous), sort_keys=True, default=str) != json.dumps(asdict(config), sort_keys=True,
-                                                                                  default=str):
-            if not overwrite:
-                raise MdrecError("run folder holds a lifelong run with a different configuration (tasks, encoder "
-                                 "or data)", path=str(run.path), hint="use a new --out, or --overwrite to start over")
-            shutil.rmtree(run.path)
+    fingerprints = run.prepare(config, {"train": resolve_train(data_path), "spec": spec_path, "tasks": tasks_path},
+                               overwrite=overwrite)
     tf_keras.utils.set_random_seed(tasks.seed)
     log(f"lifelong: {len(tasks.tasks)} tasks, encoder {tasks.encoder}")
     vocabulary, task_data = build_task_data(tasks, spec, data_path, log=log)
     if not run.exists():
-        run.write_config(config, spec, {"train": fingerprint(resolve_train(data_path))})
+        run.write_config(config, spec, fingerprints)
         atomic_write_json(run.path / "vocabulary.json",
                           {"items": vocabulary, **{d.task.name: d.classes for d in task_data[1:]}})
     world = World(tasks, vocabulary, task_data)

@@ -23,9 +23,8 @@ the same command runs again.
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,7 +46,7 @@ from mdrec.pretraining.objectives import full_softmax
 from mdrec.pretraining.settings import (BLOCKS, DEFAULTS, FULL_SOFTMAX_ITEMS, OBJECTIVES, POOLINGS,
                                         SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
 from mdrec.spec import Spec, load_spec
-from mdrec.training.run import RunDir, TrainConfig, fingerprint
+from mdrec.training.run import RunDir, TrainConfig
 
 MODEL = "user_encoder"
 Printer = Callable[[str], None]
@@ -143,24 +142,6 @@ def _check_schedule(epochs: int, batch_size: int, learning_rate: float, patience
         raise MdrecError(f"--patience must be at least 1, got {patience}")
 
 
-def _open_run(run: RunDir, config: TrainConfig, overwrite: bool) -> None:
-    """An existing run folder must hold this very run (same configuration and data) to resume."""
-    if not run.exists():
-        return
-    raw = json.loads(run.config_path.read_text())
-    previous, current = raw.get("config", {}), asdict(config)
-    changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-    stored = raw.get("data_fingerprints", {})
-    changed += [f"the {name} data" for name, path in (("train", config.train), ("valid", config.valid),
-                                                       ("test", config.test))
-                if path and name in stored and stored[name] != fingerprint(path)]
-    if changed:
-        if not overwrite:
-            raise MdrecError(f"run folder holds a run with a different configuration or data ({', '.join(changed)})",
-                             path=str(run.path), hint="use a new --out, or --overwrite to start over")
-        shutil.rmtree(run.path)
-
-
 def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, valid: str | Path | None = None,
                  test: str | Path | None = None, epochs: int = TRAINING["epochs"],
                  batch_size: int = TRAINING["batch_size"], learning_rate: float = TRAINING["learning_rate"],
@@ -192,7 +173,8 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
                          patience=int(patience), seed=int(seed), checkpoint_every=int(checkpoint_every),
                          hyperparameters=hp)
     run = RunDir(out)
-    _open_run(run, config, overwrite)
+    fingerprints = run.prepare(config, {"train": config.train, "valid": config.valid, "test": config.test,
+                                        "spec": spec_path}, overwrite=overwrite)
     vocabulary_path = run.path / "vocabulary.json"
     if vocabulary_path.is_file():
         stored = json.loads(vocabulary_path.read_text())
@@ -219,8 +201,6 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
         f"(median sequence {data_summary['sequence_length']['median']:.0f}); validation: {len(held.valid):,} "
         f"held-out items ({held.valid.protocol})" + (f"; test: {len(held.test):,}" if held.test is not None else ""))
     if not run.exists():
-        fingerprints = {name: fingerprint(path) for name, path in
-                        (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
         run.write_config(config, spec, fingerprints)
         atomic_write_json(vocabulary_path, {"items": vocabulary, "attributes": attributes})
         write_sequences(run.path / "sequences.parquet", source.sequences, source.times)

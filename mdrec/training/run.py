@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,34 @@ class RunDir:
                              hint="pass a folder written by `mdrec train --out`")
         return self
 
+    def prepare(self, config: TrainConfig, inputs: dict[str, str | Path | None], *,
+                overwrite: bool = False) -> dict[str, str]:
+        """Ready the folder for ``config`` reading ``inputs`` (name -> data file or folder, or the spec
+        or tasks file) and return their fingerprints, for :meth:`write_config`.
+
+        An existing run resumes only if it is this very run: the same configuration and the same bytes
+        in every input it recorded. A log swapped under a killed run would otherwise resume with the old
+        vocabularies and train on the new rows without a word. A different run raises, or with
+        ``overwrite`` is deleted.
+        """
+        fingerprints = {name: fingerprint(path) for name, path in inputs.items() if path}
+        if not self.exists():
+            return fingerprints
+        raw = json.loads(self.config_path.read_text())
+        previous = raw.get("config", {})
+        current = json.loads(json.dumps(asdict(config), default=str))  # tuples as lists, as stored
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        stored = raw.get("data_fingerprints", {})
+        changed += [f"the {name} {'data' if name in ('train', 'valid', 'test') else 'file'} ({inputs[name]})"
+                    for name, value in fingerprints.items() if name in stored and stored[name] != value]
+        if changed:
+            if not overwrite:
+                raise MdrecError(f"run folder holds a run with a different configuration or inputs "
+                                 f"(changed: {', '.join(changed)}); it will not resume on them",
+                                 path=str(self.path), hint="use a new --out, or --overwrite to start over")
+            shutil.rmtree(self.path)
+        return fingerprints
+
     def write_config(self, config: TrainConfig, spec: Spec, fingerprints: dict[str, str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.spec_path, spec.dump())
@@ -96,14 +125,17 @@ class RunDir:
 
     def read_metrics(self) -> dict:
         if not self.metrics_path.is_file():
-            raise MdrecError("run has no metrics.json yet (training did not finish)", path=str(self.path))
+            raise MdrecError("run has no metrics.json yet (training did not finish)", path=str(self.path),
+                             hint="finish it with the same `mdrec train` command (it resumes), then use it")
         return json.loads(self.metrics_path.read_text())
 
 
 def fingerprint(path: str | Path, max_bytes: int = 256 << 20) -> str:
-    """sha256 over the data files' names, sizes and contents (head and tail past ``max_bytes``)."""
+    """sha256 over the files' names, sizes and contents (head and tail past ``max_bytes``): a data
+    file or folder of shards, or any single file (a spec)."""
     digest = hashlib.sha256()
-    for file in table_files(path):
+    files = [Path(path)] if Path(path).is_file() else table_files(path)
+    for file in files:
         size = file.stat().st_size
         digest.update(f"{file.name}:{size}:".encode())
         with open(file, "rb") as handle:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs, load_log
+from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs, load_log, rare_line_warnings
 from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
 from mdrec.data.sequences import add_history, add_profile
 from mdrec.data.transform import Transform
@@ -22,7 +22,7 @@ from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import leave_one_out_profiles, model_family
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec, load_spec, with_domain_values
-from mdrec.training.run import RunDir, TrainConfig, fingerprint
+from mdrec.training.run import RunDir, TrainConfig
 
 Printer = Callable[[str], None]
 
@@ -77,16 +77,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         if not dist.chief:  # a multi-worker non-chief resumes from the chief's checkpoints, writes to scratch
             resume_from, run = run.checkpoints, RunDir(dist.scratch)
     streaming = config.stream or (dist is not None and dist.files_per_worker)
-    if run.exists():
-        previous, _ = run.read_config()
-        if asdict(previous) != asdict(config) and not overwrite:
-            changed = [k for k, v in asdict(config).items() if asdict(previous).get(k) != v]
-            raise MdrecError(f"run folder holds a run with a different configuration ({', '.join(changed)})",
-                             path=str(run.path), hint="use a new --out, or --overwrite to start over")
-        if overwrite and asdict(previous) != asdict(config):
-            import shutil
-
-            shutil.rmtree(run.path)
+    fingerprints = run.prepare(config, {"train": config.train, "valid": config.valid, "test": config.test,
+                                        "spec": spec_path}, overwrite=overwrite)
     log(f"reading {config.train}" + (" (streaming)" if streaming else ""))
     if streaming:
         if config.domain_batches:
@@ -102,6 +94,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         train_log = load_log(config.train, spec)
         transform = Transform.load(run.transform_path) if run.transform_path.is_file() \
             else Transform.fit(train_log, spec)
+    for warning in rare_line_warnings(train_log, spec) if not streaming else []:
+        log(warning)
     spec = with_domain_values(spec, transform.domains)
     valid_log = load_log(config.valid, spec, known_domains=transform.domains) if config.valid else None
     test_log = load_log(config.test, spec, known_domains=transform.domains) if config.test else None
@@ -127,8 +121,6 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         model = build_model(config.model, spec, transform, catalogue=catalogue,
                             **config.hyperparameters)  # bad parameters fail here
     if not run.exists():
-        fingerprints = {name: fingerprint(path) for name, path in
-                        (("train", config.train), ("valid", config.valid), ("test", config.test)) if path}
         run.write_config(config, spec, fingerprints)
         transform.save(run.transform_path)
         if catalogue is not None:
@@ -279,6 +271,7 @@ def load_trained(run_path: str | Path):
     from mdrec.models.registry import build_model
 
     run = RunDir(run_path).require()
+    run.read_metrics()  # a run killed before it finished: its best/ may hold an early epoch's weights
     config, _ = run.read_config()
     spec = run.load_spec()
     transform = Transform.load(run.transform_path)

@@ -7,7 +7,6 @@ seeded permutation. The sanity row predicts the training majority class.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +23,7 @@ from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json
 from mdrec.layers.mlp import MLP
 from mdrec.spec import load_spec
-from mdrec.training.run import RunDir, TrainConfig, fingerprint
+from mdrec.training.run import RunDir, TrainConfig
 from mdrec.transfer.user_feature import PretrainedUser, trainable_share
 
 USER = "user_id"  # the profile model's one input: raw user ids
@@ -125,18 +124,10 @@ def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: 
                                           "adapter_dim": adapter_dim, "hidden": list(hidden), "dropout": dropout,
                                           "target": target, "classes": classes})
     run = RunDir(out)
-    if run.exists():
-        previous, _ = run.read_config()
-        if asdict(previous) != asdict(config):
-            if not overwrite:
-                raise MdrecError("run folder holds a run with a different configuration", path=str(run.path),
-                                 hint="use a new --out, or --overwrite to start over")
-            import shutil
-
-            shutil.rmtree(run.path)
+    fingerprints = run.prepare(config, {"train": data, "spec": spec_path}, overwrite=overwrite)
     model = ProfileModel(config.hyperparameters["pretrained"], classes, mode, adapter_dim, hidden, dropout)
     if not run.exists():
-        run.write_config(config, load_spec(spec_path), {"train": fingerprint(data)})
+        run.write_config(config, load_spec(spec_path), fingerprints)
 
     def rows(name):
         return {USER: users[parts[name]]}, y[parts[name]]

@@ -1,0 +1,207 @@
+"""Fault injection: the probes of a careful user (bad bytes, truncated files, a log swapped under a
+resumable run, runs and writers killed mid-way) each get one clear error or a clean recovery."""
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from mdrec.cli import main
+from mdrec.data.io import read_file
+from mdrec.data.log import load_log
+from mdrec.errors import MdrecError
+from mdrec.export.versions import staged_version, versions
+from mdrec.fileio import atomic_directory
+from mdrec.lifelong.tasks import parse_tasks
+from mdrec.spec import load_spec
+from mdrec.training.run import TrainConfig
+from mdrec.training.workflow import evaluate_run, train_run
+from conftest import Crashed, crash_at, tiny_frame
+
+QUIET = lambda *_: None  # noqa: E731
+
+
+def _config(paths, **overrides):
+    base = dict(model="shared_bottom", train=str(paths["train"]), valid=str(paths["valid"]),
+                test=str(paths["test"]), epochs=2, batch_size=32, learning_rate=5e-3, patience=5, seed=0,
+                checkpoint_every=4, hyperparameters={"hidden": [8], "dropout": 0.0, "embeddings_l2": 0.0})
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+# ---------------------------------------------------------------------------------------------
+# resumable runs and changed inputs
+# ---------------------------------------------------------------------------------------------
+def test_a_killed_run_refuses_to_resume_on_a_swapped_log_or_spec(tmp_path, tiny_spec_path, tiny_splits, capsys):
+    # 420 rows / 32 = 14 batches an epoch: killed in epoch 2, after epoch 1's best/ was written.
+    with pytest.raises(Crashed):
+        train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "run", log=QUIET, on_batch=crash_at(18))
+    assert (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+    # The run is unfinished: evaluating it would score an early epoch's weights as the result.
+    with pytest.raises(MdrecError, match=r"no metrics.json yet .*finish it with the same `mdrec train`"):
+        evaluate_run(tmp_path / "run", tiny_splits["test"])
+
+    # Another log at the same path: resuming would train it with the old vocabularies.
+    tiny_frame(420, seed=7).to_csv(tiny_splits["train"], index=False)
+    argv = ["train", "--spec", str(tiny_spec_path), "--train", str(tiny_splits["train"]), "--valid",
+            str(tiny_splits["valid"]), "--test", str(tiny_splits["test"]), "--model", "shared_bottom",
+            "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "32", "--learning-rate", "5e-3",
+            "--patience", "5", "--checkpoint-every", "4", "--hidden", "8", "--dropout", "0",
+            "--embeddings-l2", "0"]
+    with pytest.raises(MdrecError, match=r"changed: the train data \(.*train.csv\)\); it will not resume"):
+        train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "run", log=QUIET)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the train data" in err and "--overwrite" in err and "Traceback" not in err
+
+    # An edited spec is refused the same way (vocabularies and widths come from it).
+    tiny_spec_path.write_text(tiny_spec_path.read_text().replace("embedding_dim: 2}", "embedding_dim: 3}", 1))
+    with pytest.raises(MdrecError, match=r"the spec file \(.*tiny.yaml\)"):
+        train_run(tiny_spec_path, _config(tiny_splits), tmp_path / "run", log=QUIET)
+
+    # --overwrite starts over on the new inputs and finishes.
+    metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "run", overwrite=True, log=QUIET)
+    assert metrics["tables"]["test"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad bytes in the files a user hands over
+# ---------------------------------------------------------------------------------------------
+def test_truncated_gzip_is_one_error_not_a_traceback(tmp_path, tiny_spec_path, capsys):
+    path = tmp_path / "train.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        tiny_frame(3000).to_csv(handle, index=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MdrecError, match=r"train.csv.gz: is truncated or damaged .*download the file again"):
+        load_log(path, load_spec(tiny_spec_path))
+    assert main(["spec", "check", str(tiny_spec_path), "--data", str(path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_non_utf8_files_name_their_first_bad_line(tmp_path):
+    frame = tiny_frame(20)
+    frame.loc[6, "title"] = "Café"
+    csv = tmp_path / "latin1.csv"
+    csv.write_bytes(frame.to_csv(index=False).encode("latin-1"))
+    # Line 8 of the file: the header, then data rows 1-7.
+    with pytest.raises(MdrecError, match=r"latin1.csv: is not UTF-8 text at line 8 .*iconv"):
+        read_file(csv)
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_bytes("name: tiny\n# Straße\nlabel: {column: click}\n".encode("latin-1"))
+    with pytest.raises(MdrecError, match=r"spec.yaml: is not UTF-8 text at line 2"):
+        load_spec(spec)
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_bytes("tasks:\n  - name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(MdrecError, match=r"tasks.yaml: is not UTF-8 text at line 2"):
+        parse_tasks(tasks)
+
+
+def test_two_columns_of_one_name_are_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("user_id,item_id,click,item_id\nu1,i1,1,i2\n")
+    with pytest.raises(MdrecError, match=r"two columns are named 'item_id' \(the second is column 4\)"):
+        read_file(path)
+    parquet = tmp_path / "fine.parquet"
+    pd.DataFrame({"item_id": ["i1"], "item_id.1": ["i2"]}).to_parquet(parquet)  # distinct names are fine
+    assert list(read_file(parquet).columns) == ["item_id", "item_id.1"]
+
+
+def test_a_bad_timestamp_is_blamed_on_its_own_row(tmp_path, tiny_spec_path):
+    frame = tiny_frame(30)
+    frame["ts"] = (1_700_000_000 + frame.index).astype(str)
+    frame.loc[11, "ts"] = "17000x0068"
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    with pytest.raises(MdrecError, match=r"column 'ts', row 12: '17000x0068' is neither unix seconds nor a date-time \(the rest"):
+        load_log(tmp_path / "log.csv", load_spec(tiny_spec_path))
+
+
+def test_a_line_seen_a_few_times_is_flagged_as_a_likely_typo(tmp_path, tiny_spec_path, tiny_splits):
+    frame = pd.read_csv(tiny_splits["train"])
+    frame.loc[3, "domain"] = "aa"
+    frame.to_csv(tiny_splits["train"], index=False)
+    messages = []
+    train_run(tiny_spec_path, _config(tiny_splits, epochs=1, test=None), tmp_path / "run", log=messages.append)
+    warnings = [m for m in messages if m.startswith("warning: line")]
+    assert len(warnings) == 1 and "'aa' has only 1 row(s)" in warnings[0] and "a typo of 'a'?" in warnings[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# writers killed mid-way (kill -9 of a child process)
+# ---------------------------------------------------------------------------------------------
+def _killed_child(code: str) -> None:
+    """Run ``code`` in a child Python that SIGKILLs itself inside the write; wait for it."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_writer_killed_inside_a_folder_write_leaves_the_old_folder_and_its_leftover_is_swept(tmp_path):
+    target = tmp_path / "best"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("epoch 1")
+    _killed_child(f"""
+        import os, signal
+        from mdrec.fileio import atomic_directory
+        with atomic_directory({str(target)!r}) as tmp:
+            (tmp / "weights").write_text("epoch 2, half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".best.")]
+    assert (target / "weights").read_text() == "epoch 1" and len(leftovers) == 1
+    # A live writer's folder must survive the sweep; the dead one's goes.
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".best.pid{live.pid}-inprogress.tmp").mkdir()
+        with atomic_directory(target) as tmp:
+            (tmp / "weights").write_text("epoch 3")
+        names = {p.name for p in tmp_path.iterdir()}
+        assert names == {"best", f".best.pid{live.pid}-inprogress.tmp"}
+    finally:
+        live.kill()
+        live.wait()
+    assert (target / "weights").read_text() == "epoch 3"
+
+
+def test_a_kill_between_the_two_renames_puts_the_previous_folder_back(tmp_path):
+    target = tmp_path / "checkpoints"
+    with atomic_directory(target) as tmp:
+        (tmp / "state").write_text("good")
+    os.replace(target, tmp_path / ".checkpoints.old")  # the state right after the first rename
+    with atomic_directory(target) as tmp:
+        assert (target / "state").read_text() == "good"  # recovered before the new write
+        (tmp / "state").write_text("newer")
+    assert (target / "state").read_text() == "newer" and not (tmp_path / ".checkpoints.old").exists()
+
+
+def test_an_export_killed_mid_way_publishes_nothing_and_the_next_export_sweeps_it(tmp_path):
+    model_dir = tmp_path / "export" / "ctr"
+    _killed_child(f"""
+        import os, signal
+        from mdrec.export.versions import staged_version
+        with staged_version({str(model_dir)!r}, 1) as tmp:
+            (tmp / "saved_model.pb").write_bytes(b"x" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert versions(model_dir) == [] and [p.name[:10] for p in model_dir.iterdir()] == [".tmp-1-pid"]
+    with staged_version(model_dir, 1) as tmp:
+        (tmp / "saved_model.pb").write_bytes(b"y")
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1"]
+
+
+def test_an_ab_report_folder_is_replaced_whole_and_never_over_other_files(tmp_path):
+    from mdrec.evaluation.report import write_report
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(MdrecError, match=r"holds files that are not an A/B report \(notes.txt\)"):
+        write_report(None, mixed)   # refused before any work: the result is never read
+    assert [p.name for p in mixed.iterdir()] == ["notes.txt"]
