@@ -96,6 +96,6 @@ def reload_and_serve(run_path, test_path, tmp_path):
     r = restore_for(run_path, test_path)
     model, spec, inputs = r.model, r.spec, r.inputs
     expected = predict(model, inputs)
-    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec)})
+    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec, r.transform)})
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
     return inputs, expected, served, served(**{k: tf.constant(v) for k, v in inputs.items()})

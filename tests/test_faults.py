@@ -205,3 +205,34 @@ def test_an_ab_report_folder_is_replaced_whole_and_never_over_other_files(tmp_pa
     with pytest.raises(MdrecError, match=r"holds files that are not an A/B report \(notes.txt\)"):
         write_report(None, mixed)   # refused before any work: the result is never read
     assert [p.name for p in mixed.iterdir()] == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# serving: values training would refuse are refused, naming the input
+# ---------------------------------------------------------------------------------------------
+def test_the_serving_signature_refuses_values_training_refuses(tmp_path, tiny_spec_path, tiny_splits):
+    import numpy as np
+    import tensorflow as tf
+
+    from conftest import reload_and_serve
+
+    train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "run", log=QUIET)
+    inputs, expected, served, got = reload_and_serve(tmp_path / "run", tiny_splits["test"], tmp_path)
+    np.testing.assert_allclose(got["probability"].numpy(), expected, rtol=1e-5, atol=1e-6)  # valid rows pass
+
+    def serve_with(name, value):
+        changed = np.array(inputs[name], dtype=np.float32, copy=True)
+        changed.reshape(len(changed), -1)[0, -1] = value      # row 0, last value
+        return served(**{k: tf.constant(changed if k == name else v) for k, v in inputs.items()})
+
+    for name, value in (("price", np.inf), ("price", 1e30), ("price", -1e30), ("vec", np.nan), ("vec", -np.inf)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name} needs values that are finite"):
+            serve_with(name, value)
+    # A nullable numeric feature's NaN means missing, as in training (the training mean stands in).
+    assert np.isfinite(serve_with("price", np.nan)["probability"].numpy()).all()
+    # The saved signature's [None, width] shapes are not enforced when it is called: checked in the graph.
+    for name in ("vec", "item_id_history"):
+        wide = {k: tf.constant(v) for k, v in inputs.items()}
+        wide[name] = tf.constant(np.concatenate([inputs[name], inputs[name][:, :1]], 1))
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name} needs (3|5) values per row"):
+            served(**wide)

@@ -79,7 +79,7 @@ def build_ctr(run_path: Path) -> FamilyExport:
     module.model = model  # tracks the variables and lookup tables the signature captures
     return FamilyExport(
         module=module,
-        signatures={"serving_default": ctr_signature(model, spec)},
+        signatures={"serving_default": ctr_signature(model, spec, r.transform)},
         warmup={"serving_default": warmup_batches(inputs)},
         references={"serving_default": lambda batch: {"probability": predict(model, batch)}},
         assets={"spec.yaml": run.spec_path, "transform.json": run.transform_path,

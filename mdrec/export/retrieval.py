@@ -58,19 +58,19 @@ def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 
 
     @tf.function(input_signature=[query_spec])
     def serve(features):
-        with tf.control_dependencies(check_request(features, spec)):
+        with tf.control_dependencies(check_request(features, spec, r.transform)):
             query = tf.identity(model.query_embedding(features, training=False))
         scores, ids = top(query, model.encoder.domain_index(features))
         return {"item_ids": ids, "scores": scores}
 
     @tf.function(input_signature=[query_spec])
     def query_embedding(features):
-        with tf.control_dependencies(check_request(features, spec)):
+        with tf.control_dependencies(check_request(features, spec, r.transform)):
             return {"embedding": tf.identity(model.query_embedding(features, training=False))}
 
     @tf.function(input_signature=[item_spec])
     def item_embedding(features):
-        with tf.control_dependencies(check_request(features, spec)):
+        with tf.control_dependencies(check_request(features, spec, r.transform)):
             return {"embedding": tf.identity(model.candidate_embedding(features, training=False))}
 
     module = tf.Module()
