@@ -236,3 +236,19 @@ def test_the_serving_signature_refuses_values_training_refuses(tmp_path, tiny_sp
         wide[name] = tf.constant(np.concatenate([inputs[name], inputs[name][:, :1]], 1))
         with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name} needs (3|5) values per row"):
             served(**wide)
+
+
+def test_an_overlong_id_or_text_is_refused_with_its_row(tmp_path, tiny_spec_path):
+    from mdrec.data.log import MAX_ID_CHARS, MAX_TEXT_CHARS
+
+    spec = load_spec(tiny_spec_path)
+    for column, length, limit in (("item_id", MAX_ID_CHARS + 1, "1,000"), ("title", MAX_TEXT_CHARS + 1, "100,000")):
+        frame = tiny_frame(10)
+        frame.loc[4, column] = "x" * length
+        frame.to_csv(tmp_path / "log.csv", index=False)
+        with pytest.raises(MdrecError, match=rf"column '{column}', row 5: value of {length:,} characters .* is {limit}\)"):
+            load_log(tmp_path / "log.csv", spec)
+    frame = tiny_frame(10)
+    frame.loc[4, "item_id"] = "x" * MAX_ID_CHARS      # at the limit: accepted
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    assert load_log(tmp_path / "log.csv", spec).frame["item_id"][4] == "x" * MAX_ID_CHARS
