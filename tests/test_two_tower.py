@@ -298,8 +298,8 @@ def test_specs_without_time_use_training_profiles_and_never_held_out_clicks(tmp_
 
 
 def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spec_path, tiny_splits):
-    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers="shared", item_encoder="id",
-                                                 item_bias=False)
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers="shared", item_bias=False)
+    assert model.item_encoder.mode == "id"      # auto resolves to ids: both sides are rows of the id table
     assert model.embedding_dim == spec.item_id.embedding_dim and model.query_tower is None
     rows = np.arange(300, 306)   # late rows: their users have earlier clicks
     x = _batch(inputs, rows)
@@ -322,7 +322,7 @@ def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spe
 
 @pytest.mark.parametrize("params, message", [
     ({"towers": "mixed"}, "towers must be one of mlp, shared"),
-    ({"towers": "shared"}, "towers=shared reads the item id table, and item_encoder=hybrid"),
+    ({"towers": "shared", "item_encoder": "hybrid"}, "towers=shared reads the item id table, and item_encoder=hybrid"),
 ])
 def test_shared_towers_refuse_what_they_cannot_read(tiny_spec_path, tiny_splits, params, message):
     with pytest.raises(ValueError, match=message):

@@ -114,6 +114,8 @@ class TwoTower(tf_keras.Model):
                                       user_feature=pretrained_user(pretrained, transfer_mode, adapter_dim))
         # The candidate tower reads the item through an item encoder: its ID, its content or both
         # (mdrec.layers.item_encoders); in content mode the history is embedded by content too.
+        if towers == "shared" and item_encoder == "auto":  # both sides are item-table rows: ids only
+            item_encoder = "id"
         self.item_encoder = ItemEncoder(spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
                                         frozen_text=frozen_text, hybrid_combine=hybrid_combine,
                                         catalogue=catalogue, dropout=dropout, name="item_encoder")
