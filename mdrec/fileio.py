@@ -7,7 +7,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -102,26 +104,33 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = True) -> Iterat
         raise
 
 
-_WRITER = re.compile(r"(?:^|-)pid(\d+)-")
+_WRITER = re.compile(r"(?:^|-)pid(\d+)h([0-9a-f]{8})-")
+
+
+def writer_mark(pid: int | None = None) -> str:
+    """"pid<pid>h<host tag>": who writes a temporary folder, so a later writer can tell a dead
+    writer's leftovers from live work. The host tag keeps a folder shared between machines safe:
+    another host's pids mean nothing here, so its folders are never judged."""
+    host = zlib.crc32(socket.gethostname().encode()) & 0xFFFFFFFF
+    return f"pid{os.getpid() if pid is None else pid}h{host:08x}"
 
 
 def writer_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
-    """A new temporary folder in ``parent`` named ``prefix`` + "pid<this process>-...": the pid lets a
-    later writer tell a dead writer's leftovers from a live one's work in progress."""
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}pid{os.getpid()}-", suffix=suffix, dir=parent))
+    """A new temporary folder in ``parent`` named ``prefix`` + :func:`writer_mark` + "-..."."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{writer_mark()}-", suffix=suffix, dir=parent))
 
 
 def remove_dead_writers_temps(parent: str | os.PathLike, prefix: str) -> list[Path]:
-    """Delete the folders :func:`writer_temp_dir` made in ``parent`` with ``prefix`` whose process is
-    gone (killed mid-write); returns them. Live writers' folders (same machine) are kept; on a folder
-    shared between machines a pid says nothing, so only same-host leftovers should be expected gone."""
+    """Delete the folders :func:`writer_temp_dir` made in ``parent`` with ``prefix`` by a process of
+    this host that is gone (killed mid-write); returns them. Live writers' folders are kept."""
     removed = []
     parent = Path(parent)
     if not parent.is_dir():
         return removed
+    here = writer_mark(0).split("h")[1]
     for child in parent.iterdir():
         match = _WRITER.search(child.name[len(prefix):]) if child.name.startswith(prefix) else None
-        if match and child.is_dir() and not _alive(int(match.group(1))):
+        if match and match.group(2) == here and child.is_dir() and not _alive(int(match.group(1))):
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
     return removed

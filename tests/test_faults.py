@@ -17,7 +17,7 @@ from mdrec.data.io import read_file
 from mdrec.data.log import load_log
 from mdrec.errors import MdrecError
 from mdrec.export.versions import staged_version, versions
-from mdrec.fileio import atomic_directory
+from mdrec.fileio import atomic_directory, writer_mark
 from mdrec.lifelong.tasks import parse_tasks
 from mdrec.spec import load_spec
 from mdrec.training.run import TrainConfig
@@ -149,7 +149,7 @@ def test_a_writer_killed_inside_a_folder_write_leaves_the_old_folder_and_its_lef
         (tmp / "weights").write_text("epoch 1")
     _killed_child(f"""
         import os, signal
-        from mdrec.fileio import atomic_directory
+        from mdrec.fileio import atomic_directory, writer_mark
         with atomic_directory({str(target)!r}) as tmp:
             (tmp / "weights").write_text("epoch 2, half")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -159,11 +159,13 @@ def test_a_writer_killed_inside_a_folder_write_leaves_the_old_folder_and_its_lef
     # A live writer's folder must survive the sweep; the dead one's goes.
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / f".best.pid{live.pid}-inprogress.tmp").mkdir()
+        (tmp_path / f".best.{writer_mark(live.pid)}-inprogress.tmp").mkdir()
+        (tmp_path / f".best.pid{live.pid + 1}h00000000-elsewhere.tmp").mkdir()   # another host's: never judged
         with atomic_directory(target) as tmp:
             (tmp / "weights").write_text("epoch 3")
         names = {p.name for p in tmp_path.iterdir()}
-        assert names == {"best", f".best.pid{live.pid}-inprogress.tmp"}
+        assert names == {"best", f".best.{writer_mark(live.pid)}-inprogress.tmp",
+                         f".best.pid{live.pid + 1}h00000000-elsewhere.tmp"}
     finally:
         live.kill()
         live.wait()

@@ -1,7 +1,7 @@
 """Versioned model folders as TF Serving polls them: export/MODEL/<integer version>/.
 
 TF Serving's file-system source loads every all-digit subfolder it sees, so a version must appear
-complete or not at all: it is written under a hidden temporary name (``.tmp-<version>-pid<pid>-xxxx``, never
+complete or not at all: it is written under a hidden temporary name (``.tmp-<version>-pid<pid>h<host>-xxxx``, never
 all digits) in the same folder and renamed when complete. Old versions are renamed to a hidden name
 before they are deleted, for the same reason. An export killed mid-way leaves its hidden folder; the
 next export to the model removes it (its pid is gone).
