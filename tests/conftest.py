@@ -48,6 +48,17 @@ def tiny_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     })
 
 
+def tiny_config(paths: dict, **overrides):
+    """A small shared-bottom TrainConfig over ``write_tiny_splits``' files (fields overridable)."""
+    from mdrec.training.run import TrainConfig
+
+    base = dict(model="shared_bottom", train=str(paths["train"]), valid=str(paths["valid"]),
+                test=str(paths["test"]), epochs=3, batch_size=32, learning_rate=5e-3, patience=5, seed=0,
+                checkpoint_every=4, hyperparameters={"hidden": [16], "dropout": 0.0, "embeddings_l2": 0.0})
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
 class Crashed(Exception):
     """Raised inside training by :func:`crash_at`: a kill at a known step."""
 

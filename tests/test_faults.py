@@ -20,19 +20,15 @@ from mdrec.export.versions import staged_version, versions
 from mdrec.fileio import atomic_directory, writer_mark
 from mdrec.lifelong.tasks import parse_tasks
 from mdrec.spec import load_spec
-from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import evaluate_run, train_run
-from conftest import Crashed, crash_at, tiny_frame
+from conftest import Crashed, crash_at, tiny_config, tiny_frame
 
 QUIET = lambda *_: None  # noqa: E731
 
 
 def _config(paths, **overrides):
-    base = dict(model="shared_bottom", train=str(paths["train"]), valid=str(paths["valid"]),
-                test=str(paths["test"]), epochs=2, batch_size=32, learning_rate=5e-3, patience=5, seed=0,
-                checkpoint_every=4, hyperparameters={"hidden": [8], "dropout": 0.0, "embeddings_l2": 0.0})
-    base.update(overrides)
-    return TrainConfig(**base)
+    return tiny_config(paths, **{"epochs": 2, "hyperparameters": {"hidden": [8], "dropout": 0.0, "embeddings_l2": 0.0},
+                                 **overrides})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from mdrec.data.log import load_log
 from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streaming_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
-from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import evaluate_run, train_run
-from conftest import Crashed, crash_at, reload_and_serve
+from conftest import Crashed, crash_at, reload_and_serve, tiny_config
 
 
 def _same_tables(a, b):
@@ -23,12 +22,7 @@ def _same_tables(a, b):
     pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b))
 
 
-def _config(paths, **overrides):
-    base = dict(model="shared_bottom", train=str(paths["train"]), valid=str(paths["valid"]),
-                test=str(paths["test"]), epochs=3, batch_size=32, learning_rate=5e-3, patience=5, seed=0,
-                checkpoint_every=4, hyperparameters={"hidden": [16], "dropout": 0.0, "embeddings_l2": 0.0})
-    base.update(overrides)
-    return TrainConfig(**base)
+_config = tiny_config
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_spec_path, tiny_splits):

@@ -411,11 +411,7 @@ def ctr_baselines_of(run: RunDir, config: TrainConfig, spec: Spec, *, cache: dic
     validation (searched again on its validation file for runs that recorded none), or ([], why not)."""
     if not config.train or not Path(config.train).exists():
         return [], f"no baseline rows: the run's training file {config.train} is not there"
-    metrics = run.read_metrics() if run.metrics_path.is_file() else {}
-    chosen = {}
-    if "alpha" in metrics.get("baseline", {}):
-        chosen[MEAN] = {"alpha": metrics["baseline"]["alpha"]}
-    chosen.update({n: b["settings"] for n, b in metrics.get("baselines", {}).items() if not b.get("skipped")})
+    chosen = _chosen_baseline_settings(run) or {}
     key = ("ctr baselines", config.train, json.dumps(chosen, sort_keys=True))
     if cache is not None and key in cache:
         return cache[key], None
@@ -462,12 +458,15 @@ def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str |
 
 
 def _chosen_baseline_settings(run: RunDir) -> dict[str, dict] | None:
-    """The baseline settings a retrieval run chose on its validation split (None before they were
-    recorded: the search runs again on the run's validation file)."""
+    """The sanity rows' settings a run chose on its validation split, by row name (the CTR mean's
+    alpha included); None before they were recorded: the search then runs again on the run's
+    validation file."""
     if not run.metrics_path.is_file():
         return None
-    recorded = run.read_metrics().get("baselines", {})
-    return {name: b["settings"] for name, b in recorded.items() if "skipped" not in b} or None
+    metrics = run.read_metrics()
+    chosen = {MEAN: {"alpha": metrics["baseline"]["alpha"]}} if "alpha" in metrics.get("baseline", {}) else {}
+    chosen.update({name: b["settings"] for name, b in metrics.get("baselines", {}).items() if "skipped" not in b})
+    return chosen or None
 
 
 def _report(spec: Spec, log: Log, scores: np.ndarray) -> pd.DataFrame:
