@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set and put back
+    os.umask(mask)
+    return mask
+
+
 def _umask_mode() -> int:
     # mkstemp creates files 0600; published files get the mode an ordinary open() would give.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -117,7 +121,11 @@ def writer_mark(pid: int | None = None) -> str:
 
 def writer_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> Path:
     """A new temporary folder in ``parent`` named ``prefix`` + :func:`writer_mark` + "-..."."""
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{writer_mark()}-", suffix=suffix, dir=parent))
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{writer_mark()}-", suffix=suffix, dir=parent))
+    # mkdtemp makes it 0700; once renamed it is an ordinary folder (a report, an export TF Serving
+    # reads as another user), so it gets the mode os.mkdir would give.
+    path.chmod(0o777 & ~_umask())
+    return path
 
 
 def remove_dead_writers_temps(parent: str | os.PathLike, prefix: str) -> list[Path]:

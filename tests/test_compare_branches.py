@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,8 @@ def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_p
     printed = capsys.readouterr().out
     assert "cold items (absent from training)" in printed and "baseline: popularity per line" in printed
     report = json.loads((out / "report.json").read_text())
+    assert report["files"] == {"report.md": "report.md", "report.json": "report.json", "plot": "popularity.png"}
+    assert Path(report["command"]["spec"]).is_absolute() and Path(report["command"]["files"]["test"]).is_absolute()
     assert (out / "popularity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
     for title in ("all items", "warm items", "cold items", "by item popularity"):

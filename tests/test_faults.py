@@ -250,3 +250,14 @@ def test_an_overlong_id_or_text_is_refused_with_its_row(tmp_path, tiny_spec_path
     frame.loc[4, "item_id"] = "x" * MAX_ID_CHARS      # at the limit: accepted
     frame.to_csv(tmp_path / "log.csv", index=False)
     assert load_log(tmp_path / "log.csv", spec).frame["item_id"][4] == "x" * MAX_ID_CHARS
+
+
+def test_a_published_folder_gets_the_umask_mode_not_the_temp_folder_s(tmp_path):
+    # A report or an export is read by other users (a web server, TF Serving): not 0700 as mkdtemp makes it.
+    before = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "report") as tmp:
+            (tmp / "report.md").write_text("x")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "report").stat().st_mode & 0o777 == 0o755

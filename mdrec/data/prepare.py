@@ -10,6 +10,8 @@ line, and returns one log with a split per row. :func:`prepare` writes that log 
 
 Nothing is dropped silently: every removed row is counted under ``dropped`` in ``prepare.json``.
 Raw data never ships with the project (licences); the code takes the source folder as an argument.
+Paths in ``prepare.json`` are absolute or relative to its folder (:mod:`mdrec.records`);
+:func:`read_prepared` resolves them from any working directory.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import functools
 import gzip
 import hashlib
 import itertools
+import json
 import os
 import time
 import zlib
@@ -33,11 +36,16 @@ import pandas as pd
 from mdrec.data.splits import leave_last_out, stratified_random_split, time_split
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json, atomic_write_table
+from mdrec.progress import progress, reading
+from mdrec.records import recorded_path, resolve_recorded
 
-__all__ = ["DATASETS", "FORMATS", "Prepared", "prepare", "sample_negatives", "stratified_random_split"]
+__all__ = ["DATASETS", "FORMATS", "Prepared", "prepare", "read_prepared", "sample_negatives",
+           "stratified_random_split"]
 
 FORMATS = {"parquet": None, "csv": ",", "tsv": "\t"}
 SPLITS = ("train", "valid", "test")
+RECORD = "prepare.json"
+SPECS = Path(__file__).resolve().parents[2] / "feature_specs"  # the checkout's specs, one per dataset
 
 
 @dataclass
@@ -90,12 +98,12 @@ def prepare(name: str, source: str | os.PathLike, out: str | os.PathLike, *, see
 
     out.mkdir(parents=True, exist_ok=True)
     log = prepared.log.reset_index(drop=True)
-    files = {"log": f"log.{fmt}"}
-    atomic_write_table(log, out / files["log"], fmt)
-    for code, split_name in enumerate(SPLITS):
-        files[split_name] = f"{split_name}.{fmt}"
-        atomic_write_table(log[prepared.split == code].reset_index(drop=True), out / files[split_name], fmt)
+    files = {part: f"{part}.{fmt}" for part in ("log", *SPLITS)}  # relative to out, prepare.json's folder
+    for part in progress(list(files), label=f"writing {', '.join(files.values())}", unit="table"):
+        table = log if part == "log" else log[prepared.split == SPLITS.index(part)].reset_index(drop=True)
+        atomic_write_table(table, out / files[part], fmt)
 
+    record = out / RECORD
     summary: dict[str, Any] = {
         "dataset": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -107,13 +115,36 @@ def prepare(name: str, source: str | os.PathLike, out: str | os.PathLike, *, see
         "columns": {column: str(dtype) for column, dtype in log.dtypes.items()},
         "label": prepared.label,
     }
-    spec = Path(__file__).resolve().parents[2] / "feature_specs" / f"{name}.yaml"
+    spec = SPECS / f"{name}.yaml"
     if spec.is_file():
-        summary["feature_spec"] = f"feature_specs/{spec.name}"
+        summary["feature_spec"] = recorded_path(spec, record)
     summary.update(_statistics(log, prepared.split, prepared.positive))
     summary.update(prepared.notes)
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    atomic_write_json(out / "prepare.json", summary)
+    atomic_write_json(record, summary)
+    return summary
+
+
+def read_prepared(folder: str | os.PathLike) -> dict:
+    """A prepared folder's ``prepare.json`` with its paths resolved to Paths usable from any working
+    directory: ``files`` (log, train, valid, test), ``feature_spec`` (when recorded), ``source``.
+
+    Records written before paths were relative to the record (``feature_spec`` was relative to the
+    checkout) still read: such a spec is looked up by name in the checkout's feature_specs/.
+    """
+    record = Path(folder) / RECORD
+    if not record.is_file():
+        raise MdrecError(f"not a prepared folder (no {RECORD})", path=str(folder),
+                         hint="write one with `mdrec data prepare NAME --source RAW --out FOLDER`")
+    summary = json.loads(record.read_text(encoding="utf-8"))
+    summary["files"] = {name: resolve_recorded(file, record) for name, file in summary.get("files", {}).items()}
+    if "source" in summary:
+        summary["source"] = resolve_recorded(summary["source"], record)
+    if "feature_spec" in summary:
+        spec = resolve_recorded(summary["feature_spec"], record)
+        if not spec.is_file() and (SPECS / spec.name).is_file():
+            spec = SPECS / spec.name
+        summary["feature_spec"] = spec
     return summary
 
 
@@ -187,9 +218,12 @@ def _read_tsv(path: Path, columns: list[_Col], *, header: bool, notes: dict) -> 
     expected = [c.header or c.name for c in columns]
     try:
         # Everything as text, no quoting (titles may hold quotes), blank lines kept so that row i is
-        # line i + 1 and error messages can point at the exact line.
-        raw = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False, na_values=[],
-                          quoting=csv.QUOTE_NONE, skip_blank_lines=False, encoding="utf-8")
+        # line i + 1 and error messages can point at the exact line. Read through a handle that
+        # reports progress (a large log takes a while); pandas decompresses it as it would the path.
+        with reading(path) as handle:
+            raw = pd.read_csv(handle, sep="\t", header=None, dtype=str, keep_default_na=False, na_values=[],
+                              quoting=csv.QUOTE_NONE, skip_blank_lines=False, encoding="utf-8",
+                              compression="gzip" if path.suffix == ".gz" else None)
     except FileNotFoundError:
         raise MdrecError("file not found", path=str(path)) from None
     except pd.errors.EmptyDataError:
@@ -312,7 +346,8 @@ def _source_file(folder: Path, name: str, dataset: str) -> Path:
 
 
 def _file_note(path: Path, rows: int) -> dict[str, Any]:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as handle:  # in blocks: a large log need not fit in memory twice
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest, "data_rows": int(rows)}
 
 

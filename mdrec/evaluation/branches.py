@@ -28,6 +28,7 @@ import pandas as pd
 from mdrec.data.log import LABEL, Log
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_file, atomic_write_json, atomic_write_text
+from mdrec.records import recorded_path
 from mdrec.retrieval.catalogue import Catalogue, item_keys
 
 BRANCHES = ("id", "content", "hybrid")
@@ -314,7 +315,9 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
         per_run.append({**entry, "tables": tables})
 
     report = _assemble(family, model, branches, seeds, per_run, facts, buckets)
-    report["command"] = {"spec": str(spec_path), "model": model, "files": files, "encoders": [b.label for b in branches],
+    report["command"] = {"spec": str(Path(spec_path).resolve()), "model": model,
+                         "files": {k: str(Path(v).resolve()) if v else v for k, v in files.items()},
+                         "encoders": [b.label for b in branches],
                          "seeds": seeds, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                          "patience": patience, "hyperparameters": hyperparameters, "buckets": buckets}
     report["wall_seconds"] = round(time.time() - started, 1)
@@ -482,7 +485,7 @@ def findings(report: dict) -> list[str]:
 def write_report(report: dict, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     paths = {"report.md": out / "report.md", "report.json": out / "report.json", "plot": out / "popularity.png"}
-    report["files"] = {k: str(v) for k, v in paths.items()}
+    report["files"] = {k: recorded_path(v, paths["report.json"]) for k, v in paths.items()}  # names beside it
     _plot(report, paths["plot"])
     atomic_write_text(paths["report.md"], _markdown(report))
     atomic_write_json(paths["report.json"], report)

@@ -1,4 +1,5 @@
-"""Statistics for offline A/B comparisons of two scorers on one log (numpy / scipy only).
+"""Statistics for offline A/B comparisons of two scorers on one log (numpy / scipy only; progress
+of long bootstraps through :mod:`mdrec.progress`).
 
 Everything here compares a control (A) and a treatment (B) scored on the *same* rows, so every
 interval and test is paired. Deltas are always B − A.
@@ -25,6 +26,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
+
+from mdrec.progress import Progress
 
 NAN = float("nan")
 # Metrics computed by paired_user_bootstrap, and which direction is an improvement.
@@ -244,15 +247,19 @@ def user_weights(n_users: int, n_bootstrap: int, seed: int, chunk: int) -> Itera
 
     Each replicate resamples the ``n_users`` users with replacement (multinomial counts). The
     chunks come from one seeded ``numpy.random.Generator`` drawing rows in order, so the
-    replicates depend on ``seed`` only, not on the chunk size.
+    replicates depend on ``seed`` only, not on the chunk size. A chunk counts as done when the
+    next one is asked for: the progress of a long bootstrap (stderr, see :mod:`mdrec.progress`)
+    then follows the caller's work on the chunks, which is the slow part.
     """
     rng = np.random.default_rng(seed)
     uniform = np.full(n_users, 1.0 / n_users)
     done = 0
-    while done < n_bootstrap:
-        c = min(chunk, n_bootstrap - done)
-        yield rng.multinomial(n_users, uniform, size=c).astype(np.float64)
-        done += c
+    with Progress(n_bootstrap, f"paired user bootstrap over {n_users:,} users", unit="resample") as bar:
+        while done < n_bootstrap:
+            c = min(chunk, n_bootstrap - done)
+            yield rng.multinomial(n_users, uniform, size=c).astype(np.float64)
+            done += c
+            bar.update(done)
 
 
 @dataclass

@@ -133,9 +133,10 @@ def warmup_batches(inputs: Batch, sizes: tuple[int, ...] = WARMUP_BATCH_SIZES,
 
 
 def first_existing(paths: list[str | None], run_path: Path) -> str:
+    """The first of the run's data files that exists, as an absolute path (export.json records it)."""
     for path in paths:
         if path and Path(path).exists():
-            return path
+            return str(Path(path).resolve())
     raise MdrecError("none of the run's data files (valid, test, train in config.json) exists, and the "
                      "warmup requests are built from real rows", path=str(run_path),
                      hint="put the run's data back at the paths its config.json names")

@@ -118,7 +118,8 @@ def _write_assets(built: FamilyExport, folder: Path, raw_config: dict, *, family
         "run": str(run.path.resolve()),
         "data_fingerprints": raw_config.get("data_fingerprints", {}),
         "signatures": {key: describe_signature(fn) for key, fn in built.signatures.items()},
-        "warmup": {"file": f"assets.extra/{WARMUP_FILE}",
+        # Paths here are relative to this file's folder (assets/) or absolute (mdrec.records).
+        "warmup": {"file": f"../assets.extra/{WARMUP_FILE}",
                    "records": sum(len(b) for b in built.warmup.values()),
                    "batch_sizes": sorted({len(next(iter(batch.values())))
                                           for batches in built.warmup.values() for batch in batches})},

@@ -90,7 +90,7 @@ def build_user_encoder(run_path: Path, top_k: int | None = None) -> FamilyExport
         metadata={"model": config["model"], "objective": config["objective"],
                   "architecture": config["architecture"], "pooling": config["pooling"], "dim": encoder.dim,
                   "max_length": encoder.max_length, "items": len(pretrained.item_vocabulary), "top_k": k,
-                  "warmup_source": "sequences.parquet", "warmup_rows": len(users)},
+                  "warmup_source": str((run.path / "sequences.parquet").resolve()), "warmup_rows": len(users)},
     )
 
 

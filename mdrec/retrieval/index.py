@@ -39,6 +39,7 @@ from tensorflow_recommenders.layers import factorized_top_k
 
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_directory, atomic_write_json
+from mdrec.progress import progress
 
 KINDS = ("scann", "brute_force")
 # Below this many items ScaNN scores every item with asymmetric hashing (no partitioning tree):
@@ -144,7 +145,8 @@ def exact_top_k(queries: Any, candidates: Any, k: int, *, allowed: np.ndarray | 
     block = int(max(1, min(num_q, block_bytes // max(1, 4 * n))))
     scores = np.empty((num_q, k), np.float32)
     indices = np.empty((num_q, k), np.int64)
-    for start in range(0, num_q, block):
+    for start in progress(range(0, num_q, block), label=f"exact top-{k} of {num_q:,} queries over {n:,} items",
+                          unit="block"):
         stop = min(num_q, start + block)
         mask = None if allowed is None else allowed[start:stop]
         if membership is not None:
@@ -418,7 +420,8 @@ class DomainIndex(tf.Module):
         self.identifiers = tf.Variable(ids, trainable=False, name="identifiers")
         self.domain_names = tf.Variable(domains, trainable=False, name="domain_names")
         self.indexes = []
-        for line, rows in zip(domains, member):
+        for line, rows in progress(list(zip(domains, member)), label=f"building a {kind} index per line",
+                                   unit="line"):
             rows = np.flatnonzero(rows)
             if len(rows) == 0:
                 raise MdrecError(f"line '{line}' has no items in its catalogue",
@@ -606,7 +609,9 @@ def tune(candidates: Any, queries: Any, *, k: int = 10, recall_target: float = 0
     batch = min(batch_size, len(q))
 
     table: list[dict] = []
-    for variant in grid:
+    # Cheapest first, stopping at the first that reaches the target: the bar rarely reaches its end.
+    for variant in progress(grid, label=f"tuning ScaNN: up to {len(grid)} search settings over {len(cand):,} items",
+                            unit="setting"):
         def run(x, v=variant):
             return searcher.search_batched_parallel(
                 x, final_num_neighbors=k, pre_reorder_num_neighbors=v.num_reordering_candidates,

@@ -21,6 +21,7 @@ from mdrec.data.pipeline import model_inputs
 from mdrec.errors import MdrecError
 from mdrec.evaluation.ranking import ranking_queries
 from mdrec.fileio import atomic_write_json
+from mdrec.records import recorded_path
 from mdrec.retrieval.index import KINDS, DomainIndex, exact_top_k, measure_qps, recall_against_exact, tune
 
 Printer = Callable[[str], None]
@@ -104,13 +105,15 @@ def index_run(run_path: str | Path, *, kind: str = "scann", k: int = 10, recall_
 
     folder = run.path / "index" / kind
     indexes[kind].save(folder)
-    report = {"run": str(run.path), "kind": kind, "k": k, "queries": len(rows), "query_source": str(data),
+    record = run.path / "index" / f"{kind}.json"  # its paths: absolute or relative to it (mdrec.records)
+    report = {"run": recorded_path(run.path, record), "kind": kind, "k": k, "queries": len(rows),
+              "query_source": recorded_path(data, record),
               "items": len(catalogue), "items_per_line": dict(zip(catalogue.domains,
                                                                    catalogue.membership.sum(1).tolist())),
               "scann_settings": {line: vars(layer.settings) for line, layer in
                                  zip(catalogue.domains, indexes["scann"].indexes)},
-              "measured": measured, "tuning": tuning, "saved": str(folder)}
-    atomic_write_json(run.path / "index" / f"{kind}.json", report)
+              "measured": measured, "tuning": tuning, "saved": recorded_path(folder, record)}
+    atomic_write_json(record, report)
     return report
 
 
