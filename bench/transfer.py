@@ -31,6 +31,7 @@ import pandas as pd
 import mdrec  # noqa: F401
 from mdrec.evaluation.metrics import table_to_markdown
 from mdrec.transfer.compare import VARIANTS, run_variant, summary
+from mdrec.transfer.report import write_variants_report
 
 
 def _line_files(data: Path, line: str, out: Path, fraction: float = 1.0) -> dict[str, str]:
@@ -100,6 +101,9 @@ def main() -> None:
     print(f"\ntarget line {args.target_line}: test AUC, mean ± std over seeds {args.seeds}\n")
     print(table_to_markdown(summary(rows)))
     print("\nrows per slice: " + json.dumps(rows[0]["rows"]))
+    report = write_variants_report(rows, args.out / "report", title=f"target line {args.target_line}: test AUC "
+                                   f"by the user's history, seeds {args.seeds}")
+    print(f"report: {report['report.html']}")
 
 
 if __name__ == "__main__":

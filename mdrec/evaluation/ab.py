@@ -40,6 +40,8 @@ from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log, parse_keys
 from mdrec.errors import MdrecError
 from mdrec.evaluation import metrics as M
 from mdrec.evaluation import stats
+from mdrec.progress import progress
+from mdrec.records import recorded_path
 from mdrec.spec import Spec, load_spec
 
 Printer = Callable[[str], None]
@@ -81,9 +83,17 @@ class ABResult:
     curves: dict = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
-    def summary(self) -> dict:
-        """Everything but the curves, JSON-ready (NaN -> null)."""
-        out = {"family": self.family, "settings": self.settings, "sides": self.sides, "notes": self.notes,
+    def summary(self, record: str | Path | None = None) -> dict:
+        """Everything but the curves, JSON-ready (NaN -> null). With ``record`` (the file it is
+        written to), its paths (the data, each side's) are absolute or relative to that file's
+        folder, as :func:`mdrec.records.recorded_path` writes them."""
+        settings, sides = dict(self.settings), {role: dict(side) for role, side in self.sides.items()}
+        if record is not None:
+            settings["data"] = recorded_path(settings["data"], record)
+            for side in sides.values():
+                if side["kind"] != "baseline":  # baseline:NAME is a name, not a path
+                    side["path"] = recorded_path(side["path"], record)
+        out = {"family": self.family, "settings": settings, "sides": sides, "notes": self.notes,
                "slices": _records(self.slices), "metrics": _records(self.metrics),
                "verdict": _records(self.verdict)}
         if self.ips is not None:
@@ -249,7 +259,8 @@ def _score_export(side: _Side, data: str | Path, batch_size: int = 4096) -> None
     serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
     names = list(serve.structured_input_signature[1])
     parts = []
-    for start in range(0, len(log_), batch_size):
+    for start in progress(range(0, len(log_), batch_size), label=f"scoring {len(log_):,} rows with {folder}",
+                          unit="batch"):
         batch = {name: tf.constant(inputs[name][start:start + batch_size]) for name in names}
         parts.append(np.asarray(serve(**batch)["probability"]).reshape(-1))
     side.scores, side.labels = np.concatenate(parts).astype(np.float64), log_.labels

@@ -7,18 +7,18 @@ deltas with their 95% intervals.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from mdrec.evaluation.html_report import figure_png, html_figures, html_list, html_page, html_table, report_folder
 from mdrec.evaluation.metrics import table_to_markdown
-from mdrec.errors import MdrecError
-from mdrec.fileio import atomic_directory, atomic_write_json, atomic_write_text
+from mdrec.evaluation.plots import Curve, draw_reliability, reliability_points
+from mdrec.fileio import atomic_write_json, atomic_write_text
+from mdrec.records import recorded_path
 
 if TYPE_CHECKING:
     from mdrec.evaluation.ab import ABResult
@@ -56,17 +56,16 @@ def write_report(result: "ABResult", out: str | Path) -> dict[str, Path]:
     of its own: a folder holding anything else is refused rather than replaced.
     """
     out = Path(out)
-    if out.is_dir():
-        other = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
-        if other:
-            raise MdrecError(f"holds files that are not an A/B report ({', '.join(other[:5])}); the report folder "
-                             "is replaced as a whole", path=str(out), hint="pass a folder of its own, e.g. reports/NAME")
-    figures = _figures(result)
     paths = {name: out / name for name in REPORT_FILES}
-    with atomic_directory(out) as tmp:
+    with report_folder(out, REPORT_FILES, "an A/B report") as tmp:
+        figures = _figures(result)
         atomic_write_text(tmp / "report.md", _markdown(result))
         atomic_write_text(tmp / "report.html", _html(result, figures))
-        atomic_write_json(tmp / "summary.json", {**result.summary(), "files": {k: str(v) for k, v in paths.items()}})
+        # Paths in summary.json are relative to the report folder or absolute (mdrec.records), so
+        # it still reads after the folder moves or from another working directory.
+        record = paths["summary.json"]
+        atomic_write_json(tmp / "summary.json", {**result.summary(record),
+                                                 "files": {k: recorded_path(v, record) for k, v in paths.items()}})
     return paths
 
 
@@ -110,80 +109,53 @@ def _metric_table(result: "ABResult") -> pd.DataFrame:
     return result.metrics[[c for c in _METRIC_COLUMNS if c in result.metrics.columns]].set_index("slice")
 
 
-def _html_table(table: pd.DataFrame) -> str:
-    return table.to_html(na_rep="-", float_format=lambda v: f"{v:.4f}", border=0, classes="t")
-
-
 def _html(result: "ABResult", figures: dict[str, str]) -> str:
     from mdrec.evaluation.ab import legend
 
     esc = html.escape
-    body = [f"<h1>Offline A/B ({esc(result.family)}): treatment vs control</h1>", "<ul>"]
-    body += [f"<li>{esc(line)}</li>" for line in _header_lines(result)]
-    body += ["</ul>", "<h2>Verdict per slice</h2>", _html_table(result.verdict),
-             f"<p class='legend'>{esc(legend(result.settings['alpha'], result.family))}</p>"]
-    for title, png in figures.items():
-        body += [f"<h2>{esc(title)}</h2>", f"<img alt='{esc(title)}' src='data:image/png;base64,{png}'>"]
+    body = [f"<h1>Offline A/B ({esc(result.family)}): treatment vs control</h1>", *html_list(_header_lines(result)),
+            "<h2>Verdict per slice</h2>", html_table(result.verdict),
+            f"<p class='legend'>{esc(legend(result.settings['alpha'], result.family))}</p>", *html_figures(figures)]
     if result.ips is not None:
-        body += ["<h2>Click rate under each policy (IPS / SNIPS estimates)</h2>", _html_table(result.ips)]
-    body += ["<h2>All metrics</h2>", _html_table(_metric_table(result)), "<h2>Slices</h2>",
-             _html_table(result.slices)]
+        body += ["<h2>Click rate under each policy (IPS / SNIPS estimates)</h2>", html_table(result.ips)]
+    body += ["<h2>All metrics</h2>", html_table(_metric_table(result)), "<h2>Slices</h2>",
+             html_table(result.slices)]
     if result.notes:
-        body += ["<h2>Notes</h2>", "<ul>"] + [f"<li>{esc(n)}</li>" for n in result.notes] + ["</ul>"]
-    body += ["<h2>Method</h2>", "<ul>"]
-    body += [f"<li>{esc(item.strip())}</li>" for item in METHOD.replace("\n  ", " ").split("* ") if item.strip()]
-    body += ["</ul>"]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table.t{border-collapse:collapse;font-size:13px;margin:1em 0}"
-             "table.t td,table.t th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-             "img{max-width:100%}.legend{font-size:12px;color:#555}")
-    return ("<!doctype html>\n<html><head><meta charset='utf-8'><title>mdrec offline A/B</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+        body += ["<h2>Notes</h2>", *html_list(result.notes)]
+    body += ["<h2>Method</h2>",
+             *html_list(item.strip() for item in METHOD.replace("\n  ", " ").split("* ") if item.strip())]
+    return html_page("mdrec offline A/B", body)
 
 
 # --------------------------------------------------------------------------------------------
 # plots
 # --------------------------------------------------------------------------------------------
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def _figures(result: "ABResult") -> dict[str, str]:
     figures = {}
     if result.curves:
-        figures["ROC and calibration curves (all rows)"] = _png(_curves_figure(result.curves))
-    figures["Deltas per slice with 95% intervals"] = _png(_delta_figure(result.metrics))
+        figures["ROC and calibration curves (all rows)"] = figure_png(_curves_figure(result.curves))
+    figures["Deltas per slice with 95% intervals"] = figure_png(_delta_figure(result.metrics))
     return figures
 
 
 def _curves_figure(curves: dict):
     from matplotlib.figure import Figure
-    from sklearn.calibration import calibration_curve
     from sklearn.metrics import roc_curve
 
     y = curves["labels"]
     figure = Figure(figsize=(10, 4.2))
     roc, cal = figure.subplots(1, 2)
-    top = 0.0
+    calibration = []
     for role, letter in (("control", "A"), ("treatment", "B")):
         p = curves[role]
         if 0 < y.sum() < len(y):
             fpr, tpr, _ = roc_curve(y, p)
             roc.plot(fpr, tpr, label=f"{role} ({letter})")
-            # quantile bins: click probabilities crowd near 0, equal-width bins would be mostly empty
-            observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
-            cal.plot(predicted, observed, marker="o", label=f"{role} ({letter})")
-            top = max(top, float(np.max(predicted)), float(np.max(observed)))
+            calibration.append(Curve(f"{role} ({letter})", *reliability_points(y, p)))
     roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     roc.legend(loc="lower right")
-    top = top * 1.05 or 1.0
-    cal.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
-    cal.set(xlabel="mean predicted CTR (decile of scores)", ylabel="observed CTR", title="calibration",
-            xlim=(0, top), ylim=(0, top))
-    cal.legend(loc="upper left")
+    draw_reliability(cal, calibration, "calibration")
     return figure
 
 

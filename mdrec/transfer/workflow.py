@@ -3,7 +3,8 @@
 ctr and retrieval train an ordinary mdrec run (any CTR model but 'separate', or two_tower) whose
 feature encoder also reads the pretrained user vector (``pretrained`` / ``transfer_mode``
 hyperparameters, so evaluate, compare, ab and export treat it like any run); profile trains
-:mod:`mdrec.transfer.profile`'s user-attribute classifier.
+:mod:`mdrec.transfer.profile`'s user-attribute classifier. A ctr run with a test log also gets
+RUN/report/ (report.md, report.html): its test AUC by the user's history, beside the sanity rows.
 """
 from __future__ import annotations
 
@@ -55,10 +56,16 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                                           "transfer_mode": mode, "adapter_dim": adapter_dim})
     metrics = train_run(spec_path, config, out, overwrite=overwrite, log=log)
     if task == "ctr" and test:
+        from mdrec.records import recorded_path
+        from mdrec.transfer.report import write_slices_report
         from mdrec.transfer.slices import ctr_slices
 
         table = ctr_slices(out, test)
         metrics["slices"] = {"test": table.reset_index().to_dict(orient="records")}
+        report = write_slices_report(table, Path(out) / "report",
+                                     title=f"{model} + pretrained user encoder ({mode}): test by history")
+        # relative to metrics.json (mdrec.records): the run folder may move as a whole
+        metrics["report"] = {name: recorded_path(path, Path(out) / "metrics.json") for name, path in report.items()}
         atomic_write_json(Path(out) / "metrics.json", {k: v for k, v in metrics.items() if not k.startswith("_")})
         metrics["_slices"] = table
     return metrics
