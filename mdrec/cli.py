@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from mdrec.errors import MdrecError
 
@@ -44,21 +45,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class ShowDefaults(argparse.HelpFormatter):
-    """--help appends "(default: X)" to every option with a default (not to None or False ones)."""
+    """--help appends "(default: X)" to every option with a default (not to None, False or empty
+    ones, nor where the help already states its default)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("%(default)" in text or action.default is None or action.default is False
+        if ("default" in text or action.default is None or action.default is False
                 or action.default == argparse.SUPPRESS or not action.option_strings):
             return text
         if isinstance(action.default, list) and not action.default:
             return text
-        return text + " (default: %(default)s)"
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+class Parser(argparse.ArgumentParser):
+    """Every command's parser (subcommands inherit the class) shows its defaults in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        # argparse prints no help line for an option without help text, so the default would not show.
+        default = kwargs.get("default")
+        shown = not (default is None or default is False or default == [] or default == argparse.SUPPRESS)
+        if kwargs.get("help") is None and shown:
+            kwargs["help"] = "(default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdrec", description="Multi-domain CTR prediction and "
-                                     "ID-based transfer between business lines.")
+    parser = Parser(prog="mdrec", description="Multi-domain CTR prediction and ID-based transfer between "
+                    "business lines.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="generate the synthetic log, train, print per-domain metrics")
@@ -123,10 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a CTR or retrieval model into a run folder (resumes if interrupted)")
     p.add_argument("--spec", required=True)
     p.add_argument("--train", required=True)
-    p.add_argument("--valid", help="validation log (early stopping on its AUC)")
+    p.add_argument("--valid", help="validation log (early stopping: its AUC; Recall@50 for two_tower)")
     p.add_argument("--test", help="test log (metrics written to metrics.json)")
     p.add_argument("--model", default="star", choices=("star", "shared_bottom", "separate", "mmoe", "two_tower"),
-                   help="CTR: star (default), shared_bottom, separate, mmoe; retrieval: two_tower")
+                   help="CTR: star, shared_bottom, separate, mmoe; retrieval: two_tower")
     p.add_argument("--domain-batches", action="store_true",
                    help="draw every batch from one domain (as the STAR paper trains)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -136,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=2, help="epochs without validation AUC gain before stopping")
+    p.add_argument("--patience", type=int, default=2, help="epochs without a gain in the validation score "
+                   "(AUC; Recall@50 for two_tower) before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--hidden", help="hidden widths, comma separated (default: the model's, e.g. 256,128,64 "
@@ -159,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
 
     p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (autoregressive, "
-                       "mlm or contrastive; resumes if interrupted)", formatter_class=ShowDefaults)
+                       "mlm or contrastive; resumes if interrupted)")
     p.add_argument("--spec", required=True, help="feature spec YAML")
     p.add_argument("--data", required=True, help="the source log (a file, a folder of shards, or a prepared folder: "
                    "its train split)")
@@ -249,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="run folders")
     p.add_argument("--data", required=True, help="the log to evaluate on (e.g. a test split)")
     p.add_argument("--out", help="also write the table as CSV here")
+    p.add_argument("--report", metavar="DIR", help="also write a report folder: report.md, report.html (AUC per "
+                   "line over seeds, reliability diagram per line) and table.csv, replaced as a whole")
     p.set_defaults(func=_compare)
 
     p = sub.add_parser("compare-branches", help="ID vs content: train one backbone with each item encoder "
@@ -512,6 +533,8 @@ def _print_pretrain_metrics(metrics: dict) -> None:
 
 def _transfer(args) -> int:
     from mdrec.evaluation.metrics import format_table
+    from mdrec.records import resolve_recorded
+    from mdrec.training.run import RunDir
     from mdrec.transfer.workflow import transfer_run
 
     metrics = transfer_run(args.pretrained, args.spec, args.out, task=args.task, mode=args.mode, train=args.train,
@@ -530,6 +553,8 @@ def _transfer(args) -> int:
         if "_slices" in metrics:
             print("\ntest, by the user's target-line history and by source history:")
             print(format_table(metrics["_slices"]))
+            record = RunDir(args.out).metrics_path
+            print(f"report: {', '.join(str(resolve_recorded(p, record)) for p in metrics['report'].values())}")
     share = metrics.get("transfer", {})
     if share:
         print(f"\ntrainable encoder parameters: {share['encoder_trainable']:,} of {share['encoder_parameters']:,} "
@@ -583,17 +608,20 @@ def _ranking_counts(counts: dict) -> str:
 
 
 def _compare(args) -> int:
-    from mdrec.evaluation.compare import aggregate_by_model, compare_runs
+    from mdrec.evaluation.compare import aggregate_by_model, model_groups, run_comparison
     from mdrec.evaluation.metrics import format_table
     from mdrec.fileio import atomic_write_text
 
-    table = compare_runs(args.runs, args.data)
+    comparison = run_comparison(args.runs, args.data, report=args.report)
+    table = comparison.table
     print(format_table(table))
-    if table["model"].duplicated().any():
+    if model_groups(table).duplicated().any():
         print("\nmean ± std over the runs of each model:")
         print(format_table(aggregate_by_model(table)))
     if args.out:
         atomic_write_text(args.out, table.to_csv())
+    if comparison.files:
+        print(f"\nreport: {', '.join(comparison.files.values())}")
     return 0
 
 
@@ -715,7 +743,8 @@ def _index(args) -> int:
     report = index_run(args.run, kind=args.kind, k=args.k, recall_target=args.recall_target, data=args.data,
                        max_queries=args.queries)
     print(format_report(report))
-    print(f"\nsaved the {args.kind} index: {report['saved']} (report: {report['saved']}.json)")
+    saved = Path(args.run) / "index" / args.kind
+    print(f"\nsaved the {args.kind} index: {saved} (report: {saved}.json)")
     return 0
 
 
@@ -745,8 +774,10 @@ def _serving_config(args) -> int:
                         max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=args.num_batch_threads)
     models, batching_file = write_serving_config(args.export_dir, parse_labels(args.labels), batching)
     print(f"wrote {models}\nwrote {batching_file}")
+    # TF Serving refuses at start-up to label a version it has not loaded yet unless told to.
+    labels = " --allow_version_labels_for_unavailable_models=true" if args.labels else ""
     print(f"\nserve with:\n  tensorflow_model_server --rest_api_port=8501 --model_config_file={models.resolve()} "
-          f"--enable_batching --batching_parameters_file={batching_file.resolve()}")
+          f"--enable_batching --batching_parameters_file={batching_file.resolve()}{labels}")
     return 0
 
 

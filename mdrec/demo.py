@@ -19,18 +19,19 @@ from pathlib import Path
 import pandas as pd
 
 from mdrec.fileio import atomic_write_text
+from mdrec.spec import SHIPPED_SPECS
 
 
 def default_spec_path() -> Path:
     """feature_specs/synthetic.yaml from the checkout, or the copy written beside the data."""
-    return Path(__file__).resolve().parent.parent / "feature_specs" / "synthetic.yaml"
+    return SHIPPED_SPECS / "synthetic.yaml"
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -> dict:
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.training.run import TrainConfig
-    from mdrec.evaluation.compare import compare_runs
+    from mdrec.evaluation.compare import run_comparison
     from mdrec.training.workflow import table_from_records, train_run
 
     out = Path(out)
@@ -64,14 +65,16 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
             log(format_table(table[["rows", "ctr", "pred_ctr", "calibration", "auc", "bayes_auc", "gauc",
                                     "logloss"]]))
 
-    log("\ncompare on the test split (mdrec compare):")
-    comparison = compare_runs(list(runs.values()), paths["test"])
+    log("\ncompare on the test split (mdrec compare --report runs/demo/compare):")
+    compared = run_comparison(list(runs.values()), paths["test"], report=out / "compare")
+    comparison = compared.table
     ceiling = {"model": "bayes", "auc": bayes["ALL"], **{f"auc[{d}]": v for d, v in bayes.items() if d != "ALL"}}
     comparison = pd.concat([comparison, pd.DataFrame([ceiling], index=["bayes ceiling (true probabilities)"])])
     comparison.index.name = "run"
     log(format_table(comparison))
     log("bayes ceiling: AUC of the generator's true click probabilities, the best any model can reach;\n"
         "calib[d]: mean predicted / observed click rate.")
+    log(f"report with plots (AUC per line, reliability diagram per line): {compared.files['report.html']}")
     retrieval = _retrieval_steps(spec_path, paths, out, quick=quick, log=log)
     exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
     log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
@@ -91,6 +94,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
                                     "tasks learned one after another on one encoder")
     log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
         f"({time.time() - started:.0f} s)")
+    log(f"curves of every run (loss, AUC / recall per line, score histograms, embedding projector): "
+        f"tensorboard --logdir {out}")
     return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
             "pretraining": pretraining, "transfer": transfer,
             "branches": branches, "scale_out": scale_out, "lifelong": lifelong}
@@ -102,7 +107,7 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.pretraining.train import pretrain_run, results_table
-    from mdrec.training.loop import quiet_progress
+    from mdrec.progress import quiet_progress
     from mdrec.transfer.compare import run_variant, summary
 
     config = synthetic.preset("transfer", num_impressions=60_000, num_users=1000) if quick \
@@ -142,6 +147,11 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     log(format_table(table))
     share = next(r["trainable_share"] for r in rows if r["variant"] == "adapter")
     log(f"adapter: {100 * share:.1f}% of the encoder's weights train; frozen: none; finetune and scratch: all.")
+    from mdrec.transfer.report import write_variants_report
+
+    report = write_variants_report(rows, out / "transfer_report",
+                                   title=f"shared-bottom on '{target_line}': test AUC by the user's history")
+    log(f"report: {report['report.md']}, {report['report.html']}")
     return pretraining, table
 
 
@@ -149,7 +159,7 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
     """ID vs content vs hybrid item encoders in the two-tower model, on a split with cold items."""
     from mdrec.evaluation.branches import SUBSETS, bucket_table, compare_branches, findings, summary_table
     from mdrec.evaluation.metrics import format_table
-    from mdrec.training.loop import quiet_progress
+    from mdrec.progress import quiet_progress
 
     log(f"\n[9/{STEPS}] ID vs content item encoders (mdrec compare-branches --model two_tower --data "
         "runs/demo/data/log.parquet --cold-items 0.1): the same two-tower model with the item ID, the item's "

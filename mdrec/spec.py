@@ -208,12 +208,20 @@ _TYPE_KEYS = {
 _COMMON_KEYS = {"name", "role", "type", "column", "nullable"}
 
 
+# The specs shipped in the checkout (feature_specs/ beside the package).
+SHIPPED_SPECS = Path(__file__).resolve().parent.parent / "feature_specs"
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate a spec file. Every problem raises :class:`MdrecError` naming the file."""
     path = Path(path)
     if not path.is_file():
+        shipped = SHIPPED_SPECS / path.name
+        if shipped.is_file():  # a README command run outside the checkout: name the copy that exists
+            raise MdrecError(f"spec file not found in {Path.cwd()}", path=str(path),
+                             hint=f"the shipped spec of that name is {shipped}; pass that path")
         raise MdrecError("spec file not found", path=str(path),
-                         hint="pass the path of a YAML spec such as feature_specs/synthetic.yaml")
+                         hint=f"pass the path of a YAML spec such as {SHIPPED_SPECS / 'synthetic.yaml'}")
     try:
         raw = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,3 +111,24 @@ def reload_and_serve(run_path, test_path, tmp_path):
     tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec, r.transform)})
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
     return inputs, expected, served, served(**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def events(folder) -> dict[str, list[tuple[int, object]]]:
+    """tag -> [(step, value)] of every event file in ``folder`` (scalars as floats, histograms as
+    their total count, text as str)."""
+    import tensorflow as tf
+
+    out: dict[str, list] = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "histograms":
+                    item = float(tensor[:, 2].sum())  # buckets of (left, right, count)
+                elif plugin == "text":
+                    item = tensor.item().decode()
+                else:
+                    item = float(tensor)
+                out.setdefault(value.tag, []).append((event.step, item))
+    return out

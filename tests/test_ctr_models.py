@@ -101,6 +101,11 @@ def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_s
     got = outputs["probability"].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert metrics["tables"]["valid"][-1]["rows"] == 90
+    # The projector shows every ID table the model reads: one per line for separate's towers.
+    shown = sorted(p.stem for p in (tmp_path / model / "tensorboard" / "embeddings").glob("*.tsv"))
+    lines = ["a", "b", "c"]
+    assert shown == (sorted(f"{t}@{d}" for t in ("item_id", "user_id") for d in lines) if model == "separate"
+                     else ["item_id", "user_id"])
 
 
 def test_unknown_model_parameter_is_a_clear_error(tmp_path, tiny_spec_path, tiny_splits):

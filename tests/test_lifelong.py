@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import events
+
 import mdrec  # noqa: F401
 import tf_keras
 
@@ -149,6 +151,15 @@ def test_run_with_baselines_resumes_per_task_and_reports(data, tmp_path):
     assert counts["conure"] < counts["per_task"] and counts["adapters"] < counts["per_task"]
     assert "Forgetting" in (out / "report.txt").read_text()
     assert (out / "metrics.json").is_file()
+    # TensorBoard: each task's loss per epoch, and Conure's score of task 1 after every task (the
+    # forgetting curve), written once per task although the run was resumed.
+    conure = events(out / "tensorboard" / "conure")
+    first_task, second = metrics["tasks"][0]["name"], metrics["tasks"][1]["name"]
+    assert [v for _, v in conure[f"loss/{first_task}"]] == pytest.approx(metrics["losses"][first_task]["conure"])
+    metric = next(k for k in conure if k.endswith(f"/{first_task}") and not k.startswith(("loss", "retrain")))
+    assert [s for s, _ in conure[metric]] == list(range(1, len(metrics["tasks"]) + 1))
+    assert len({round(v, 9) for _, v in conure[metric]}) == 1  # Conure forgets nothing
+    assert f"loss/{second}" in events(out / "tensorboard" / "per_task")
 
 def test_demo_step_prints_and_returns_the_forgetting_table(data, tmp_path):
     from mdrec.lifelong.demo import lifelong_step

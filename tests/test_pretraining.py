@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import events
+
 import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
@@ -255,7 +257,17 @@ def test_run_folder_reload_and_export_parity(mlm_run, tmp_path):
     validation = metrics["protocols"]["valid"]
     assert validation["protocol"] == "leave_last_out" and validation["candidate_users"] == 48
     assert validation["queries"] + validation["skipped_repeat_targets"] == 48 and validation["queries"] > 0
-    assert len(json.loads((out / "history.json").read_text())) == 2
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2
+    # TensorBoard: every validation ranking metric is a curve; the early-stopping one is history's.
+    curves = events(out / "tensorboard" / "validation")
+    assert [v for _, v in curves["ndcg@10"]] == pytest.approx([h["valid_ndcg@10"] for h in history])
+    assert {"hr@10", "hr@50", "ndcg@50"} <= set(curves)
+    vocabulary = json.loads((out / "vocabulary.json").read_text())["items"]
+    items = pd.read_csv(out / "tensorboard" / "embeddings" / "item_id.tsv", sep="\t", dtype={"id": str})
+    assert items["id"].tolist() == vocabulary and items["line"].eq("a").all()
+    # The vocabulary is most clicked first, so the counted clicks never rise down the table.
+    assert items["training_clicks"].is_monotonic_decreasing and items["training_clicks"].iloc[0] > 1
 
     pretrained = load_pretrained(out)
     # max_length 8 stops at the longest training sequence (7: the last click of 8 validates).

@@ -123,3 +123,25 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
         load_spec(path)
     with pytest.raises(MdrecError, match="spec file not found"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_a_shipped_spec_named_from_another_folder_gets_its_real_path(tmp_path, monkeypatch):
+    from mdrec.spec import SHIPPED_SPECS
+
+    monkeypatch.chdir(tmp_path)  # a README command run outside the checkout
+    with pytest.raises(MdrecError) as caught:
+        load_spec("feature_specs/douban-book-music.yaml")
+    assert f"the shipped spec of that name is {SHIPPED_SPECS / 'douban-book-music.yaml'}" in str(caught.value)
+    assert load_spec(SHIPPED_SPECS / "douban-book-music.yaml").name == "douban-book-music"
+
+
+@pytest.mark.parametrize("click, said", [(1, "every row is a click (label rate 1): the input of a retrieval model"),
+                                         (0, "no row is a click (label rate 0): check the spec's label")])
+def test_spec_check_explains_a_one_class_log(tmp_path, tiny_spec_path, capsys, click, said):
+    from conftest import tiny_frame
+    from mdrec.cli import main
+
+    frame = tiny_frame(60).assign(click=click)
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    assert main(["spec", "check", str(tiny_spec_path), "--data", str(tmp_path / "log.csv")]) == 0
+    assert said in capsys.readouterr().out

@@ -131,3 +131,18 @@ def test_sanity_rows_chosen_on_validation_and_refitted_identically(tmp_path, tin
                                                              if r["domain"] == "ALL"))
     assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(tiny_splits["test"])]) == 0
     assert "against the sanity baselines" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("epochs, stopped, said", [
+    (3, True, "early stopping after epoch 2 of 3: no valid auc improvement for 1 epoch(s) (--patience); best epoch 1"),
+    (2, False, "finished: reached the last epoch (2); best epoch 1"),
+])
+def test_the_stop_reason_is_the_true_one(tmp_path, tiny_spec_path, tiny_splits, epochs, stopped, said):
+    # A learning rate of 0 never improves on epoch 1: patience 1 runs out after epoch 2, which is
+    # an early stop only when a third epoch was due.
+    messages: list[str] = []
+    metrics = train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=epochs, patience=1, learning_rate=0.0),
+                        tmp_path / "run", log=messages.append)
+    assert metrics["stopped_early"] is stopped and metrics["epochs_run"] == 2 and metrics["best_epoch"] == 0
+    assert said in messages
+    assert any(m.startswith("early stopping") for m in messages) is stopped

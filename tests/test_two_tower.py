@@ -4,6 +4,7 @@ run reloads to the same numbers."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec, with_domain_values
 from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import evaluate_retrieval_run, train_run
-from conftest import TINY_SPEC
+from conftest import events, TINY_SPEC
 
 
 def _model(tiny_spec_path, tiny_splits, **hyperparameters):
@@ -193,6 +194,12 @@ def test_two_tower_run_trains_reloads_and_evaluates_the_same(tmp_path, tiny_spec
     history = json.loads((tmp_path / "tt" / "history.json").read_text())
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert metrics["family"] == "retrieval" and metrics["catalogue_items"] > 0
+    # TensorBoard: the early-stopping curve is history's score; recall and NDCG per line beside it.
+    curves = events(tmp_path / "tt" / "tensorboard" / "validation")
+    assert [v for _, v in curves["recall@50"]] == pytest.approx([h["valid_recall@50"] for h in history])
+    lines = sorted(metrics["catalogue_per_line"])
+    assert {f"{m}/{d}" for m in ("recall@10", "ndcg@10", "recall@50") for d in lines} <= set(curves)
+    assert (tmp_path / "tt" / "tensorboard" / "embeddings" / "item_id.tsv").is_file()
     result = evaluate_retrieval_run(tmp_path / "tt", tiny_splits["test"], sampled=True, negatives=10)
     pd.testing.assert_frame_equal(pd.DataFrame(result["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
     assert result["removed_from_ranking"] == ["train", "valid"]
@@ -258,6 +265,10 @@ def test_index_command_reports_and_saves_a_routed_index(tmp_path, tiny_spec_path
     report = json.loads((tmp_path / "tt" / "index" / "brute_force.json").read_text())
     assert report["measured"]["brute_force"]["recall_at_k"] == 1.0
     assert report["measured"]["scann"]["recall_at_k"] >= 0.9
+    # Paths in the record: the index beside it by name, the run and the queries' log absolute.
+    assert report["saved"] == "brute_force" and Path(report["run"]).is_absolute()
+    assert Path(report["query_source"]).is_absolute()
+    assert f"saved the brute_force index: {tmp_path / 'tt' / 'index' / 'brute_force'}" in out
     index = load_domain_index(tmp_path / "tt" / "index" / "brute_force")
     catalogue = Catalogue.load(tmp_path / "tt" / "catalogue.parquet", load_spec(tmp_path / "tt" / "spec.yaml"),
                                ["a", "b", "c"])

@@ -39,6 +39,11 @@ def format_summary(summary: dict) -> str:
     overlap = pd.DataFrame(summary["user_overlap"])
     lines.append("users shared between domains (diagonal: users of the domain):")
     lines.append(overlap.to_string())
+    if summary["rows"] and summary["label_rate"] == 1.0:
+        lines.append("every row is a click (label rate 1): the input of a retrieval model (two_tower learns from "
+                     "clicks, the batch's other items are its negatives); a CTR model needs the non-clicks too")
+    elif summary["rows"] and summary["label_rate"] == 0.0:
+        lines.append("no row is a click (label rate 0): check the spec's label (column, positive_if)")
     if summary["missing_values"]:
         lines.append("missing values (kept; mapped to the missing token or the training mean): "
                      + ", ".join(f"{k} {v:,}" for k, v in summary["missing_values"].items()))

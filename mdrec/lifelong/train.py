@@ -41,6 +41,7 @@ from mdrec.lifelong.masks import ownership_summary, prune, train_forward_mask
 from mdrec.lifelong.model import TaskModel, count
 from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks, training_rows
 from mdrec.spec import load_spec
+from mdrec.training.board import Board
 from mdrec.training.run import RunDir, TrainConfig
 
 MODEL = "lifelong"
@@ -254,6 +255,7 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
         log(f"resumed after task {progress['done']} ({task_data[progress['done'] - 1].task.name}); "
             "finished tasks are not retrained")
     rng = world.rng
+    board = Board(run.path)
     for data in task_data[progress["done"]:]:
         t, spec_t = data.task.index, data.task
         name = spec_t.name
@@ -311,12 +313,14 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
             checkpoint.write(str(tmp / "ckpt"))
         progress["done"] = t
         atomic_write_json(progress_path, progress)
+        board_points(board, t, task_data, progress)
         for old in (run.path / "state").glob("after_*"):
             if old.name != state.name:
                 shutil.rmtree(old, ignore_errors=True)
         if stop_after is not None and t >= stop_after:
             log(f"stopped after task {t} (--stop-after); run the command again to continue")
             return {"done": t}
+    board.close()
     metrics = final_metrics(world, tasks, task_data, progress)
     metrics["seconds_total_this_invocation"] = time.perf_counter() - started
     report = report_text(metrics)
@@ -325,6 +329,25 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
     log(report)
     metrics["_report"] = report
     return metrics
+
+
+def board_points(board: Board, t: int, task_data: list[TaskData], progress: dict) -> None:
+    """TensorBoard points once task ``t`` is learned, one writer per method: the task's training loss
+    per epoch ("loss/<task>", "retrain_loss/<task>"; step = epoch) and every task learned so far
+    scored now ("<metric>/<task>"; step = t, so each task's curve shows what later tasks did to it)."""
+    name = task_data[t - 1].task.name
+    for method, losses in progress["losses"][name].items():
+        writer, tag = ("conure", "retrain_loss") if method == "conure_retrain" else (method, "loss")
+        for epoch, loss in enumerate(losses, 1):
+            board.scalars(writer, epoch, {f"{tag}/{name}": loss})
+    names = {str(d.task.index): d.task.name for d in task_data}
+    scored = {m: rows[str(t)] for m, rows in progress["matrix"].items() if str(t) in rows}
+    scored.update({m: {str(t): rows[str(t)]} for m, rows in progress["right_after"].items()
+                   if m not in scored and str(t) in rows})
+    for method, row in scored.items():
+        board.scalars(method, t, {f"{metric}/{names[task]}": value for task, values in row.items()
+                                  for metric, value in values.items()})
+    board.flush()
 
 
 def resolve_train(data) -> Path:

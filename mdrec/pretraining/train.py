@@ -46,6 +46,8 @@ from mdrec.pretraining.objectives import full_softmax
 from mdrec.pretraining.settings import (BLOCKS, DEFAULTS, FULL_SOFTMAX_ITEMS, OBJECTIVES, POOLINGS,
                                         SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
 from mdrec.spec import Spec, load_spec
+from mdrec.training.board import Validation
+from mdrec.training.projector import MAX_ROWS, EmbeddingRows, IdCounts, write_projector
 from mdrec.training.run import RunDir, TrainConfig
 
 MODEL = "user_encoder"
@@ -215,12 +217,15 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
     evaluate_valid = evaluation.Evaluator(encoder, vocabulary, held.train, held.valid, times=held.train_times,
                                           popularity=popularity, neighbours=hp["knn_neighbours"])
     early = (evaluate_valid.head if model.predicts_items else evaluate_valid.knn)
-    validate = (lambda: early()[evaluation.EARLY_STOPPING]) if len(evaluate_valid) else None
+    # Every ranking metric becomes a validation curve; the early-stopping one decides.
+    validate = (lambda: Validation(score=(m := early())[evaluation.EARLY_STOPPING], scalars=m)) \
+        if len(evaluate_valid) else None
     decay = int(epochs) * batches.batches_per_epoch if hp["schedule"] == "cosine" else None
     result = fit(model, run, config, batches, validate, metric=f"valid_{evaluation.EARLY_STOPPING}", log=log,
                  on_batch=on_batch, jit_compile=True, decay_steps=decay)
     restore_weights(model, run.best)
     save_encoder(encoder, run.path / "encoder")
+    write_projector(run.path, [item_rows(encoder, vocabulary, held.train, source.domains)])
     history = run.read_history()
     train_seconds = float(sum(entry.get("seconds", 0.0) for entry in history))
     # Items read per epoch (window copies beyond the first are shorter on average: an upper bound there).
@@ -426,3 +431,15 @@ def evaluate_pretrained(run_dir: str | Path, data: str | Path, *, out: str | Pat
     if out is not None:
         atomic_write_json(out, result)
     return result
+
+
+def item_rows(encoder: UserEncoder, vocabulary: list[str], sequences: dict[str, list[str]],
+              lines: list[str]) -> EmbeddingRows:
+    """The encoder's item table for the projector: one row per vocabulary item (most clicked first, at
+    most projector.MAX_ROWS), its training clicks counted over ``sequences``; the line column names
+    the pretraining lines (a sequence does not keep each click's line)."""
+    counts = IdCounts()
+    clicked = np.asarray([item for items in sequences.values() for item in items], dtype=object)
+    counts.add(clicked, np.full(len(clicked), "+".join(lines) or "all", dtype=object), np.ones(len(clicked)))
+    kept = vocabulary[:MAX_ROWS]
+    return EmbeddingRows("item_id", encoder.item_output_table().numpy()[:len(kept)], counts.metadata(kept))

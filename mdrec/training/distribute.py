@@ -427,7 +427,9 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
     ``resume_from``: the checkpoints folder to resume from when it is not ``run``'s (a
     multi-worker non-chief restores the chief's checkpoint and writes its own to scratch).
     """
-    from mdrec.training.loop import FitResult, build, finish_epoch, progress_verbosity, save_weights
+    from mdrec.training.board import Board
+    from mdrec.training.loop import (LOSS_NOTE, FitResult, build, finish_epoch, learning_rate_now,
+                                     progress_verbosity, save_weights)
 
     strategy = setup_.strategy
     ps = is_parameter_server(strategy)
@@ -487,13 +489,16 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
     steps = None if not setup_.files_per_worker else -(-rows // config.batch_size)
     if steps is None:
         steps = train.batches_per_epoch
-    stopped_early = int(state["bad_epochs"]) >= config.patience
+    stopped_early = int(state["bad_epochs"]) >= config.patience and int(state["epoch"]) < config.epochs
     verbose = progress_verbosity()
+    board = Board(run.path) if is_chief() else None  # one set of curves per run: the chief's
+    if verbose:
+        log(LOSS_NOTE)
     while int(state["epoch"]) < config.epochs and not stopped_early:
         epoch = int(state["epoch"])
         skip = int(state["batch"])
         log(f"epoch {epoch + 1}/{config.epochs}")
-        bar = tf_keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss"])
+        bar = tf_keras.utils.Progbar(steps, verbose=verbose)  # shows the running epoch mean
         started = time.time()
         losses: list[float] = []
 
@@ -506,7 +511,7 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
             if int(state["step"]) % config.checkpoint_every == 0:
                 if ps:
                     _drain(coordinator, pending, losses)
-                    bar.update(int(state["batch"]), values=[("loss", losses[-1])] if losses else None)
+                    bar.update(int(state["batch"]))
                 manager.save(checkpoint_number=int(state["step"]))
             if on_batch is not None:
                 on_batch(int(state["step"]))
@@ -528,8 +533,12 @@ def fit(setup_: Setup, model: tf_keras.Model, run, config, spec, train, validate
             for x, y in strategy.experimental_distribute_dataset(train.epoch(epoch, skip)):
                 after_step(float(sync_step(x, y)))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                 "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip}
-        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log)
+                 "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip,
+                 "learning_rate": learning_rate_now(optimizer)}
+        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log,
+                                     board)
+    if board is not None:
+        board.close()
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),

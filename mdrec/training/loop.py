@@ -6,9 +6,6 @@ mid-epoch and started again continues with exactly the batches it had not yet se
 """
 from __future__ import annotations
 
-import contextlib
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,11 +17,16 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoch_dataset, predict_dataset
-from mdrec.evaluation.metrics import auc as auc_score
+from mdrec.evaluation.metrics import auc as auc_score, logloss
 from mdrec.errors import MdrecError
 from mdrec.layers.features import input_signature
+from mdrec.progress import PROGRESS_SECONDS, progress_verbosity, quiet_progress  # noqa: F401 (re-exported)
 from mdrec.fileio import atomic_directory
+from mdrec.training.board import Board, Validation, per_line, scored
 from mdrec.training.run import RunDir, TrainConfig
+
+
+TRAIN_SAMPLE = 20_000  # training rows scored at each epoch's end for the train curves
 
 
 @dataclass
@@ -134,44 +136,59 @@ class StreamingEpochs:
         return self.make_dataset(epoch).skip(skip_batches)
 
 
-def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels: np.ndarray
-                   ) -> Callable[[], float]:
-    """Early-stopping score of a CTR model: AUC on the validation rows."""
-    return lambda: auc_score(labels, predict(model, inputs))
+def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels: np.ndarray,
+                   lines: np.ndarray | None = None, train: tuple | None = None) -> Callable[[], Validation]:
+    """Early-stopping score of a CTR model: AUC on the validation rows.
+
+    ``lines`` (object [N]): each row's line, for the curves per line. ``train``: (inputs, labels,
+    lines) of a fixed sample of training rows, scored the same way for the train curves.
+    """
+    def validate() -> Validation:
+        probabilities = predict(model, inputs)
+        result = Validation(score=auc_score(labels, probabilities),
+                            scalars=ctr_scalars(labels, probabilities, lines))
+        if lines is not None:
+            result.histograms = {f"score/{line}": probabilities[lines == line] for line in np.unique(lines)}
+        if train is not None:
+            train_inputs, train_labels, train_lines = train
+            result.train_scalars = ctr_scalars(train_labels, predict(model, train_inputs), train_lines)
+        return result
+
+    return validate
 
 
-_QUIET = threading.local()
-PROGRESS_SECONDS = 60.0  # a progress line this often when the output is not a terminal
+def ctr_scalars(labels: np.ndarray, probabilities: np.ndarray, lines: np.ndarray | None) -> dict[str, float]:
+    """auc and logloss overall and per line (a line with one class has no AUC: left out)."""
+    groups = {"ALL": np.ones(len(labels), bool)}
+    if lines is not None and len(np.unique(lines)) > 1:
+        groups.update({str(line): lines == line for line in np.unique(lines)})
+    out: dict[str, float] = {}
+    for metric, fn in (("auc", auc_score), ("logloss", logloss)):
+        out.update(per_line(metric, {line: fn(labels[rows], probabilities[rows]) if rows.any() else np.nan
+                                     for line, rows in groups.items()}))
+    return out
 
 
-@contextlib.contextmanager
-def quiet_progress():
-    """No per-epoch progress bars inside this block (runs whose log is silenced, e.g. a demo's
-    many small transfer runs)."""
-    before = getattr(_QUIET, "on", False)
-    _QUIET.on = True
-    try:
-        yield
-    finally:
-        _QUIET.on = before
-
-
-def progress_verbosity() -> int:
-    """Progbar verbosity: 0 inside quiet_progress(), a live bar on a terminal, one line per epoch otherwise."""
-    if getattr(_QUIET, "on", False):
-        return 0
-    return 1 if sys.stdout.isatty() else 2
+def training_sample(inputs: dict[str, np.ndarray], labels: np.ndarray, lines: np.ndarray, seed: int,
+                    size: int = TRAIN_SAMPLE) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A seeded sample of at most ``size`` training rows for the train curves (same rows every epoch)."""
+    if len(labels) <= size:
+        return inputs, labels, lines
+    rows = np.sort(np.random.default_rng(seed).choice(len(labels), size, replace=False))
+    return {k: v[rows] for k, v in inputs.items()}, labels[rows], lines[rows]
 
 
 def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state: dict, manager, history: list,
-                 entry: dict, validate: Callable[[], float] | None, metric: str, log: Callable[[str], None]) -> bool:
+                 entry: dict, validate: Callable[[], "Validation | float"] | None, metric: str,
+                 log: Callable[[str], None], board: Board | None = None) -> bool:
     """End of an epoch (every training path): validate, keep the best weights, log, append to
-    history.json, advance the epoch counter and checkpoint. Returns whether to stop early."""
+    history.json, advance the epoch counter, checkpoint, add the epoch's TensorBoard points.
+    Returns whether to stop early (patience reached before the last epoch)."""
     epoch = int(state["epoch"])
-    if validate is not None:
-        score = float(validate())
-        entry[metric] = score
-        improved = np.isfinite(score) and score > float(state["best_auc"])
+    validation = scored(validate()) if validate is not None else None
+    if validation is not None:
+        entry[metric] = float(validation.score)
+        improved = np.isfinite(entry[metric]) and entry[metric] > float(state["best_auc"])
     else:
         improved = True  # without validation the last epoch is the best one
     if improved:
@@ -190,10 +207,28 @@ def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state:
     state["epoch"].assign_add(1)
     state["batch"].assign(0)
     manager.save(checkpoint_number=int(state["step"]))
+    if board is not None:
+        board.epoch(epoch, entry, validation)
+    best = f"best epoch {int(state['best_epoch']) + 1}"
+    if epoch + 1 >= config.epochs:
+        log(f"finished: reached the last epoch ({config.epochs}); {best}")
+        return False
     stopped = int(state["bad_epochs"]) >= config.patience
     if stopped:
-        log(f"early stopping: no {metric.replace('_', ' ')} improvement for {config.patience} epoch(s)")
+        log(f"early stopping after epoch {epoch + 1} of {config.epochs}: no {metric.replace('_', ' ')} "
+            f"improvement for {config.patience} epoch(s) (--patience); {best}")
     return stopped
+
+
+def learning_rate_now(optimizer) -> float:
+    """The optimizer's learning rate at its current step (a schedule evaluated there)."""
+    rate = optimizer.learning_rate
+    if isinstance(rate, tf_keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations)
+    return float(tf.convert_to_tensor(rate))
+
+
+LOSS_NOTE = "loss: the mean training loss of the epoch's batches so far (bar) and of the whole epoch (summary)"
 
 
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
@@ -248,14 +283,17 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         return loss
 
     batches_per_epoch = train.batches_per_epoch
-    stopped_early = int(state["bad_epochs"]) >= config.patience
+    stopped_early = int(state["bad_epochs"]) >= config.patience and int(state["epoch"]) < config.epochs
     verbose = progress_verbosity()
+    board = Board(run.path)
+    if verbose:
+        log(LOSS_NOTE)
     while int(state["epoch"]) < config.epochs and not stopped_early:
         epoch = int(state["epoch"])
         skip = int(state["batch"])
         dataset = train.epoch(epoch, skip)
         log(f"epoch {epoch + 1}/{config.epochs}")
-        bar = tf_keras.utils.Progbar(batches_per_epoch, verbose=verbose, stateful_metrics=["loss"])
+        bar = tf_keras.utils.Progbar(batches_per_epoch, verbose=verbose)  # shows the running epoch mean
         started = last_note = time.time()
         losses = []
         for x, y in dataset:
@@ -275,8 +313,10 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
             if on_batch is not None:
                 on_batch(int(state["step"]))
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                 "seconds": round(time.time() - started, 2)}
-        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log)
+                 "seconds": round(time.time() - started, 2), "learning_rate": learning_rate_now(optimizer)}
+        stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log,
+                                     board)
+    board.close()
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),

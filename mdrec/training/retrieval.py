@@ -20,6 +20,7 @@ from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_doma
                                       ranking_queries, sampled_ranking)
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec
+from mdrec.training.board import Validation, per_line
 from mdrec.training.loop import run_batched
 
 EARLY_STOPPING = "recall@50"
@@ -80,16 +81,25 @@ def retrieval_tables(model, spec: Spec, catalogue: Catalogue, log: Log, history:
 
 
 def recall_validation(model, spec: Spec, catalogue: Catalogue, valid: Log, history: np.ndarray | None,
-                      seen: list[Log]) -> Callable[[], float]:
-    """Early-stopping score: mean Recall@50 of the validation clicks against the full catalogue."""
+                      seen: list[Log]) -> Callable[[], Validation]:
+    """Early-stopping score: mean Recall@50 of the validation clicks against the full catalogue;
+    the curves also get recall@10 and NDCG@10, overall and per line."""
     queries = ranking_queries(valid, spec, catalogue, seen)
     k = int(EARLY_STOPPING.split("@")[1])
+    curves = ("recall@10", "ndcg@10", EARLY_STOPPING)
 
-    def validate() -> float:
+    def validate() -> Validation:
         if len(queries) == 0:
-            return float("nan")
+            return Validation(score=float("nan"))
         score = model_scores(model, spec, catalogue, valid, history, queries)
-        return float(full_ranking(score, queries, catalogue.membership, (k,))[EARLY_STOPPING].mean())
+        per_query = full_ranking(score, queries, catalogue.membership, (10, k))
+        scalars: dict[str, float] = {}
+        for metric in curves:
+            values = {"ALL": per_query[metric].mean()}
+            values.update({line: per_query[metric][queries.domain == i].mean()
+                           for i, line in enumerate(catalogue.domains) if (queries.domain == i).any()})
+            scalars.update(per_line(metric, values))
+        return Validation(score=float(per_query[EARLY_STOPPING].mean()), scalars=scalars)
 
     return validate
 

@@ -22,6 +22,7 @@ from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import leave_one_out_profiles, model_family
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec, load_spec, with_domain_values
+from mdrec.training.projector import encoder_tables, model_encoders, write_projector
 from mdrec.training.run import RunDir, TrainConfig
 
 Printer = Callable[[str], None]
@@ -57,7 +58,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
               log: Printer = print, on_batch: Callable[[int], None] | None = None) -> dict:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run."""
     from mdrec.models.registry import build_model, resolved_hyperparameters
-    from mdrec.training.loop import (InMemoryEpochs, StreamingEpochs, auc_validation, fit, predict,
+    from mdrec.training.loop import (InMemoryEpochs, StreamingEpochs, auc_validation, fit, predict, training_sample,
                                      restore_weights)
 
     run = RunDir(out)
@@ -137,8 +138,11 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     else:
         train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed,
                                domains=train_log.frame[DOMAIN].to_numpy(dtype=object) if config.domain_batches else None)
-    validate = auc_validation(model, model_inputs(valid_log, spec, histories["valid"]), labels_of(valid_log)) \
-        if valid_log is not None else None
+    validate = None
+    if valid_log is not None:
+        sample = training_sample(train_inputs, labels_of(train_log), train_log.domains, config.seed)
+        validate = auc_validation(model, model_inputs(valid_log, spec, histories["valid"]), labels_of(valid_log),
+                                  valid_log.domains, train=sample)
     warm = _warm_start_hook(config, log)
     if dist is not None:
         result = distribute.fit(dist, model, run, config, spec, train, validate, rows=transform.rows, log=log,
@@ -146,6 +150,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     else:
         result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm)
     restore_weights(model, run.best)
+    if dist is None or dist.chief:
+        write_projector(run.path, encoder_tables(model_encoders(model), spec,
+                                                 iter_logs(config.train, spec) if streaming else [train_log]))
 
     metrics: dict = {"model": config.model, "best_epoch": result.best_epoch,
                      "best_valid_auc": result.best_score, "epochs_run": result.epochs_run,
@@ -238,6 +245,7 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
     warm = _warm_start_hook(config, log)
     result = fit(model, run, config, train, validate, metric=metric, log=log, on_batch=on_batch, after_build=warm)
     restore_weights(model, run.best)
+    write_projector(run.path, encoder_tables(model_encoders(model), spec, [logs["train"]]))
     metrics: dict = {"model": config.model, "family": "retrieval", "best_epoch": result.best_epoch,
                      f"best_{metric}": result.best_score, "epochs_run": result.epochs_run,
                      "stopped_early": result.stopped_early, "train_rows": transform.rows,
@@ -382,7 +390,8 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
     if model_family(RunDir(run_path).read_config()[0].model) == "retrieval":
         return evaluate_retrieval_run(run_path, data, out=out)
     r = restore_for(run_path, data, cache=cache)
-    table = _report(r.spec, r.log, predict(r.model, r.inputs))
+    scores = predict(r.model, r.inputs)
+    table = _report(r.spec, r.log, scores)
     result = {"run": str(r.run.path), "data": str(data), "rows": len(r.log), "table": _table_records(table),
               "oov": r.transform.oov_counts(r.log, r.spec, r.history), "missing_values": r.log.missing}
     if r.note:
@@ -395,6 +404,9 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
         atomic_write_json(out, result)
     result["_table"] = table
     result["_baselines"] = baselines
+    # label, score, domain per row (n,): what reliability diagrams bin (mdrec compare --report)
+    result["_predictions"] = pd.DataFrame({"label": r.log.frame[LABEL].to_numpy(), "score": scores,
+                                           "domain": r.log.frame[DOMAIN].to_numpy(dtype=object)})
     return result
 
 
