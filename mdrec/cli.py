@@ -647,7 +647,8 @@ def _compare_branches(args) -> int:
     print(format_table(bucket_table(report)))
     for line in findings(report):
         print(line)
-    print(f"\nreport: {report['files']['report.md']}, {report['files']['report.json']}, {report['files']['plot']}")
+    files = [Path(args.out) / report["files"][name] for name in ("report.md", "report.json", "plot")]
+    print("\nreport: " + ", ".join(map(str, files)))  # report.json names them relative to itself
     return 0
 
 

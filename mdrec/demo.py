@@ -181,7 +181,8 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
     log(format_table(tables["popularity"]))
     for line in findings(report):
         log(line)
-    log(f"report: {report['files']['report.md']} (plot: {report['files']['plot']})")
+    folder = out / "branches"  # report.json names its files relative to itself
+    log(f"report: {folder / report['files']['report.md']} (plot: {folder / report['files']['plot']})")
     return tables
 
 

@@ -81,6 +81,7 @@ def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_p
     assert code == 0
     printed = capsys.readouterr().out
     assert "cold items (absent from training)" in printed and "baseline: popularity per line" in printed
+    assert f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'popularity.png'}" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["files"] == {"report.md": "report.md", "report.json": "report.json", "plot": "popularity.png"}
     assert Path(report["command"]["spec"]).is_absolute() and Path(report["command"]["files"]["test"]).is_absolute()
