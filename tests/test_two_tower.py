@@ -21,8 +21,9 @@ from mdrec.layers.sampling import StreamingFrequencyEstimator
 from mdrec.models.two_tower import TwoTower
 from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec, with_domain_values
+from mdrec.training.retrieval import in_batch_loss, train_inputs
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import evaluate_retrieval_run, train_run
+from mdrec.training.workflow import evaluate_retrieval_run, load_trained, train_run
 from conftest import events, TINY_SPEC
 
 
@@ -200,6 +201,15 @@ def test_two_tower_run_trains_reloads_and_evaluates_the_same(tmp_path, tiny_spec
     lines = sorted(metrics["catalogue_per_line"])
     assert {f"{m}/{d}" for m in ("recall@10", "ndcg@10", "recall@50") for d in lines} <= set(curves)
     assert (tmp_path / "tt" / "tensorboard" / "embeddings" / "item_id.tsv").is_file()
+    # The validation loss is the training loss's definition on the validation clicks, in inference
+    # mode: the mean of the batch losses, a batch of one (no in-batch negative) left out.
+    assert len(curves["loss"]) == len(history) and all(v > 0 for _, v in curves["loss"])
+    _, _, spec, _, model = load_trained(tmp_path / "tt")
+    clicks = train_inputs(load_log(tiny_splits["valid"], spec), spec, None)[0]
+    part = lambda a, b: {k: v[a:b] for k, v in clicks.items()}  # noqa: E731
+    expected = np.mean([float(model.training_loss(part(0, 8), None, training=False)),
+                        float(model.training_loss(part(8, 16), None, training=False))])
+    assert in_batch_loss(model, part(0, 17), 8) == pytest.approx(expected, rel=1e-5)
     result = evaluate_retrieval_run(tmp_path / "tt", tiny_splits["test"], sampled=True, negatives=10)
     pd.testing.assert_frame_equal(pd.DataFrame(result["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
     assert result["removed_from_ranking"] == ["train", "valid"]

@@ -204,16 +204,18 @@ class TwoTower(tf_keras.Model):
             self.frequency(self.item_slot(inputs))
 
     # ---- training -----------------------------------------------------------------------------------
-    def training_loss(self, inputs, labels) -> tf.Tensor:
-        """Mean in-batch softmax loss over the batch's (query, clicked item) pairs."""
-        query = self.query_embedding(inputs, training=True)
-        candidate = self.candidate_embedding(inputs, training=True)
+    def training_loss(self, inputs, labels, training: bool = True) -> tf.Tensor:
+        """Mean in-batch softmax loss over the batch's (query, clicked item) pairs. ``training=False``:
+        the same loss without dropout and without updating the streaming frequency estimator (the
+        validation loss)."""
+        query = self.query_embedding(inputs, training=training)
+        candidate = self.candidate_embedding(inputs, training=training)
         slot = self.item_slot(inputs)
         probability = None
         if self.logq == "frequency":
             probability = tf.gather(self.item_probability, slot)
         elif self.logq == "streaming":
-            probability = self.frequency(slot, training=True)
+            probability = self.frequency(slot, training=training)
         mask = None
         if self.negatives == "domain":
             domain = self.encoder.domain_index(inputs)

@@ -13,8 +13,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+import mdrec  # noqa: F401
+import tensorflow as tf
+
 from mdrec.data.log import DOMAIN, LABEL, Log
-from mdrec.data.pipeline import model_inputs
+from mdrec.data.pipeline import model_inputs, predict_dataset
 from mdrec.evaluation.baselines.retrieval import FittedBaseline
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)
@@ -81,19 +84,21 @@ def retrieval_tables(model, spec: Spec, catalogue: Catalogue, log: Log, history:
 
 
 def recall_validation(model, spec: Spec, catalogue: Catalogue, valid: Log, history: np.ndarray | None,
-                      seen: list[Log]) -> Callable[[], Validation]:
+                      seen: list[Log], batch_size: int | None = None) -> Callable[[], Validation]:
     """Early-stopping score: mean Recall@50 of the validation clicks against the full catalogue;
-    the curves also get recall@10 and NDCG@10, overall and per line."""
+    the curves also get recall@10 and NDCG@10, overall and per line, and (with ``batch_size``, the
+    training batch size) the validation loss: the training loss on the validation clicks."""
     queries = ranking_queries(valid, spec, catalogue, seen)
     k = int(EARLY_STOPPING.split("@")[1])
     curves = ("recall@10", "ndcg@10", EARLY_STOPPING)
+    clicks = train_inputs(valid, spec, history)[0] if batch_size else None
 
     def validate() -> Validation:
         if len(queries) == 0:
             return Validation(score=float("nan"))
         score = model_scores(model, spec, catalogue, valid, history, queries)
         per_query = full_ranking(score, queries, catalogue.membership, (10, k))
-        scalars: dict[str, float] = {}
+        scalars: dict[str, float] = {"loss": in_batch_loss(model, clicks, batch_size)} if batch_size else {}
         for metric in curves:
             values = {"ALL": per_query[metric].mean()}
             values.update({line: per_query[metric][queries.domain == i].mean()
@@ -102,6 +107,19 @@ def recall_validation(model, spec: Spec, catalogue: Catalogue, valid: Log, histo
         return Validation(score=float(per_query[EARLY_STOPPING].mean()), scalars=scalars)
 
     return validate
+
+
+def in_batch_loss(model, inputs: dict[str, np.ndarray], batch_size: int) -> float:
+    """The training loss's definition on other clicks (``inputs``, in order, batches of
+    ``batch_size``): the mean of the batch losses, in inference mode. A batch of one click has no
+    in-batch negative and is left out; NaN without a batch of two."""
+    step = getattr(model, "_mdrec_loss_step", None)
+    if step is None:
+        step = tf.function(lambda x: model.training_loss(x, None, training=False), reduce_retracing=True)
+        model._mdrec_loss_step = step
+    losses = [float(step(batch)) for batch in predict_dataset(inputs, batch_size)
+              if int(tf.shape(next(iter(batch.values())))[0]) > 1]
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def comparison(tables: dict[str, pd.DataFrame], model_name: str, metrics=("recall@10", "ndcg@10", "recall@50",

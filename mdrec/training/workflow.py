@@ -240,7 +240,7 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
     validate = None
     if "valid" in logs:
         validate = retrieval.recall_validation(model, spec, catalogue, logs["valid"], histories["valid"],
-                                               [logs["train"]])
+                                               [logs["train"]], batch_size=config.batch_size)
     metric = f"valid_{retrieval.EARLY_STOPPING}"
     warm = _warm_start_hook(config, log)
     result = fit(model, run, config, train, validate, metric=metric, log=log, on_batch=on_batch, after_build=warm)
