@@ -146,3 +146,17 @@ def test_the_stop_reason_is_the_true_one(tmp_path, tiny_spec_path, tiny_splits, 
     assert metrics["stopped_early"] is stopped and metrics["epochs_run"] == 2 and metrics["best_epoch"] == 0
     assert said in messages
     assert any(m.startswith("early stopping") for m in messages) is stopped
+
+
+def test_output_into_a_file_gets_a_line_now_and_then(tmp_path, tiny_spec_path, tiny_splits, monkeypatch):
+    # No terminal (pytest captures stdout): no live bar, but a line every PROGRESS_SECONDS with the
+    # epoch's mean loss so far, so a long epoch redirected to a file shows that it moves.
+    import mdrec.training.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_SECONDS", 0.0)
+    messages: list[str] = []
+    train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=1), tmp_path / "run", log=messages.append)
+    steps = -(-420 // 32)  # 420 training rows, batch 32
+    lines = [m for m in messages if m.startswith("  batch ")]
+    assert [m.split(",")[0] for m in lines] == [f"  batch {i}/{steps}" for i in range(1, steps + 1)]
+    assert all("mean loss" in m for m in lines)
