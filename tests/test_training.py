@@ -160,3 +160,20 @@ def test_output_into_a_file_gets_a_line_now_and_then(tmp_path, tiny_spec_path, t
     lines = [m for m in messages if m.startswith("  batch ")]
     assert [m.split(",")[0] for m in lines] == [f"  batch {i}/{steps}" for i in range(1, steps + 1)]
     assert all("mean loss" in m for m in lines)
+
+
+@pytest.mark.parametrize("domain_batches", [False, True])
+def test_the_counted_batches_are_all_the_epoch_has(domain_batches):
+    # batches_per_epoch (the progress bar's total, the distributed step count) is every batch of
+    # the epoch, after a resume's skip too.
+    from mdrec.training.loop import InMemoryEpochs
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    inputs = {"x": rng.normal(size=n).astype(np.float32)}
+    domains = rng.choice(["a", "b", "c"], n, p=[0.7, 0.25, 0.05]).astype(object)
+    train = InMemoryEpochs(inputs, np.zeros(n, np.float32), 64, seed=0, domains=domains if domain_batches else None)
+    for skip in (0, 5):
+        batches = list(train.epoch(1, skip))
+        assert len(batches) == train.batches_per_epoch - skip
+    assert sum(len(y) for _, y in train.epoch(1, 0)) == n

@@ -60,7 +60,7 @@ def epoch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size:
     # Slicing numpy per epoch is cheap at this scale and keeps the dataset free of large captured constants.
     features = {name: values[order] for name, values in inputs.items()}
     dataset = tf.data.Dataset.from_tensor_slices((features, labels[order]))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return in_memory(dataset.batch(batch_size))
 
 
 def domain_batch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, domains: np.ndarray,
@@ -84,7 +84,19 @@ def domain_batch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, doma
 
     signature = ({name: tf.TensorSpec((None,) + values.shape[1:], _dtype(values)) for name, values in inputs.items()},
                  tf.TensorSpec([None], tf.float32))
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+    return in_memory(tf.data.Dataset.from_generator(generate, output_signature=signature))
+
+
+def in_memory(batches: tf.data.Dataset) -> tf.data.Dataset:
+    """Batches of arrays in memory, two prepared ahead, without tf.data's autotuning.
+
+    The autotuner's background thread sleeps in doubling periods (10 ms x 2^k); finishing or dropping
+    an iterator waited for its next wake-up, so an epoch took 2.56 s x 2^k (measured: 1.5 s lost
+    after a 3.7 s epoch). Slicing arrays in memory needs no tuning.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(2).with_options(options)
 
 
 def count_domain_batches(domains: np.ndarray, batch_size: int) -> int:
@@ -97,7 +109,7 @@ def _dtype(values: np.ndarray) -> tf.DType:
 
 
 def predict_dataset(inputs: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return in_memory(tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size))
 
 
 def streaming_dataset(path: str | Path, spec: Spec, batch_size: int, *, chunk_rows: int = 65536,
