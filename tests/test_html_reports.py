@@ -213,7 +213,7 @@ def test_transfer_ctr_run_writes_a_report_of_auc_by_history_slice(tmp_path, caps
     spec.write_text(TINY_SPEC)
     paths = write_tiny_splits(tmp_path)
     assert main(["pretrain", "--spec", str(spec), "--data", str(paths["train"]), "--objective", "mlm", "--dim", "8",
-                 "--layers", "1", "--heads", "1", "--max-length", "5", "--epochs", "1", "--batch-size", "16",
+                 "--layers", "1", "--heads", "1", "--max-length", "5", "--epochs", "1", "--batch-size", "16", "--repeats", "1",
                  "--out", str(tmp_path / "pretrained")]) == 0
     run = tmp_path / "run"
     capsys.readouterr()

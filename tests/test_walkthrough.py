@@ -11,7 +11,7 @@ from pathlib import Path
 from mdrec.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-FAST = {"train": ["--epochs", "2"], "ab": ["--bootstrap", "200"]}  # the only changes to the README's lines
+FAST = {"train": ["--epochs", "1"], "ab": ["--bootstrap", "200"]}  # the only changes to the README's lines
 
 
 def fenced_block(text: str, marker: str) -> str:
