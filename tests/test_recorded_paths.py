@@ -11,7 +11,8 @@ import numpy as np
 
 from conftest import TINY_SPEC, tiny_frame
 from mdrec.data.log import load_log
-from mdrec.data.prepare import SPECS, prepare, read_prepared
+from mdrec.data.prepare import prepare, read_prepared
+from mdrec.spec import SHIPPED_SPECS as SPECS
 from mdrec.records import recorded_path, resolve_recorded
 from mdrec.spec import load_spec
 from test_prepare import douban_source

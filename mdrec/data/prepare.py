@@ -38,6 +38,7 @@ from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json, atomic_write_table
 from mdrec.progress import progress, reading
 from mdrec.records import recorded_path, resolve_recorded
+from mdrec.spec import SHIPPED_SPECS
 
 __all__ = ["DATASETS", "FORMATS", "Prepared", "prepare", "read_prepared", "sample_negatives",
            "stratified_random_split"]
@@ -45,7 +46,6 @@ __all__ = ["DATASETS", "FORMATS", "Prepared", "prepare", "read_prepared", "sampl
 FORMATS = {"parquet": None, "csv": ",", "tsv": "\t"}
 SPLITS = ("train", "valid", "test")
 RECORD = "prepare.json"
-SPECS = Path(__file__).resolve().parents[2] / "feature_specs"  # the checkout's specs, one per dataset
 
 
 @dataclass
@@ -115,7 +115,7 @@ def prepare(name: str, source: str | os.PathLike, out: str | os.PathLike, *, see
         "columns": {column: str(dtype) for column, dtype in log.dtypes.items()},
         "label": prepared.label,
     }
-    spec = SPECS / f"{name}.yaml"
+    spec = SHIPPED_SPECS / f"{name}.yaml"
     if spec.is_file():
         summary["feature_spec"] = recorded_path(spec, record)
     summary.update(_statistics(log, prepared.split, prepared.positive))
@@ -142,8 +142,8 @@ def read_prepared(folder: str | os.PathLike) -> dict:
         summary["source"] = resolve_recorded(summary["source"], record)
     if "feature_spec" in summary:
         spec = resolve_recorded(summary["feature_spec"], record)
-        if not spec.is_file() and (SPECS / spec.name).is_file():
-            spec = SPECS / spec.name
+        if not spec.is_file() and (SHIPPED_SPECS / spec.name).is_file():
+            spec = SHIPPED_SPECS / spec.name
         summary["feature_spec"] = spec
     return summary
 

@@ -11,17 +11,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
 from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoch_dataset, predict_dataset
-from mdrec.evaluation.metrics import auc as auc_score, logloss
+from mdrec.evaluation.metrics import ctr_report
 from mdrec.errors import MdrecError
+from mdrec.fileio import atomic_directory
 from mdrec.layers.features import input_signature
 from mdrec.progress import PROGRESS_SECONDS, progress_verbosity, quiet_progress  # noqa: F401 (re-exported)
-from mdrec.fileio import atomic_directory
 from mdrec.training.board import Board, Validation, per_line, scored
 from mdrec.training.run import RunDir, TrainConfig
 
@@ -145,8 +146,8 @@ def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels:
     """
     def validate() -> Validation:
         probabilities = predict(model, inputs)
-        result = Validation(score=auc_score(labels, probabilities),
-                            scalars=ctr_scalars(labels, probabilities, lines))
+        scalars = ctr_scalars(labels, probabilities, lines)
+        result = Validation(score=scalars["auc"], scalars=scalars)
         if lines is not None:
             result.histograms = {f"score/{line}": probabilities[lines == line] for line in np.unique(lines)}
         if train is not None:
@@ -158,15 +159,12 @@ def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels:
 
 
 def ctr_scalars(labels: np.ndarray, probabilities: np.ndarray, lines: np.ndarray | None) -> dict[str, float]:
-    """auc and logloss overall and per line (a line with one class has no AUC: left out)."""
-    groups = {"ALL": np.ones(len(labels), bool)}
-    if lines is not None and len(np.unique(lines)) > 1:
-        groups.update({str(line): lines == line for line in np.unique(lines)})
-    out: dict[str, float] = {}
-    for metric, fn in (("auc", auc_score), ("logloss", logloss)):
-        out.update(per_line(metric, {line: fn(labels[rows], probabilities[rows]) if rows.any() else np.nan
-                                     for line, rows in groups.items()}))
-    return out
+    """auc and logloss overall ("auc") and per line ("auc/books") from :func:`ctr_report`'s table
+    (a line with one class has no AUC: NaN, left out of the curves)."""
+    per_domain = lines is not None and len(np.unique(lines)) > 1
+    frame = pd.DataFrame({"label": labels, "score": probabilities, "line": lines if per_domain else ""})
+    table = ctr_report(frame, label="label", score="score", domain="line" if per_domain else None)
+    return {**per_line("auc", table["auc"].to_dict()), **per_line("logloss", table["logloss"].to_dict())}
 
 
 def training_sample(inputs: dict[str, np.ndarray], labels: np.ndarray, lines: np.ndarray, seed: int,
