@@ -52,10 +52,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
                                           ("shared_bottom", "shared-bottom: one MLP for every line")), start=2):
         log(f"\n[{step}/{STEPS}] training {what}")
         train_config = TrainConfig(model=model, train=str(paths["train"]), valid=str(paths["valid"]),
-                                   test=str(paths["test"]), epochs=1 if quick else 8, batch_size=1024,
-                                   learning_rate=2e-3, patience=2, seed=0,
-                                   hyperparameters={"hidden": [256, 128, 64], "dropout": 0.1,
-                                                    "embeddings_l2": 3e-4})
+                                   test=str(paths["test"]), epochs=1 if quick else 8, seed=0)  # default settings
         runs[model] = out / model
         metrics = train_run(spec_path, train_config, runs[model], overwrite=True, log=log)
         if model == "star":

@@ -12,6 +12,7 @@ from mdrec.data.log import load_log
 from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streaming_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
+from mdrec.training.loop import logloss_rising
 from mdrec.training.workflow import evaluate_run, train_run
 from conftest import Crashed, crash_at, reload_and_serve, tiny_config
 
@@ -48,8 +49,16 @@ def test_same_folder_different_config_is_refused(tmp_path, tiny_spec_path, tiny_
         train_run(tiny_spec_path, _config(tiny_splits, epochs=1, learning_rate=0.1), tmp_path / "r")
 
 
-def test_run_reloads_and_round_trips_savedmodel(tmp_path, tiny_spec_path, tiny_splits):
+def test_run_reloads_and_round_trips_savedmodel(tmp_path, tiny_spec_path, tiny_splits, monkeypatch):
+    monkeypatch.setattr("mdrec.training.calibration.MIN_ROWS", 20)  # the tiny validation split is small
     metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=2), tmp_path / "run", log=lambda *_: None)
+    fitted = metrics["calibration"]["lines"]
+    assert fitted["a"]["scale"] != 1.0 and "kept" not in fitted["a"]     # the calibration is in best/
+    assert "fewer than 20" in fitted["c"]["kept"]
+    before = {r["domain"]: r for r in metrics["calibration"]["before"]["valid"]}
+    after = {r["domain"]: r for r in metrics["tables"]["valid"]}
+    assert after["a"]["calibration"] == pytest.approx(1.0, abs=0.02)  # fitted there: the mean matches
+    assert after["a"]["auc"] == pytest.approx(before["a"]["auc"])       # monotone within a line
     result = evaluate_run(tmp_path / "run", tiny_splits["test"])
     _same_tables(result["table"], metrics["tables"]["test"])    # reload gives the same metrics
 
@@ -179,3 +188,14 @@ def test_the_counted_batches_are_all_the_epoch_has(domain_batches):
         batches = list(train.epoch(1, skip))
         assert len(batches) == train.batches_per_epoch - skip
     assert sum(len(y) for _, y in train.epoch(1, 0)) == n
+
+
+def test_logloss_rising_needs_every_recent_epoch_above_the_earlier_best():
+    def history(*losses):
+        return [{"epoch": e, "valid_logloss": v} for e, v in enumerate(losses)]
+
+    assert logloss_rising(history(0.50, 0.48, 0.49, 0.495), 2) == (1, 0.48)
+    assert logloss_rising(history(0.50, 0.48, 0.49, 0.47), 2) is None    # a new best
+    assert logloss_rising(history(0.50, 0.48, 0.47, 0.49), 2) is None    # the best is recent
+    assert logloss_rising(history(0.50, 0.51), 2) is None                # too few epochs to tell
+    assert logloss_rising([{"epoch": 0, "valid_auc": 0.7}] * 4, 2) is None   # no logloss (retrieval)

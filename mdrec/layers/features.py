@@ -108,6 +108,10 @@ class FeatureEncoder(tf_keras.layers.Layer):
             return tf.where(tf.equal(values, ""), values, keyed)
         return values
 
+    def ids(self, feature: FeatureSpec, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Row indices int64 [B] of a categorical feature's values in its table (OOV rows included)."""
+        return self.lookups[feature.table](self._keys(feature, inputs[feature.name], inputs))
+
     def embed_ids(self, feature: FeatureSpec, keys: tf.Tensor) -> tf.Tensor:
         """Embedding of already-keyed ids of ``feature``'s table (any shape; "" -> the mask row)."""
         return self.tables[feature.table](self.lookups[feature.table](keys))

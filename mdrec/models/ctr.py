@@ -9,7 +9,9 @@ Each takes the raw inputs of ``layers.features.input_signature`` and returns a l
 - ``MMoE``: shared experts mixed by one softmax gate per domain, one tower per domain.
 
 All but ``Separate`` share the embedding tables across domains (one user_id table for every line).
-By default the MLPs also see DLRM-style pairwise dot products of the feature embeddings.
+By default the MLPs also see DLRM-style pairwise dot products of the feature embeddings, and every
+logit carries first-order terms (user, item, line and user x line biases: the first-order logistic
+sanity row inside the model, mdrec.layers.first_order).
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.data.transform import Transform
+from mdrec.layers.calibration import LineCalibration
 from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
 from mdrec.layers.features import FeatureEncoder
+from mdrec.layers.first_order import FirstOrderTerms
 from mdrec.layers.interaction import ProjectedDotInteraction
 from mdrec.layers.item_encoders import ItemEncoder
 from mdrec.layers.mlp import MLP
@@ -30,8 +34,24 @@ from mdrec.spec import Spec
 DOMAIN_KEY = "__domain__"
 
 
+CALIBRATIONS = ("platt", "none")
+
+
 class ClickModel(tf_keras.Model):
-    """A model whose call gives click logits [B]; trained on binary cross-entropy."""
+    """A model whose call gives click logits [B]; trained on binary cross-entropy.
+
+    ``calibration`` (a LineCalibration, or None): the per-line Platt step the training workflow
+    fits on the validation split after training; the identity until then.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calibration: LineCalibration | None = None
+
+    def calibration_layer(self, calibration: str, num_lines: int) -> LineCalibration | None:
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+        return LineCalibration(num_lines, name="calibration") if calibration == "platt" else None
 
     def training_loss(self, inputs, labels) -> tf.Tensor:
         """Mean binary cross-entropy of the click labels float32 [B]."""
@@ -41,12 +61,17 @@ class ClickModel(tf_keras.Model):
 class CTRModel(ClickModel):
     """Shared plumbing: the feature encoder and the optional dot interaction."""
 
-    def __init__(self, spec: Spec, transform: Transform, *, embeddings_l2: float = 0.0,
+    def __init__(self, spec: Spec, transform: Transform, *, embeddings_l2: float = 1e-3,
                  interaction: str = "dot", interaction_dim: int = 16, pretrained: str | None = None,
                  transfer_mode: str = "finetune", adapter_dim: int = 16, item_encoder: str = "auto",
                  text_encoder: str = "mean", frozen_text: str = "none", hybrid_combine: str = "concat",
-                 catalogue=None, **kwargs):
-        """``pretrained``: a pretraining run whose user encoder reads each user's source-line
+                 catalogue=None, first_order: bool = True, first_order_prior: float = 5.0,
+                 calibration: str = "platt", **kwargs):
+        """``first_order``: add the user, item, line and user x line biases to the logit, each
+        shrunk toward 0 by ``first_order_prior`` pseudo-impressions (mdrec.layers.first_order).
+        ``calibration``: "platt" (a per-line scale and shift of the logit, fitted on validation
+        after training) or "none".
+        ``pretrained``: a pretraining run whose user encoder reads each user's source-line
         behaviour as one more user feature, trained as ``transfer_mode`` says (mdrec.transfer).
         ``item_encoder``: how the item is read, id / content / hybrid (mdrec.layers.item_encoders;
         ``catalogue``, the training items, backs the content history and the frozen text)."""
@@ -65,6 +90,14 @@ class CTRModel(ClickModel):
             self.encoder.history_items = self.item_encoder.history_items
         self.interaction = ProjectedDotInteraction(interaction_dim, name="interaction") \
             if interaction == "dot" else None
+        self.first_order = None
+        if first_order:
+            user, item = spec.user_id, spec.item_id
+            self.first_order = FirstOrderTerms(
+                self.encoder.lookups[user.table].vocabulary_size(), self.encoder.lookups[item.table].vocabulary_size(),
+                self.encoder.num_domains, prior=first_order_prior, rows=transform.rows,
+                item_bias=item in self.item_encoder.reads, name="first_order")
+        self.calibration = self.calibration_layer(calibration, self.encoder.num_domains)
 
     @property
     def num_domains(self) -> int:
@@ -81,6 +114,16 @@ class CTRModel(ClickModel):
             x = tf.concat([x, self.interaction(vectors)], axis=-1)
         return x, embedded, self.encoder.domain_index(inputs)
 
+    def output_logit(self, inputs, logit: tf.Tensor) -> tf.Tensor:
+        """The network's ``logit`` [B] plus the first-order terms of the batch's users, items and
+        lines (if on), through the per-line calibration (if on)."""
+        domain = self.encoder.domain_index(inputs)
+        if self.first_order is not None:
+            spec = self.spec
+            logit += self.first_order(self.encoder.ids(spec.user_id, inputs), self.encoder.ids(spec.item_id, inputs),
+                                      domain)
+        return self.calibration(logit, domain) if self.calibration is not None else logit
+
     def prepare_inference(self) -> None:
         """Refresh anything precomputed for serving (STAR's fused weights); no-op by default."""
 
@@ -94,7 +137,7 @@ class SharedBottom(CTRModel):
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
         x, _, _ = self.features(inputs)
-        return tf.squeeze(self.head(self.mlp(x, training=training)), -1)
+        return self.output_logit(inputs, tf.squeeze(self.head(self.mlp(x, training=training)), -1))
 
 
 class Star(CTRModel):
@@ -136,7 +179,7 @@ class Star(CTRModel):
                 h = self.drop[i](h, training=training)
         s_m = self.star_out(h, domain, training=training)
         s_a = self.aux_out(self.aux(tf.concat([embedded[DOMAIN_KEY], x], -1), training=training))
-        return tf.squeeze(s_m + s_a, -1)
+        return self.output_logit(inputs, tf.squeeze(s_m + s_a, -1))
 
     def prepare_inference(self) -> None:
         for layer in self.star + [self.star_out]:
@@ -166,7 +209,7 @@ class MMoE(CTRModel):
         h = tf.reduce_sum(experts * gate[..., None], axis=1)
         for layer in self.tower:
             h = layer(h, domain)
-        return tf.squeeze(h, -1)
+        return self.output_logit(inputs, tf.squeeze(h, -1))
 
 
 class Separate(ClickModel):
@@ -176,7 +219,9 @@ class Separate(ClickModel):
                  dropout: float = 0.1, **kwargs):
         interaction = kwargs.pop("interaction", "dot")
         interaction_dim = kwargs.pop("interaction_dim", 16)
-        embeddings_l2 = kwargs.pop("embeddings_l2", 0.0)
+        embeddings_l2 = kwargs.pop("embeddings_l2", 1e-3)
+        first_order = {k: kwargs.pop(k) for k in ("first_order", "first_order_prior") if k in kwargs}
+        calibration = kwargs.pop("calibration", "platt")
         if kwargs.pop("pretrained", None):
             raise ValueError("a pretrained user encoder plugs into one shared encoder; 'separate' has one per "
                              "line: transfer into shared_bottom, star or mmoe")
@@ -188,13 +233,15 @@ class Separate(ClickModel):
         self.spec = spec
         self.num_domains = len(transform.domains)
         self.towers = [SharedBottom(spec, transform, hidden, dropout, embeddings_l2=embeddings_l2,
-                                    interaction=interaction, interaction_dim=interaction_dim, **item,
-                                    name=f"domain_{d}") for d in range(self.num_domains)]
+                                    interaction=interaction, interaction_dim=interaction_dim, **item, **first_order,
+                                    calibration="none", name=f"domain_{d}") for d in range(self.num_domains)]
+        self.calibration = self.calibration_layer(calibration, self.num_domains)
 
     def call(self, inputs, training: bool = False) -> tf.Tensor:
         domain = self.towers[0].encoder.domain_index(inputs)  # every tower knows the same domain list
-        return route_by_domain(dict(inputs), domain, self.num_domains,
-                               lambda d, part: self.towers[d](part, training=training))
+        logit = route_by_domain(dict(inputs), domain, self.num_domains,
+                                lambda d, part: self.towers[d](part, training=training))
+        return self.calibration(logit, domain) if self.calibration is not None else logit
 
 
 MODELS = {"shared_bottom": SharedBottom, "star": Star, "separate": Separate, "mmoe": MMoE}

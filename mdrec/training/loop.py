@@ -1,4 +1,5 @@
-"""The training loop: checkpoints, resume from the last checkpoint, early stopping on validation AUC.
+"""The training loop: checkpoints, resume from the last checkpoint, early stopping on validation AUC
+(and on validation logloss rising, for CTR models).
 
 The whole training state (model, optimizer slots, epoch, batch within the epoch, best AUC, epochs
 without improvement) is one ``tf.train.Checkpoint``; epochs are seeded permutations, so a run killed
@@ -186,6 +187,8 @@ def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state:
     validation = scored(validate()) if validate is not None else None
     if validation is not None:
         entry[metric] = float(validation.score)
+        if "logloss" in validation.scalars:
+            entry["valid_logloss"] = float(validation.scalars["logloss"])
         improved = np.isfinite(entry[metric]) and entry[metric] > float(state["best_auc"])
     else:
         improved = True  # without validation the last epoch is the best one
@@ -211,11 +214,30 @@ def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state:
     if epoch + 1 >= config.epochs:
         log(f"finished: reached the last epoch ({config.epochs}); {best}")
         return False
-    stopped = int(state["bad_epochs"]) >= config.patience
-    if stopped:
+    if int(state["bad_epochs"]) >= config.patience:
         log(f"early stopping after epoch {epoch + 1} of {config.epochs}: no {metric.replace('_', ' ')} "
             f"improvement for {config.patience} epoch(s) (--patience); {best}")
-    return stopped
+        return True
+    # Logloss alone does not stop an epoch that still raised the AUC: the calibration step after
+    # training repairs overconfidence, not a worse ranking.
+    overfit = None if improved else logloss_rising(history, config.patience)
+    if overfit is not None:
+        log(f"early stopping after epoch {epoch + 1} of {config.epochs}: valid logloss above its best "
+            f"({overfit[1]:.4f}, epoch {overfit[0] + 1}) for {config.patience} epoch(s) (--patience) and no valid "
+            f"auc gain this epoch: the model is overfitting; {best}")
+        return True
+    return False
+
+
+def logloss_rising(history: list[dict], patience: int) -> tuple[int, float] | None:
+    """(epoch, logloss) of the best validation logloss when each of the last ``patience`` epochs
+    stayed above it, else None. Early stopping watches it beside AUC: past its best the model grows
+    overconfident on what it memorised, and AUC soon follows."""
+    points = [(h["epoch"], h["valid_logloss"]) for h in history if np.isfinite(h.get("valid_logloss", np.nan))]
+    if len(points) <= patience:
+        return None
+    best = min(points[:-patience], key=lambda p: p[1])
+    return best if all(loss > best[1] for _, loss in points[-patience:]) else None
 
 
 def learning_rate_now(optimizer) -> float:
@@ -264,7 +286,12 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
     manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=2)
     resumed_from = None
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except AssertionError:
+            raise MdrecError("the run's checkpoint does not fit the model its config.json describes (was it "
+                             "written by another mdrec version?); it will not resume from it", path=str(run.checkpoints),
+                             hint="use a new --out, or --overwrite to start over") from None
         resumed_from = manager.latest_checkpoint
         log(f"resuming from {resumed_from}: epoch {int(state['epoch']) + 1}, "
             f"batch {int(state['batch'])}, step {int(state['step'])}")

@@ -33,7 +33,7 @@ class TrainConfig:
     train: str = ""
     valid: str | None = None
     test: str | None = None
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 1024
     learning_rate: float = 1e-3
     patience: int = 2

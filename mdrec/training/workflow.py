@@ -172,6 +172,11 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
                 train_missing[key] = train_missing.get(key, 0) + value
             yield ctr_ids(part, spec)
 
+    splits = {name: (split, model_inputs(split, spec, histories[name]))
+              for name, split in (("valid", valid_log), ("test", test_log)) if split is not None}
+    scored = {name: predict(model, inputs) for name, (_, inputs) in splits.items()}
+    if getattr(model, "calibration", None) is not None:
+        metrics["calibration"] = _calibrate(model, run, spec, transform, splits, scored, log)
     fitted = fit_ctr_baselines(id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None)
     mean, extra = fitted[0], fitted[1:]
     metrics["missing_values"]["train"] = train_missing
@@ -181,9 +186,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     for name, split in (("valid", valid_log), ("test", test_log)):
         if split is None:
             continue
-        inputs = model_inputs(split, spec, histories[name])
-        scores = predict(model, inputs)
-        metrics["tables"][name] = _table_records(_report(spec, split, scores))
+        metrics["tables"][name] = _table_records(_report(spec, split, scored[name]))
         ids = ctr_ids(split, spec)
         metrics["baseline"]["tables"][name] = _table_records(_report(spec, split, mean.predict(*ids[:3])))
         for b in extra:
@@ -195,6 +198,38 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     if dist is not None:
         dist.finish()
     return metrics
+
+
+def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dict[str, tuple[Log, dict]],
+               scored: dict[str, np.ndarray], log: Printer) -> dict:
+    """Fit the model's per-line calibration on the validation rows, keep it in the best weights,
+    and rescore every split (``scored``: split -> probabilities, replaced in place). Returns the
+    report: each line's pair and each split's table before the step."""
+    from mdrec.training.calibration import fit_line_calibration
+    from mdrec.training.loop import predict, save_weights
+
+    if "valid" not in splits:
+        log("calibration: skipped (no --valid split to fit it on)")
+        return {"method": "platt per line", "skipped": "no validation split"}
+    valid_log = splits["valid"][0]
+    index = {name: i for i, name in enumerate(transform.domains)}
+    lines = np.array([index[d] for d in valid_log.domains], dtype=np.int64)
+    fits = fit_line_calibration(model.calibration, scored["valid"], labels_of(valid_log), lines, transform.domains)
+    save_weights(model, run.best)
+    report = {"method": "platt per line", "fitted_on": "valid",
+              "lines": {line: fit.report() for line, fit in fits.items()}, "before": {}}
+    for name, (split, inputs) in splits.items():
+        before = _report(spec, split, scored[name])
+        scored[name] = predict(model, inputs)
+        after = _report(spec, split, scored[name])
+        report["before"][name] = _table_records(before)
+        log(f"calibration on {name} (mean predicted / observed click rate), before -> after the per-line "
+            "Platt step fitted on valid: " + ", ".join(f"{line} {before.loc[line, 'calibration']:.3f} -> "
+                                                      f"{after.loc[line, 'calibration']:.3f}" for line in after.index))
+    for line, fit in fits.items():
+        if fit.kept:
+            log(f"calibration of line {line} left as it was: {fit.kept}")
+    return report
 
 
 def _warm_start_hook(config: TrainConfig, log: Printer):
