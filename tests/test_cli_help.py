@@ -34,7 +34,7 @@ def test_every_default_is_in_help():
 def test_train_help_states_the_numbers(capsys):
     parser = dict(_commands(build_parser()))["mdrec train"]
     text = " ".join(parser.format_help().split())
-    for flag, value in (("--epochs", "5"), ("--batch-size", "1024"), ("--learning-rate", "0.001"),
+    for flag, value in (("--epochs", "10"), ("--batch-size", "1024"), ("--learning-rate", "0.001"),
                         ("--patience", "2"), ("--seed", "0"), ("--model", "star")):
         assert f"{flag} " in text and f"(default: {value})" in text, flag
     assert "Recall@50 for two_tower" in text  # what early stopping watches for a retrieval run
