@@ -12,7 +12,7 @@ folder already written by `mdrec data prepare` (train/valid/test.parquet). Print
    "calibration_before[LINE]", "best_epoch", "epochs_run", "seconds"}  one per model and seed
   {"model": "baseline: ...", "seed": null, ...}                       one per sanity row
   {"summary": MODEL, "auc_mean", "auc_std", "logloss_mean", "gain_over", "auc_gain", "auc_gain_ci95",
-   "logloss_gain", "lines_won_vs_shared_bottom"}                      one per model
+   "logloss_gain", "lines_won_vs_shared_bottom", "auc_vs_shared_bottom_ci95"}   one per model
 
 Real data stays outside the repository: --work defaults to a temporary folder.
 """
