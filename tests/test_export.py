@@ -22,7 +22,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from mdrec.cli import main
 from mdrec.data.pipeline import model_inputs
-from mdrec.export import export_run, format_tree
+from mdrec.errors import MdrecError
+from mdrec.export import ServedModel, export_run, format_tree
 from mdrec.export import saved_model as saved_model_module
 from mdrec.export.serving_config import batching_parameters_class
 from mdrec.export.warmup import read_warmup, request_inputs
@@ -229,6 +230,16 @@ def test_bad_requests_fail_clearly_and_unknown_ids_are_oov(trained):
     dtypes = {k: s.dtype for k, s in served.structured_input_signature[1].items()}
     empty = served(**{k: tf.constant(np.asarray(v)[:0], dtype=dtypes[k]) for k, v in good.items()})
     assert empty["probability"].shape == (0,) and empty["logit"].shape == (0,)
+
+    # ServedModel (the latest complete version of export/ctr) takes plain Python values and names a
+    # wrong dtype, where the raw signature above only says "string"/"float" with a position.
+    model = ServedModel(trained["root"] / "export" / "ctr")
+    assert model.version == max(int(p.name) for p in model.folder.parent.iterdir() if p.name.isdigit())
+    np.testing.assert_allclose(model(good)["probability"], out["probability"].numpy(), rtol=1e-6)
+    with pytest.raises(MdrecError, match=r"input price needs number values \(float32\); got string values"):
+        model({**good, "price": ["1.0", "2.0"]})
+    with pytest.raises(MdrecError, match=r"no signature 'score'.*its signatures: serving_default"):
+        model(good, signature="score")
 
 
 def test_cli_export_errors_are_one_line(trained, tmp_path, capsys):

@@ -16,6 +16,7 @@ from mdrec.cli import main
 from mdrec.data.io import read_file
 from mdrec.data.log import load_log
 from mdrec.errors import MdrecError
+from mdrec.export.served import checked_inputs
 from mdrec.export.versions import staged_version, versions
 from mdrec.fileio import atomic_directory, writer_mark
 from mdrec.lifelong.tasks import parse_tasks
@@ -234,6 +235,22 @@ def test_the_serving_signature_refuses_values_training_refuses(tmp_path, tiny_sp
         wide[name] = tf.constant(np.concatenate([inputs[name], inputs[name][:, :1]], 1))
         with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name} needs (3|5) values per row"):
             served(**wide)
+
+    # A wrong dtype is refused before the graph runs, where TensorFlow names it by position only
+    # ("input #8(zero-based)"): ServedModel's check names it, and converts numbers as REST does.
+    n = len(inputs["price"])
+    bad = {"price": np.asarray(["1.0"] * n), "user_id": np.arange(n), "vec": np.zeros(n, np.float32)}
+    for name, message in (("price", r"input price needs number values \(float32\); got string values"),
+                          ("user_id", r"input user_id needs string values \(string\); got integer values"),
+                          ("vec", r"input vec needs shape \[batch, 3\]; got \[" + str(n) + r"\]")):
+        with pytest.raises(MdrecError, match=message):
+            checked_inputs(served, {**inputs, name: bad[name]})
+    with pytest.raises(MdrecError, match="input\\(s\\) pricee are not inputs of signature"):
+        checked_inputs(served, {**inputs, "pricee": inputs["price"]})
+    with pytest.raises(MdrecError, match="needs input\\(s\\) price —"):
+        checked_inputs(served, {k: v for k, v in inputs.items() if k != "price"})
+    widened = checked_inputs(served, {**inputs, "price": inputs["price"].astype(np.float64)})
+    np.testing.assert_array_equal(served(**widened)["probability"].numpy(), got["probability"].numpy())
 
 
 def test_an_overlong_id_or_text_is_refused_with_its_row(tmp_path, tiny_spec_path):
