@@ -62,8 +62,17 @@ def test_star_dense_matches_per_domain_reference():
     wp, bp = layer.domain_kernel.numpy(), layer.domain_bias.numpy()
     expected = np.stack([x[i] @ (w * wp[domain[i]]) + b + bp[domain[i]] for i in range(40)])
     np.testing.assert_allclose(layer(x, domain, training=True).numpy(), expected, rtol=1e-5, atol=1e-5)
-    layer.fuse()                                                    # serving path: precomputed W*_p
+    # Inference before any fuse() computes W ⊙ W_p itself (the fused weights are still zeros).
     np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    layer.fuse()                                                    # serving path: precomputed W*_p
+    assert bool(layer.is_fused.numpy())
+    np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # A training call makes the fused weights stale: inference goes back to W ⊙ W_p until fuse().
+    layer(x, domain, training=True)
+    layer.kernel.assign(2 * w)
+    assert not bool(layer.is_fused.numpy())
+    doubled = np.stack([x[i] @ (2 * w * wp[domain[i]]) + b + bp[domain[i]] for i in range(40)])
+    np.testing.assert_allclose(layer(x, domain, training=False).numpy(), doubled, rtol=1e-5, atol=1e-5)
     # Domain weights learn only from their own domain; shared weights from every example.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x[domain == 0], domain[domain == 0], training=True))
@@ -101,11 +110,34 @@ def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_s
     got = outputs["probability"].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert metrics["tables"]["valid"][-1]["rows"] == 90
+    if model == "star":
+        _a_step_of_your_own_loop_is_served_fresh(tmp_path / model, tiny_splits["test"])
     # The projector shows every ID table the model reads: one per line for separate's towers.
     shown = sorted(p.stem for p in (tmp_path / model / "tensorboard" / "embeddings").glob("*.tsv"))
     lines = ["a", "b", "c"]
     assert shown == (sorted(f"{t}@{d}" for t in ("item_id", "user_id") for d in lines) if model == "separate"
                      else ["item_id", "user_id"])
+
+
+def _a_step_of_your_own_loop_is_served_fresh(run, test):
+    """STAR trained further by a plain GradientTape loop, then called directly: the scores are those
+    of the new weights (they once came from the fused weights of the kit's last fuse())."""
+    from mdrec.training.workflow import restore_for
+
+    restored = restore_for(run, test)
+    model = restored.model
+    batch = {k: tf.constant(v[:64]) for k, v in restored.inputs.items()}
+    before = model(batch, training=False).numpy()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(batch, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    for variable, grad in zip(model.trainable_variables, grads):
+        if grad is not None:
+            variable.assign_sub(0.5 * tf.convert_to_tensor(grad))    # a plain SGD step
+    direct = model(batch, training=False).numpy()
+    assert np.abs(direct - before).max() > 1e-3                    # the step changed the scores
+    model.prepare_inference()
+    np.testing.assert_allclose(direct, model(batch, training=False).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_model_parameter_is_a_clear_error(tmp_path, tiny_spec_path, tiny_splits):

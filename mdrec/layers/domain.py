@@ -126,9 +126,11 @@ class StarDense(_PerDomainDense):
     """STAR's star-topology fully connected layer. [B, d_in] x domain [B] -> [B, units].
 
     Domain p uses W*_p = W ⊙ W_p and b*_p = b + b_p. W learns from every example, W_p only from
-    domain p's. Training computes W ⊙ W_p per step; inference reads ``fused_kernel`` (W*_p for every
-    domain), refreshed by :meth:`fuse` after the weights change, so serving costs what one dense
-    layer costs.
+    domain p's. Training computes W ⊙ W_p per step. Inference reads ``fused_kernel`` (W*_p for every
+    domain, precomputed by :meth:`fuse`, so serving costs what one dense layer costs) while
+    ``is_fused`` holds, and computes W ⊙ W_p itself otherwise. A training call clears ``is_fused``,
+    so a model trained by any loop scores correctly before and after :meth:`fuse`; only weights
+    assigned by hand need a :meth:`fuse` (or leave ``is_fused`` cleared) to be served fused.
     """
 
     def build(self, input_shape):
@@ -141,21 +143,31 @@ class StarDense(_PerDomainDense):
         self.fused_kernel = self.add_weight("fused_kernel", [m, d_in, self.units], initializer="zeros",
                                             trainable=False)
         self.fused_bias = self.add_weight("fused_bias", [m, self.units], initializer="zeros", trainable=False)
+        # Saved with the fused weights it vouches for; a checkpoint without it restores "not fused".
+        self.is_fused = self.add_weight("is_fused", [], dtype=tf.bool, initializer="zeros", trainable=False,
+                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         super().build(input_shape)
 
     def fuse(self) -> None:
         """Precompute W*_p and b*_p for inference."""
         self.fused_kernel.assign(self.kernel[None] * self.domain_kernel)
         self.fused_bias.assign(self.bias[None] + self.domain_bias)
+        self.is_fused.assign(True)
 
     def call(self, x: tf.Tensor, domain: tf.Tensor, training: bool = False) -> tf.Tensor:
-        if training:  # W ⊙ W_p only for the domains a branch needs
-            out = domain_matmul(x, domain, self.num_domains, lambda d: self.kernel * self.domain_kernel[d],
-                                lambda d: self.bias + self.domain_bias[d])
-        else:
-            out = domain_matmul(x, domain, self.num_domains, lambda d: self.fused_kernel[d],
-                                lambda d: self.fused_bias[d])
-        return self._activate(out)
+        if training:
+            self.is_fused.assign(False)  # the step about to be taken makes fused_kernel stale
+            return self._activate(self._matmul(x, domain))
+        return self._activate(tf.cond(self.is_fused, lambda: self._matmul(x, domain, fused=True),
+                                      lambda: self._matmul(x, domain)))
+
+    def _matmul(self, x: tf.Tensor, domain: tf.Tensor, fused: bool = False) -> tf.Tensor:
+        if fused:
+            return domain_matmul(x, domain, self.num_domains, lambda d: self.fused_kernel[d],
+                                 lambda d: self.fused_bias[d])
+        # W ⊙ W_p only for the domains a branch needs
+        return domain_matmul(x, domain, self.num_domains, lambda d: self.kernel * self.domain_kernel[d],
+                             lambda d: self.bias + self.domain_bias[d])
 
 
 class DomainDense(_PerDomainDense):

@@ -78,7 +78,7 @@ def run_batched(model: tf_keras.Model, name: str, fn, signature: dict | None, in
 
 
 def _prepare_inference(model: tf_keras.Model) -> None:
-    # STAR keeps fused per-domain weights for serving; refresh them from the trained weights.
+    # STAR serves from fused per-domain weights once fused (correct without, one multiply slower).
     prepare = getattr(model, "prepare_inference", None)
     if prepare is not None:
         prepare()
