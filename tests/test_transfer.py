@@ -113,6 +113,24 @@ def test_a_user_the_source_never_saw_falls_back_to_zeros_and_a_flag(setup):
     assert (history == b"").all()
 
 
+def test_each_distinct_user_is_encoded_once_with_the_per_row_result(setup):
+    model, inputs, _ = _model(setup, "finetune")
+    layer = model.encoder.user_feature
+    a, b = sorted(layer.users)[:2]
+    ids = tf.constant([a, b, a, "never-seen-user", a, "unknown-too", b])
+    out = layer(ids).numpy()
+    per_row = np.stack([layer(tf.constant([user])).numpy()[0] for user in ids.numpy()])
+    np.testing.assert_allclose(out, per_row, rtol=1e-5, atol=1e-6)
+    encoded = []  # the encoder sees one row per distinct user (the two unknown users share one)
+    call = layer.encoder.call
+    layer.encoder.call = lambda x, **kw: encoded.append(int(x["items"].shape[0])) or call(x, **kw)
+    try:
+        layer(ids)
+    finally:
+        del layer.encoder.call
+    assert encoded == [3]
+
+
 def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setup, tmp_path):
     from conftest import reload_and_serve
     from mdrec.transfer.workflow import transfer_run

@@ -7,7 +7,7 @@ y = concat_h(softmax(q_h k_h^T / sqrt(dim / heads) + (0 where mask else -1e9)) v
 q = x W_q and [k, v] = memory W_kv (memory = x unless given). ``mask[b, i, j]`` says whether query i may read key j;
 a query that may read no key gets the mean of the values instead of NaN (every row of the softmax is
 finite). Dropout on the attention probabilities draws from a ``tf.random.Generator`` (Keras'
-stateful generator), so a compiled (XLA) step stays seeded and a checkpoint carries its state.
+stateful generator), so a compiled (XLA) step stays seeded (its state is not in checkpoints).
 """
 from __future__ import annotations
 

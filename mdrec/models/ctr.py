@@ -44,6 +44,8 @@ class ClickModel(tf_keras.Model):
     fits on the validation split after training; the identity until then.
     """
 
+    autograph = False  # calls branch on Python values only (mdrec.training.loop.uses_autograph)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.calibration: LineCalibration | None = None

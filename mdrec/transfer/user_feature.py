@@ -109,10 +109,13 @@ class PretrainedUser(tf_keras.layers.Layer):
         return tf.gather(self.histories, self.user_lookup(user_ids))
 
     def call(self, user_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
-        history = self.source_history(user_ids)
+        # A user's rows share one source history: encode each distinct user of the batch once (a
+        # target line's batch repeats its users; users unknown to the source share the empty row).
+        users, row_user = tf.unique(self.user_lookup(user_ids))
+        history = tf.gather(self.histories, users)                                   # [U, max_length]
         vector = self.encoder({"items": history}, training=bool(training) and self.mode != "frozen")
         has_history = tf.cast(tf.reduce_any(tf.not_equal(history, ""), axis=1), vector.dtype)[:, None]
-        return tf.concat([vector * has_history, has_history], axis=-1)
+        return tf.gather(tf.concat([vector * has_history, has_history], axis=-1), row_user)   # [B, dim + 1]
 
 
 def pretrained_user(pretrained: str | None, mode: str, adapter_dim: int) -> PretrainedUser | None:
