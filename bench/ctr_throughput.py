@@ -1,0 +1,210 @@
+"""Training throughput of each CTR model, per phase, against a minimal Keras reference, in one run.
+
+    python bench/ctr_throughput.py --data ../shared/data/douban-book-music
+    python bench/ctr_throughput.py --data ../shared/data/douban-book-music --peer-widths
+
+Each model trains through the kit's own path (`train_run`: the spec's string features, the kit's
+input pipeline, its fit loop with checkpoints and validation) for ``--epochs`` epochs (default 2);
+the last epoch is measured (the first one traces). Phases, as JSON lines
+``{"model", "batch", "phase", "ex_per_s", "seconds", ...}``:
+
+  input_pipeline   the epoch's batches alone (no training), training examples per second
+  training_loop    the whole epoch as fit records it (steps + input waits + bookkeeping)
+  train_steps      the time inside the training steps only (``step_seconds`` of history.json)
+  validation       the scoring at the epoch's end (the validation split and the 20,000 training rows
+                   of the train curves), examples per second
+  checkpointing    the rest of the epoch's end (best weights, checkpoint, history, TensorBoard), seconds
+
+and, for ``model: reference``, a minimal tf_keras model with the same ID embeddings (dims and
+vocabulary sizes of the spec) and the same hidden widths, fed integer ids from memory and trained
+with plain ``fit`` (Adam): the speed of this stack on this machine. Each model's ``training_loop``
+and ``train_steps`` lines carry ``over_reference`` (its examples/s over the reference's at the same
+batch size; 1.0 = as fast). Variants run in alternation, ``--rounds`` times; the median is printed.
+
+``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
+no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch
+4096 on the same 2 cores.
+
+Real data stays outside the repository: --work defaults to a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mdrec  # noqa: E402,F401
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+
+from mdrec.data.transform import Transform  # noqa: E402
+from mdrec.progress import quiet_progress  # noqa: E402
+from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
+from mdrec.training import loop  # noqa: E402
+from mdrec.training.run import TrainConfig  # noqa: E402
+from mdrec.training.workflow import train_run  # noqa: E402
+from ctr_models import prepared  # noqa: E402
+
+MODELS = ("star", "shared_bottom", "mmoe")
+PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
+        "shared_bottom": {"hidden": [128], "interaction": "none"},
+        "mmoe": {"hidden": [128], "interaction": "none"}}
+DEFAULT_WIDTHS = [256, 128, 64]
+
+
+class _Measured(Exception):
+    """Raised after fit: the rest of train_run (calibration, sanity rows, test tables) is not timed."""
+
+
+def measure_kit(model: str, batch: int, data: Path, spec_path: Path, work: Path, epochs: int,
+                hyperparameters: dict) -> list[dict]:
+    """The phases of one model's training at one batch size (the last epoch), as JSON-ready dicts."""
+    timings: dict[str, float] = {}
+    real_fit, real_finish = loop.fit, loop.finish_epoch
+
+    def timed_fit(model_, run, config, train, validate, **kwargs):
+        started, rows = time.perf_counter(), 0
+        for _, y in train.epoch(0, 0):
+            rows += int(y.shape[0])
+        timings["input_pipeline"] = time.perf_counter() - started
+        timings["train_rows"] = rows
+        real_fit(model_, run, config, train, validate, **kwargs)
+        raise _Measured
+
+    def timed_finish(model_, run, config, state, manager, history, entry, validate, *args, **kwargs):
+        def timed_validate():
+            started = time.perf_counter()
+            out = validate()
+            timings["validation"] = time.perf_counter() - started
+            return out
+
+        started = time.perf_counter()
+        out = real_finish(model_, run, config, state, manager, history, entry, timed_validate, *args, **kwargs)
+        timings["finish"] = time.perf_counter() - started
+        return out
+
+    config = TrainConfig(model=model, train=str(data / "train.parquet"), valid=str(data / "valid.parquet"),
+                         epochs=epochs, batch_size=batch, patience=epochs + 1, seed=0,
+                         hyperparameters=hyperparameters)
+    run = work / f"{model}-{batch}-{time.time_ns()}"
+    loop.fit, loop.finish_epoch = timed_fit, timed_finish
+    try:
+        with quiet_progress():
+            train_run(spec_path, config, run, log=lambda *_: None)
+    except _Measured:
+        pass
+    finally:
+        loop.fit, loop.finish_epoch = real_fit, real_finish
+    last = json.loads((run / "history.json").read_text())[-1]
+    rows = timings["train_rows"]
+    # Validation scores the validation split and a fixed sample of training rows (the train curves).
+    valid_rows = _rows(data / "valid.parquet") + min(loop.TRAIN_SAMPLE, rows)
+    base = {"model": model, "batch": batch}
+    return [
+        {**base, "phase": "input_pipeline", "ex_per_s": rows / timings["input_pipeline"],
+         "seconds": timings["input_pipeline"]},
+        {**base, "phase": "training_loop", "ex_per_s": rows / last["seconds"], "seconds": last["seconds"],
+         "steps": last["steps"]},
+        {**base, "phase": "train_steps", "ex_per_s": rows / last["step_seconds"], "seconds": last["step_seconds"],
+         "ms_per_step": 1000 * last["step_seconds"] / last["steps"]},
+        {**base, "phase": "validation", "ex_per_s": valid_rows / timings["validation"],
+         "seconds": timings["validation"]},
+        {**base, "phase": "checkpointing", "seconds": timings["finish"] - timings["validation"]},
+    ]
+
+
+def _rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int], epochs: int) -> dict:
+    """Plain tf_keras fit of embeddings + MLP on integer ids from memory; the last epoch's examples/s."""
+    from mdrec.data.log import DOMAIN, load_log
+
+    spec = load_spec(spec_path)
+    log = load_log(data / "train.parquet", spec)
+    transform = Transform.fit(log, spec)
+    ids, inputs, embedded = {}, [], []
+    for feature in [f for f in spec.features if f.is_categorical and not f.hash_buckets]:
+        vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[feature.table])}
+        ids[feature.name] = np.asarray([vocab.get(v, 0) for v in log.frame[feature.name]], np.int32)
+        x = tf_keras.Input([], dtype=tf.int32, name=feature.name)
+        inputs.append(x)
+        embedded.append(tf_keras.layers.Embedding(len(vocab) + 1, feature.embedding_dim)(x))
+    lines = {v: i for i, v in enumerate(transform.domains)}
+    ids["line"] = np.asarray([lines[v] for v in log.frame[DOMAIN]], np.int32)
+    x = tf_keras.Input([], dtype=tf.int32, name="line")
+    inputs.append(x)
+    embedded.append(tf_keras.layers.Embedding(len(lines), 8)(x))
+    h = tf_keras.layers.Concatenate()(embedded)
+    for width in widths:
+        h = tf_keras.layers.Dense(width, activation="relu")(h)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(h))
+    model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.BinaryCrossentropy(from_logits=True))
+    labels = log.labels.astype(np.float32)
+    seconds: list[float] = []
+
+    class EpochTimer(tf_keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    model.fit(ids, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
+    return {"model": "reference", "batch": batch, "phase": "training_loop", "ex_per_s": len(labels) / seconds[-1],
+            "seconds": seconds[-1], "widths": widths}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="raw shared folder, or a prepared folder")
+    parser.add_argument("--dataset", default="douban-book-music")
+    parser.add_argument("--work", help="where prepared data and runs go (default: a temporary folder)")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1024,4096")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating repeats; the median is printed")
+    parser.add_argument("--peer-widths", action="store_true", help="the PyTorch peer's widths (see above)")
+    args = parser.parse_args()
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mdrec-throughput-"))
+    data = prepared(Path(args.data), args.dataset, work)
+    spec_path = SHIPPED_SPECS / f"{args.dataset}.yaml"
+    models = args.models.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    measured: dict[tuple, list[dict]] = {}
+    for _ in range(args.rounds):
+        for batch in batches:
+            widths = PEER["star"]["hidden"] if args.peer_widths else DEFAULT_WIDTHS
+            key = ("reference", batch, "training_loop")
+            measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs))
+            for model in models:
+                params = dict(PEER.get(model, {})) if args.peer_widths else {}
+                for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
+                    measured.setdefault((model, batch, line["phase"]), []).append(line)
+    for (model, batch, phase), lines in measured.items():
+        out = dict(lines[0])
+        for key in ("ex_per_s", "seconds"):
+            if key in out:
+                out[key] = round(statistics.median(line[key] for line in lines), 3 if key == "seconds" else 0)
+        if model != "reference" and phase in ("training_loop", "train_steps"):
+            reference = statistics.median(r["ex_per_s"] for r in measured[("reference", batch, "training_loop")])
+            out["over_reference"] = round(out["ex_per_s"] / reference, 3)
+        out["rounds"] = len(lines)
+        out["peer_widths"] = args.peer_widths
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
