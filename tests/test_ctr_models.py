@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mdrec.data.pipeline import domain_batch_dataset
 from mdrec.errors import MdrecError
-from mdrec.layers.domain import PartitionedNormalization, StarDense
+from mdrec.layers.domain import PartitionedNormalization, StarDense, fused_inference
 from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import train_run
 from conftest import reload_and_serve
@@ -73,6 +73,10 @@ def test_star_dense_matches_per_domain_reference():
     assert not bool(layer.is_fused.numpy())
     doubled = np.stack([x[i] @ (2 * w * wp[domain[i]]) + b + bp[domain[i]] for i in range(40)])
     np.testing.assert_allclose(layer(x, domain, training=False).numpy(), doubled, rtol=1e-5, atol=1e-5)
+    # An export traces under fused_inference: the fused weights are read with no check (they were
+    # fused just before and cannot change), so here they still give the pre-doubling scores.
+    with fused_inference():
+        np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
     # Domain weights learn only from their own domain; shared weights from every example.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x[domain == 0], domain[domain == 0], training=True))

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.data.transform import Transform
+from mdrec.layers.domain import fused_inference
 from mdrec.layers.features import input_signature
 from mdrec.spec import FeatureSpec, Spec
 
@@ -32,7 +33,12 @@ def ctr_signature(model: tf_keras.Model, spec: Spec, transform: Transform | None
             logit = tf.identity(model(features, training=False))
         return {"probability": tf.sigmoid(logit), "logit": logit}
 
-    return serve.get_concrete_function()
+    # The exported weights cannot change: fuse STAR's once and serve them without a staleness check.
+    prepare = getattr(model, "prepare_inference", None)
+    if prepare is not None:
+        prepare()
+    with fused_inference():
+        return serve.get_concrete_function()
 
 
 def check_request(features: dict[str, tf.Tensor], spec: Spec, transform: Transform | None = None
