@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/mdrec demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean:
 	rm -rf runs reports build *.egg-info

@@ -132,3 +132,16 @@ def events(folder) -> dict[str, list[tuple[int, object]]]:
                     item = float(tensor)
                 out.setdefault(value.tag, []).append((event.step, item))
     return out
+
+
+# The longest modules go first, so that `make test`'s two workers (pytest-xdist, one file per
+# worker at a time) do not end with one of them alone on the demo.
+LONG_MODULES = ("test_demo.py", "test_distribute.py", "test_ctr_models.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)       # stable: the order inside a module is kept

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -245,13 +244,6 @@ def test_expected_bayes_auc_matches_brute_force():
     assert expected_bayes_auc(np.full(10, 0.3)) == pytest.approx(0.5)
 
 
-def test_expected_bayes_auc_is_fast_enough():
-    p = np.random.default_rng(0).random(1_000_000)
-    start = time.perf_counter()
-    expected_bayes_auc(p)
-    assert time.perf_counter() - start < 5.0  # O(n log n); O(n^2) would never finish
-
-
 def test_metric_inputs_are_checked():
     with pytest.raises(MdrecError):
         bayes_auc([0.1, 0.2], [0, 0])
@@ -340,11 +332,8 @@ def test_config_accepts_lists_and_tiny_configs_work():
     json.dumps(log.meta)
 
 
-def test_default_config_is_fast_and_within_targets():
-    start = time.perf_counter()
-    log = generate()  # (timed here, so not the shared fixture)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 15.0  # vectorised: about 1-2 s; per-row Python loops would take minutes
+def test_default_config_is_within_targets():
+    log = generate()  # its speed: bench/synthetic_speed.py
     meta = log.meta
     assert meta["rows"] == 200_000
     assert meta["users"]["multi_domain_share"] == pytest.approx(0.6, abs=0.01)
