@@ -1,7 +1,7 @@
 """The user encoder against the published sequential-recommendation table (MovieLens-1M).
 
     python bench/sequential.py --data ../shared/data/movielens-1m [--out /tmp/bench-sequential] \
-        [--variants sasrec,nextitnet,bert4rec,cl4srec,clue] [--seeds 0]
+        [--variants sasrec,sasrec_exclude_seen,nextitnet,bert4rec,cl4srec,clue] [--seeds 0]
 
 Prepares the raw folder with ``mdrec data prepare movielens-1m-sequential`` (every rating an
 interaction, 5-core, leave-last-out; once, into OUT/data), then pretrains every variant with the
@@ -30,6 +30,7 @@ from mdrec.pretraining.train import pretrain_run  # noqa: E402
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "movielens-1m-sequential.yaml"
 VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "sasrec": ("autoregressive", "transformer", {}),
+    "sasrec_exclude_seen": ("autoregressive", "transformer", {"exclude_seen": True}),
     "nextitnet": ("autoregressive", "nextitnet", {}),
     "bert4rec": ("mlm", "transformer", {}),
     "cl4srec": ("contrastive", "transformer", {}),

@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from mdrec.data.pipeline import model_inputs  # noqa: E402
 from mdrec.export import export_run  # noqa: E402
-from mdrec.layers.features import input_signature  # noqa: E402
+from mdrec.data.signature import input_signature  # noqa: E402
 from mdrec.training.workflow import evaluation_log, load_trained, restore_trained  # noqa: E402
 
 SPEC = Path(__file__).resolve().parent.parent / "feature_specs" / "synthetic.yaml"

@@ -28,7 +28,7 @@ from mdrec.data.log import canonicalize  # noqa: E402
 from mdrec.data.pipeline import labels_of, model_inputs  # noqa: E402
 from mdrec.data.transform import Transform  # noqa: E402
 from mdrec.layers.domain import fused_inference  # noqa: E402
-from mdrec.layers.features import input_signature  # noqa: E402
+from mdrec.data.signature import input_signature  # noqa: E402
 from mdrec.models.registry import build_model  # noqa: E402
 from mdrec.spec import parse_spec  # noqa: E402
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from mdrec.cli import main
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import load_log
 from mdrec.data.splits import cold_item_split, split_files, time_split
 from mdrec.errors import MdrecError
 from mdrec.evaluation.branches import Items, compare_branches, extend_catalogue, parse_branches
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec
 from conftest import TINY_SPEC, tiny_frame
 

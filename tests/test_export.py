@@ -27,7 +27,7 @@ from mdrec.export import ServedModel, export_run, format_tree
 from mdrec.export import saved_model as saved_model_module
 from mdrec.export.serving_config import batching_parameters_class
 from mdrec.export.warmup import read_warmup, request_inputs
-from mdrec.layers.features import input_signature
+from mdrec.data.signature import input_signature
 from mdrec.spec import load_spec
 from mdrec.training.loop import predict
 from mdrec.training.run import TrainConfig

@@ -69,7 +69,7 @@ def test_ctr_models_carry_the_terms_and_a_content_item_encoder_gets_no_item_bias
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec, with_domain_values
 
-    from mdrec.retrieval.catalogue import Catalogue
+    from mdrec.data.catalogue import Catalogue
 
     spec = load_spec(tiny_spec_path)
     log = load_log(tiny_splits["train"], spec)

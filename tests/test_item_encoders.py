@@ -12,6 +12,7 @@ import pytest
 import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import load_log
 from mdrec.data.pipeline import model_inputs
 from mdrec.data.transform import Transform
@@ -20,7 +21,6 @@ from mdrec.layers.item_encoders import lsa_token_table, precompute_text_vectors
 from mdrec.models.ctr import Star
 from mdrec.models.registry import build_model
 from mdrec.models.two_tower import TwoTower, candidate_signature
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec, parse_spec, with_domain_values
 from mdrec.training.run import TrainConfig
 from mdrec.training.workflow import restore_for, train_run

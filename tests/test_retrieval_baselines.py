@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, TIME, Log
 from mdrec.evaluation.baselines import retrieval as rb
 from mdrec.evaluation.ranking import ranking_queries
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec
 
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mdrec.cli import main
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log
 from mdrec.data.pipeline import model_inputs
 from mdrec.data.transform import Transform
@@ -19,7 +20,6 @@ from mdrec.evaluation.ranking import (RankingQueries, full_ranking, per_domain_t
                                       sampled_ranking)
 from mdrec.layers.sampling import StreamingFrequencyEstimator
 from mdrec.models.two_tower import TwoTower
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import load_spec, with_domain_values
 from mdrec.training.retrieval import in_batch_loss, train_inputs
 from mdrec.training.run import TrainConfig

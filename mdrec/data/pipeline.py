@@ -22,7 +22,7 @@ from mdrec.spec import Spec
 
 def model_inputs(log: Log, spec: Spec, history: np.ndarray | None = None, *,
                  features=None) -> dict[str, np.ndarray]:
-    """Raw model inputs keyed as in ``layers.features.input_signature``; with ``features`` (a
+    """Raw model inputs keyed as in ``data.signature.input_signature``; with ``features`` (a
     subset of the spec's, e.g. a candidate tower's) only those, the line and no history."""
     inputs: dict[str, np.ndarray] = {}
     for feature in spec.features if features is None else features:
@@ -123,7 +123,7 @@ def streaming_dataset(path: str | Path, spec: Spec, batch_size: int, *, chunk_ro
         raise MdrecError("streaming input cannot build behaviour sequences (they need each user's full "
                          "history)", path=spec.source, hint="train in memory, or remove `sequence` from the spec")
     from mdrec.data import shards
-    from mdrec.layers.features import input_signature
+    from mdrec.data.signature import input_signature
 
     files = shards.shard_files(path)
     if all(shards.is_tfrecord(f) for f in files):  # shards of `mdrec data convert`: parsed in the graph

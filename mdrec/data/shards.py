@@ -455,7 +455,7 @@ def python_dataset(files: Sequence[str | Path], spec: Spec, batch_size: int, *, 
 
     from mdrec.data.log import iter_logs
     from mdrec.data.pipeline import labels_of, model_inputs
-    from mdrec.layers.features import input_signature
+    from mdrec.data.signature import input_signature
 
     if spec.sequence is not None:
         parse_fn(spec)  # raises the sequence error

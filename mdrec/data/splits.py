@@ -148,7 +148,7 @@ def split_files(spec_path, data, out, *, by: str = "time", valid_fraction: float
         raise MdrecError(f"unknown split '{by}'; use time, leave_last_out or random")
     cold = None
     if cold_items:
-        from mdrec.retrieval.catalogue import item_keys
+        from mdrec.data.catalogue import item_keys
 
         parts, cold = cold_item_split(item_keys(log, spec), parts, cold_items, seed)
     out = Path(out)

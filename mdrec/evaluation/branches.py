@@ -25,11 +25,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from mdrec.data.catalogue import Catalogue, item_keys
 from mdrec.data.log import LABEL, Log
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_file, atomic_write_json, atomic_write_text
 from mdrec.records import recorded_path
-from mdrec.retrieval.catalogue import Catalogue, item_keys
 
 BRANCHES = ("id", "content", "hybrid")
 SUBSETS = {"all": "all items", "warm": "warm items (seen in training)",

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from mdrec.data.catalogue import Catalogue, item_keys
 from mdrec.data.log import DOMAIN, LABEL, TIME, Log
-from mdrec.retrieval.catalogue import Catalogue, item_keys
 from mdrec.spec import Spec
 
 KS = (10, 50, 100)

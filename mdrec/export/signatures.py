@@ -7,7 +7,7 @@ import tf_keras
 
 from mdrec.data.transform import Transform
 from mdrec.layers.domain import fused_inference
-from mdrec.layers.features import input_signature
+from mdrec.data.signature import input_signature
 from mdrec.spec import FeatureSpec, Spec
 
 

@@ -25,24 +25,6 @@ from mdrec.spec import FeatureSpec, Spec
 _EMPTY_VOCAB_PLACEHOLDER = "\x00<empty>"
 
 
-def input_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
-    """The model's raw inputs, named as in the spec (stable names for serving signatures)."""
-    sig: dict[str, tf.TensorSpec] = {}
-    for feature in spec.features:
-        if feature.type == "numeric":
-            sig[feature.name] = tf.TensorSpec([None], tf.float32, name=feature.name)
-        elif feature.type == "dense_vector":
-            sig[feature.name] = tf.TensorSpec([None, feature.dim], tf.float32, name=feature.name)
-        else:
-            sig[feature.name] = tf.TensorSpec([None], tf.string, name=feature.name)
-    if spec.domain.column:
-        sig[spec.domain.column] = tf.TensorSpec([None], tf.string, name=spec.domain.column)
-    if spec.sequence:
-        sig[spec.sequence.name] = tf.TensorSpec([None, spec.sequence.max_length], tf.string,
-                                                name=spec.sequence.name)
-    return sig
-
-
 class FeatureEncoder(tf_keras.layers.Layer):
     """Embeds every feature of a spec.
 

@@ -82,7 +82,7 @@ class ItemEncoder(tf_keras.layers.Layer):
     """call(inputs) -> {field name: float32 [B, w]}: the item fields the backbone concatenates.
 
     ``encoder``: the model's FeatureEncoder (its tables are shared: the history's ID embeddings
-    and the text token table). ``catalogue``: the training items (mdrec.retrieval.catalogue); needed
+    and the text token table). ``catalogue``: the training items (mdrec.data.catalogue); needed
     for the content history and the frozen text embedding.
     """
 

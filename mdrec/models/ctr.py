@@ -1,6 +1,6 @@
 """Multi-domain CTR models, all built from one feature spec and one embedding layer.
 
-Each takes the raw inputs of ``layers.features.input_signature`` and returns a logit [B]:
+Each takes the raw inputs of ``data.signature.input_signature`` and returns a logit [B]:
 
 - ``SharedBottom`` (STAR's "Base"): one MLP for every domain; the domain is one more feature.
 - ``Star``: partitioned normalization, star-topology FCN (W ⊙ W_p per domain) and the auxiliary

@@ -37,12 +37,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
+from mdrec.data.catalogue import Catalogue, item_features
+from mdrec.data.signature import input_signature
 from mdrec.data.transform import Transform
-from mdrec.layers.features import FeatureEncoder, input_signature
+from mdrec.layers.features import FeatureEncoder
 from mdrec.layers.item_encoders import ContentOffsets, ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.layers.sampling import StreamingFrequencyEstimator
-from mdrec.retrieval.catalogue import Catalogue, item_features
 from mdrec.spec import Spec
 
 LOGQ = ("frequency", "streaming", "none")

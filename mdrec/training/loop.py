@@ -22,7 +22,7 @@ from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoc
 from mdrec.evaluation.metrics import ctr_report
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_directory
-from mdrec.layers.features import input_signature
+from mdrec.data.signature import input_signature
 from mdrec.progress import PROGRESS_SECONDS, progress_verbosity, quiet_progress  # noqa: F401 (re-exported)
 from mdrec.training.board import Board, Validation, per_line, scored
 from mdrec.training.run import RunDir, TrainConfig

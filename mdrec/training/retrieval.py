@@ -16,12 +16,12 @@ import pandas as pd
 import mdrec  # noqa: F401
 import tensorflow as tf
 
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, Log
 from mdrec.data.pipeline import model_inputs, predict_dataset
 from mdrec.evaluation.baselines.retrieval import FittedBaseline
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec
 from mdrec.training.board import Validation, per_line
 from mdrec.training.loop import run_batched

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, Log, iter_logs, load_log, rare_line_warnings
 from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
 from mdrec.data.sequences import add_history, add_profile
@@ -20,7 +21,6 @@ from mdrec.evaluation.baselines.retrieval import fit_baselines
 from mdrec.evaluation.metrics import ctr_report
 from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import leave_one_out_profiles, model_family
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec, load_spec, with_domain_values
 from mdrec.training.projector import encoder_tables, model_encoders, write_projector
 from mdrec.training.run import RunDir, TrainConfig

@@ -1,6 +1,6 @@
 """The user x item click matrix the retrieval baselines fit and score with.
 
-Rows are users, columns the rows of a run's :class:`~mdrec.retrieval.catalogue.Catalogue`; an entry
+Rows are users, columns the rows of a run's :class:`~mdrec.data.catalogue.Catalogue`; an entry
 is 1 when the user clicked the item at least once (repeat clicks do not weigh more, as in ItemKNN's
 and EASE's papers). Clicks of items outside the catalogue are left out: no baseline could return
 them, and the ranking counts them as misses.
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mdrec.data.catalogue import Catalogue, item_keys
 from mdrec.data.log import DOMAIN, LABEL, Log
-from mdrec.retrieval.catalogue import Catalogue, item_keys
 from mdrec.spec import Spec
 
 

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import Log
 from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs, training_matrix
 from mdrec.evaluation.baselines.ease import EASE, TooLarge
 from mdrec.evaluation.baselines.itemknn import ItemKNN
 from mdrec.evaluation.ranking import RankingQueries, ScoreBlock, full_ranking, popularity_scores, ranking_queries
-from mdrec.retrieval.catalogue import Catalogue
 from mdrec.spec import Spec
 
 SELECTION_METRIC = "ndcg@10"
