@@ -31,14 +31,16 @@ def _model(setup, mode: str):
     from mdrec.data.pipeline import labels_of, model_inputs
     from mdrec.data.transform import Transform
     from mdrec.models.registry import build_model
+    from mdrec.pretraining.train import load_pretrained
     from mdrec.spec import load_spec
     from mdrec.training.loop import build
+    from mdrec.transfer.user_feature import PretrainedUser
 
     spec = load_spec(setup["spec"])
     log = load_log(setup["paths"]["train"], spec)
     transform = Transform.fit(log, spec)
-    model = build_model("shared_bottom", spec, transform, hidden=[8], pretrained=str(setup["pretrained"]),
-                        transfer_mode=mode, adapter_dim=4)
+    user = PretrainedUser(load_pretrained(setup["pretrained"]), mode, adapter_dim=4, name="pretrained_user")
+    model = build_model("shared_bottom", spec, transform, hidden=[8], user_feature=user)
     inputs = model_inputs(log, spec)
     build(model, inputs)
     return model, inputs, labels_of(log)

@@ -64,8 +64,8 @@ class CTRModel(ClickModel):
     """Shared plumbing: the feature encoder and the optional dot interaction."""
 
     def __init__(self, spec: Spec, transform: Transform, *, embeddings_l2: float = 1e-3,
-                 interaction: str = "dot", interaction_dim: int = 16, pretrained: str | None = None,
-                 transfer_mode: str = "finetune", adapter_dim: int = 16, item_encoder: str = "auto",
+                 interaction: str = "dot", interaction_dim: int = 16,
+                 user_feature: tf_keras.layers.Layer | None = None, item_encoder: str = "auto",
                  text_encoder: str = "mean", frozen_text: str = "none", hybrid_combine: str = "concat",
                  catalogue=None, first_order: bool = True, first_order_prior: float = 5.0,
                  calibration: str = "platt", **kwargs):
@@ -73,18 +73,16 @@ class CTRModel(ClickModel):
         shrunk toward 0 by ``first_order_prior`` pseudo-impressions (mdrec.layers.first_order).
         ``calibration``: "platt" (a per-line scale and shift of the logit, fitted on validation
         after training) or "none".
-        ``pretrained``: a pretraining run whose user encoder reads each user's source-line
-        behaviour as one more user feature, trained as ``transfer_mode`` says (mdrec.transfer).
+        ``user_feature``: a layer user ids [B] -> [B, w] read as one more user feature, e.g. a
+        pretrained user encoder over each user's source-line behaviour (mdrec.transfer.PretrainedUser).
         ``item_encoder``: how the item is read, id / content / hybrid (mdrec.layers.item_encoders;
         ``catalogue``, the training items, backs the content history and the frozen text)."""
         super().__init__(**kwargs)
         if interaction not in ("dot", "none"):
             raise ValueError(f"interaction must be 'dot' or 'none', got {interaction!r}")
-        from mdrec.transfer.user_feature import pretrained_user
-
         self.spec = spec
         self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features",
-                                      user_feature=pretrained_user(pretrained, transfer_mode, adapter_dim))
+                                      user_feature=user_feature)
         self.item_encoder = ItemEncoder(spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
                                         frozen_text=frozen_text, hybrid_combine=hybrid_combine,
                                         catalogue=catalogue, name="item_encoder")
@@ -224,11 +222,9 @@ class Separate(ClickModel):
         embeddings_l2 = kwargs.pop("embeddings_l2", 1e-3)
         first_order = {k: kwargs.pop(k) for k in ("first_order", "first_order_prior") if k in kwargs}
         calibration = kwargs.pop("calibration", "platt")
-        if kwargs.pop("pretrained", None):
+        if kwargs.pop("user_feature", None) is not None:
             raise ValueError("a pretrained user encoder plugs into one shared encoder; 'separate' has one per "
                              "line: transfer into shared_bottom, star or mmoe")
-        kwargs.pop("transfer_mode", None)
-        kwargs.pop("adapter_dim", None)
         item = {k: kwargs.pop(k) for k in ("item_encoder", "text_encoder", "frozen_text", "hybrid_combine",
                                            "catalogue") if k in kwargs}
         super().__init__(**kwargs)

@@ -42,16 +42,22 @@ def _classes(name: str) -> list[type]:
     return [MODELS[name], CTRModel]
 
 
-def build_model(name: str, spec, transform, *, catalogue=None, **hyperparameters: Any):
+def build_model(name: str, spec, transform, *, catalogue=None, user_feature=None, **hyperparameters: Any):
+    """Model ``name`` over ``spec`` and a fitted ``transform``, with ``hyperparameters`` (checked by
+    name). ``catalogue``: the training items (retrieval; content item encoders). ``user_feature``:
+    a layer read as one more user feature (a pretrained user encoder, mdrec.transfer); the caller
+    builds it, a model never opens a run folder."""
     classes = _classes(name)
     accepted = set().union(*(inspect.signature(c.__init__).parameters for c in classes))
-    accepted -= {"self", "spec", "transform", "catalogue", "kwargs"}
+    accepted -= {"self", "spec", "transform", "catalogue", "user_feature", "kwargs"}
     unknown = set(hyperparameters) - accepted
     if unknown:
         raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}; "
                          f"it takes {', '.join(sorted(accepted))}")
     # Retrieval models always take the catalogue; CTR models when their item encoder reads content.
     extra = {"catalogue": catalogue} if model_family(name) == "retrieval" or catalogue is not None else {}
+    if user_feature is not None:
+        extra["user_feature"] = user_feature
     try:
         return classes[0](spec, transform, **extra, **hyperparameters)
     except (ValueError, TypeError) as exc:
@@ -64,7 +70,7 @@ def resolved_hyperparameters(name: str, hyperparameters: dict[str, Any]) -> dict
     out: dict[str, Any] = {}
     for cls in _classes(name):
         for key, param in inspect.signature(cls.__init__).parameters.items():
-            if key in ("self", "spec", "transform", "catalogue") or param.kind in (param.VAR_KEYWORD,
+            if key in ("self", "spec", "transform", "catalogue", "user_feature") or param.kind in (param.VAR_KEYWORD,
                                                                                    param.VAR_POSITIONAL):
                 continue
             if param.default is not param.empty and key not in out:

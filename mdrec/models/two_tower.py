@@ -81,8 +81,8 @@ class TwoTower(tf_keras.Model):
                  frequency_alpha: float = 0.01, remove_accidental_hits: bool = True,
                  hard_negatives: int = 0, negatives: str = "all", item_bias: bool = True,
                  user_id_embedding: bool = True,
-                 embeddings_l2: float = 0.0, pretrained: str | None = None, transfer_mode: str = "finetune",
-                 adapter_dim: int = 16, item_encoder: str = "auto", text_encoder: str = "mean",
+                 embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
+                 item_encoder: str = "auto", text_encoder: str = "mean",
                  frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp", **kwargs):
         super().__init__(**kwargs)
         if towers not in TOWERS:
@@ -108,11 +108,9 @@ class TwoTower(tf_keras.Model):
         self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)  # width of both towers' output
         self.logq = logq
         self.negatives = negatives
-        from mdrec.transfer.user_feature import pretrained_user
-
-        # ``pretrained``: a pretraining run's user encoder joins the query tower (mdrec.transfer).
+        # ``user_feature``: e.g. a pretrained user encoder joins the query tower (mdrec.transfer).
         self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features",
-                                      user_feature=pretrained_user(pretrained, transfer_mode, adapter_dim))
+                                      user_feature=user_feature)
         # The candidate tower reads the item through an item encoder: its ID, its content or both
         # (mdrec.layers.item_encoders); in content mode the history is embedded by content too.
         if towers == "shared" and item_encoder == "auto":  # both sides are item-table rows: ids only

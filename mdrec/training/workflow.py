@@ -20,7 +20,7 @@ from mdrec.evaluation.baselines.ctr import MEAN, ctr_ids, fit_ctr_baselines
 from mdrec.evaluation.baselines.retrieval import fit_baselines
 from mdrec.evaluation.metrics import ctr_report
 from mdrec.fileio import atomic_write_json
-from mdrec.models.registry import leave_one_out_profiles, model_family
+from mdrec.models.registry import build_model, leave_one_out_profiles, model_family
 from mdrec.spec import Spec, load_spec, with_domain_values
 from mdrec.training.projector import encoder_tables, model_encoders, write_projector
 from mdrec.training.run import RunDir, TrainConfig
@@ -30,6 +30,28 @@ Printer = Callable[[str], None]
 
 def _resolve(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
+
+
+def build_run_model(config: TrainConfig, spec: Spec, transform: Transform, catalogue: Catalogue | None):
+    """The run's model. A transfer run (hyperparameter ``pretrained``: a pretraining run folder)
+    gets the pretrained user encoder as one more user feature, built here from the folder with the
+    run's ``transfer_mode`` and ``adapter_dim``: models take the layer, never the path."""
+    from mdrec.pretraining.train import load_pretrained
+    from mdrec.transfer.user_feature import TRANSFER_DEFAULTS, PretrainedUser
+
+    hyperparameters = dict(config.hyperparameters)
+    pretrained = hyperparameters.pop("pretrained", None)
+    transfer = {k: hyperparameters.pop(k, default) for k, default in TRANSFER_DEFAULTS.items()}
+    user_feature = None
+    if pretrained:
+        source = load_pretrained(pretrained)
+        try:
+            user_feature = PretrainedUser(source, transfer["transfer_mode"], transfer["adapter_dim"],
+                                          name="pretrained_user")
+        except ValueError as exc:
+            raise MdrecError(f"model '{config.model}': {exc}") from None
+    return build_model(config.model, spec, transform, catalogue=catalogue, user_feature=user_feature,
+                       **hyperparameters)
 
 
 def _histories(spec: Spec, logs: list[Log], train: int | None = 0, *, folds: bool = True) -> list[np.ndarray | None]:
@@ -57,7 +79,7 @@ def _histories(spec: Spec, logs: list[Log], train: int | None = 0, *, folds: boo
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, overwrite: bool = False,
               log: Printer = print, on_batch: Callable[[int], None] | None = None) -> dict:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run."""
-    from mdrec.models.registry import build_model, resolved_hyperparameters
+    from mdrec.models.registry import resolved_hyperparameters
     from mdrec.training.loop import (InMemoryEpochs, StreamingEpochs, auc_validation, fit, predict, training_sample,
                                      restore_weights)
 
@@ -69,7 +91,10 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     config.test = _resolve(config.test)
     config.warm_start = _resolve(config.warm_start)
     if config.hyperparameters.get("pretrained"):
+        from mdrec.transfer.user_feature import TRANSFER_DEFAULTS
+
         config.hyperparameters["pretrained"] = _resolve(config.hyperparameters["pretrained"])
+        config.hyperparameters = {**TRANSFER_DEFAULTS, **config.hyperparameters}
     dist, resume_from = None, None
     if config.strategy:  # tf.distribute (mdrec.training.distribute); a ps/worker task serves and never returns
         from mdrec.training import distribute
@@ -119,8 +144,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) if run.catalogue_path.is_file() \
             else Catalogue.from_log(train_log, spec, transform.domains)
     with dist.scope() if dist is not None else contextlib.nullcontext():  # variables, tables: the strategy's
-        model = build_model(config.model, spec, transform, catalogue=catalogue,
-                            **config.hyperparameters)  # bad parameters fail here
+        model = build_run_model(config, spec, transform, catalogue)  # bad parameters fail here
     if not run.exists():
         run.write_config(config, spec, fingerprints)
         transform.save(run.transform_path)
@@ -311,8 +335,6 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
 
 def load_trained(run_path: str | Path):
     """(run, config, spec, transform, model with best weights) of a finished run."""
-    from mdrec.models.registry import build_model
-
     run = RunDir(run_path).require()
     run.read_metrics()  # a run killed before it finished: its best/ may hold an early epoch's weights
     config, _ = run.read_config()
@@ -323,7 +345,7 @@ def load_trained(run_path: str | Path):
                          hint="finish training with the same `mdrec train` command")
     catalogue = Catalogue.load(run.catalogue_path, spec, transform.domains) \
         if model_family(config.model) == "retrieval" or run.catalogue_path.is_file() else None
-    model = build_model(config.model, spec, transform, catalogue=catalogue, **config.hyperparameters)
+    model = build_run_model(config, spec, transform, catalogue)
     return run, config, spec, transform, model
 
 

@@ -30,13 +30,15 @@ USER = "user_id"  # the profile model's one input: raw user ids
 
 
 class ProfileModel(tf_keras.Model):
-    """call({"user_id": tf.string [B]}) -> class logits float32 [B, num_classes]."""
+    """call({"user_id": tf.string [B]}) -> class logits float32 [B, num_classes].
 
-    def __init__(self, pretrained: str, classes: Sequence[str], transfer_mode: str = "frozen",
-                 adapter_dim: int = 16, hidden: Sequence[int] = (64,), dropout: float = 0.1, **kwargs):
+    ``user``: the pretrained user feature (:class:`PretrainedUser`), read through an MLP."""
+
+    def __init__(self, user: PretrainedUser, classes: Sequence[str], hidden: Sequence[int] = (64,),
+                 dropout: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.classes = list(classes)
-        self.user = PretrainedUser(pretrained, transfer_mode, adapter_dim, name="pretrained_user")
+        self.user = user
         self.mlp = MLP(hidden, dropout=dropout, name="u_mlp")
         self.head = tf_keras.layers.Dense(len(self.classes), name="logits")
 
@@ -107,6 +109,7 @@ def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: 
                   patience: int = 3, seed: int = 0, overwrite: bool = False,
                   log: Callable[[str], None] = print) -> dict:
     """Train the profile head (and the encoder, as ``mode`` says) in run folder ``out``."""
+    from mdrec.pretraining.train import load_pretrained
     from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
 
     labels_by_user = user_labels(data, spec_path, target)
@@ -125,7 +128,8 @@ def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: 
                                           "target": target, "classes": classes})
     run = RunDir(out)
     fingerprints = run.prepare(config, {"train": data, "spec": spec_path}, overwrite=overwrite)
-    model = ProfileModel(config.hyperparameters["pretrained"], classes, mode, adapter_dim, hidden, dropout)
+    source = load_pretrained(config.hyperparameters["pretrained"])
+    model = ProfileModel(PretrainedUser(source, mode, adapter_dim, name="pretrained_user"), classes, hidden, dropout)
     if not run.exists():
         run.write_config(config, load_spec(spec_path), fingerprints)
 

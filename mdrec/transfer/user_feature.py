@@ -17,11 +17,15 @@ Transfer modes (what trains besides the target model's own layers, the "head"):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
+
+from mdrec.models.user_encoder import UserEncoder
 
 MODES = ("frozen", "finetune", "adapter", "scratch")
 
@@ -72,16 +76,14 @@ def trainable_share(encoder: tf_keras.Model) -> dict:
 class PretrainedUser(tf_keras.layers.Layer):
     """user ids tf.string [B] -> [pretrained user vector, has_history] float32 [B, dim + 1].
 
-    ``pretrained``: a pretraining run folder (``mdrec pretrain``); ``mode``: see the module doc.
+    ``source``: a loaded pretraining run, anything with ``encoder`` (a UserEncoder) and
+    ``sequences`` (user -> source-line items, oldest first), as ``load_pretrained`` returns;
+    ``mode``: see the module doc.
     """
 
-    def __init__(self, pretrained: str, mode: str = "finetune", adapter_dim: int = 16, **kwargs):
+    def __init__(self, source: Any, mode: str = "finetune", adapter_dim: int = 16, **kwargs):
         super().__init__(**kwargs)
-        from mdrec.models.user_encoder import UserEncoder
-        from mdrec.pretraining.train import load_pretrained
-
         self.mode = check_mode(mode)
-        source = load_pretrained(pretrained)
         if source.encoder.time_buckets:
             raise ValueError("transfer looks up source items only, not their times: pretrain without "
                              "--time-buckets to transfer the encoder")
@@ -118,7 +120,5 @@ class PretrainedUser(tf_keras.layers.Layer):
         return tf.gather(tf.concat([vector * has_history, has_history], axis=-1), row_user)   # [B, dim + 1]
 
 
-def pretrained_user(pretrained: str | None, mode: str, adapter_dim: int) -> PretrainedUser | None:
-    """The layer for a model's ``pretrained`` hyperparameter (None: no transfer)."""
-    check_mode(mode)
-    return None if not pretrained else PretrainedUser(pretrained, mode, adapter_dim, name="pretrained_user")
+# What a run records beside ``pretrained`` (its folder) when it transfers, with their defaults.
+TRANSFER_DEFAULTS = {"transfer_mode": "finetune", "adapter_dim": 16}
