@@ -34,7 +34,7 @@ from mdrec.data.prepare import prepare  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS  # noqa: E402
 from mdrec.training.run import TrainConfig  # noqa: E402
-from mdrec.training.workflow import train_run  # noqa: E402
+from mdrec.workflows.train import train_run  # noqa: E402
 
 MODELS = ("star", "shared_bottom", "separate", "mmoe")
 

@@ -50,7 +50,7 @@ from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
 from mdrec.training import loop  # noqa: E402
 from mdrec.training.run import TrainConfig  # noqa: E402
-from mdrec.training.workflow import train_run  # noqa: E402
+from mdrec.workflows.train import train_run  # noqa: E402
 from ctr_models import prepared  # noqa: E402
 
 MODELS = ("star", "shared_bottom", "mmoe")

@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from mdrec.data import pipeline, synthetic  # noqa: E402
 from mdrec.training.run import TrainConfig  # noqa: E402
-from mdrec.training.workflow import train_run  # noqa: E402
+from mdrec.workflows.train import train_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
 
-    from mdrec.transfer.profile import train_profile
+    from mdrec.workflows.profile import train_profile
 
     rows = []
     for seed in args.seeds:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdrec.data.prepare import prepare  # noqa: E402
 from mdrec.pretraining import evaluation  # noqa: E402
-from mdrec.pretraining.train import pretrain_run  # noqa: E402
+from mdrec.workflows.pretrain import pretrain_run  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "movielens-1m-sequential.yaml"
 VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)

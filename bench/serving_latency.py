@@ -30,9 +30,9 @@ import mdrec  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
 from mdrec.data.pipeline import model_inputs  # noqa: E402
-from mdrec.export import export_run  # noqa: E402
 from mdrec.data.signature import input_signature  # noqa: E402
-from mdrec.training.workflow import evaluation_log, load_trained, restore_trained  # noqa: E402
+from mdrec.workflows.export import export_run  # noqa: E402
+from mdrec.workflows.train import evaluation_log, load_trained, restore_trained  # noqa: E402
 
 SPEC = Path(__file__).resolve().parent.parent / "feature_specs" / "synthetic.yaml"
 CALLS = {1: 200, 256: 40}   # calls per variant per round
@@ -42,7 +42,7 @@ def train_tiny_run(work: Path, model: str) -> Path:
     """A small run on the synthetic generator: 20k impressions, two epochs."""
     from mdrec.data import synthetic
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     paths = synthetic.write(synthetic.generate(synthetic.SyntheticConfig(num_impressions=20000)), work / "data")
     config = TrainConfig(model=model, train=str(paths["train"]), valid=str(paths["valid"]), test=str(paths["test"]),

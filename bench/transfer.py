@@ -30,8 +30,8 @@ import pandas as pd
 
 import mdrec  # noqa: F401
 from mdrec.evaluation.metrics import table_to_markdown
-from mdrec.transfer.compare import VARIANTS, run_variant, summary
-from mdrec.transfer.report import write_variants_report
+from mdrec.workflows.transfer_report import write_variants_report
+from mdrec.workflows.transfer_variants import VARIANTS, run_variant, summary
 
 
 def _line_files(data: Path, line: str, out: Path, fraction: float = 1.0) -> dict[str, str]:
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     target = _line_files(args.data, args.target_line, args.out / "target", args.target_fraction)
     source = _line_files(args.data, args.source_line, args.out / "source")

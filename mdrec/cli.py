@@ -467,7 +467,7 @@ def _spec_check(args) -> int:
 
 def _train(args) -> int:
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     hyperparameters = {}
     if args.hidden is not None:
@@ -496,7 +496,7 @@ def _train(args) -> int:
 
 
 def _pretrain(args) -> int:
-    from mdrec.pretraining.train import pretrain_run
+    from mdrec.workflows.pretrain import pretrain_run
 
     metrics = pretrain_run(args.spec, args.data, args.out, valid=args.valid, test=args.test, epochs=args.epochs,
                            batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
@@ -517,7 +517,7 @@ def _pretrain(args) -> int:
 
 def _print_pretrain_metrics(metrics: dict) -> None:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.pretraining.train import results_table
+    from mdrec.workflows.pretrain import results_table
 
     for split in ("valid", "test"):
         if split not in metrics["protocols"]:
@@ -538,7 +538,7 @@ def _transfer(args) -> int:
     from mdrec.evaluation.metrics import format_table
     from mdrec.records import resolve_recorded
     from mdrec.training.run import RunDir
-    from mdrec.transfer.workflow import transfer_run
+    from mdrec.workflows.transfer import transfer_run
 
     metrics = transfer_run(args.pretrained, args.spec, args.out, task=args.task, mode=args.mode, train=args.train,
                            valid=args.valid, test=args.test, model=args.model, target=args.target,
@@ -568,7 +568,7 @@ def _transfer(args) -> int:
 
 def _print_ctr_metrics(metrics: dict, model: str) -> None:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.training.workflow import table_from_records, versus_baseline
+    from mdrec.workflows.train import table_from_records, versus_baseline
 
     for name, records in metrics["tables"].items():
         print(f"\n{name} ({model}, best epoch {metrics['best_epoch'] + 1}):")
@@ -580,7 +580,7 @@ def _print_ctr_metrics(metrics: dict, model: str) -> None:
 def _print_retrieval_metrics(metrics: dict, model: str) -> None:
     from mdrec.evaluation.metrics import format_table
     from mdrec.training.retrieval import comparison
-    from mdrec.training.workflow import retrieval_rows, table_from_records
+    from mdrec.workflows.train import retrieval_rows, table_from_records
 
     for name, records in metrics["tables"].items():
         print(f"\n{name} ({model}, best epoch {metrics['best_epoch'] + 1}; full catalogue of each line, "
@@ -611,9 +611,9 @@ def _ranking_counts(counts: dict) -> str:
 
 
 def _compare(args) -> int:
-    from mdrec.evaluation.compare import aggregate_by_model, model_groups, run_comparison
     from mdrec.evaluation.metrics import format_table
     from mdrec.fileio import atomic_write_text
+    from mdrec.workflows.compare import aggregate_by_model, model_groups, run_comparison
 
     comparison = run_comparison(args.runs, args.data, report=args.report)
     table = comparison.table
@@ -629,8 +629,8 @@ def _compare(args) -> int:
 
 
 def _compare_branches(args) -> int:
-    from mdrec.evaluation.branches import bucket_table, compare_branches, findings, summary_table, SUBSETS
     from mdrec.evaluation.metrics import format_table
+    from mdrec.workflows.branches import bucket_table, compare_branches, findings, summary_table, SUBSETS
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -680,7 +680,7 @@ def _evaluate(args) -> int:
     from mdrec.evaluation.metrics import format_table
     from mdrec.models.registry import model_family
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import evaluate_retrieval_run, evaluate_run
+    from mdrec.workflows.train import evaluate_retrieval_run, evaluate_run
 
     model = RunDir(args.run).read_config()[0].model
     if model == "user_encoder":
@@ -691,7 +691,7 @@ def _evaluate(args) -> int:
         result = evaluate_run(args.run, args.data, out=args.out)
         print(format_table(result["_table"]))
         if result["_baselines"]:
-            from mdrec.evaluation.compare import summary_row
+            from mdrec.workflows.compare import summary_row
 
             rows = {model: summary_row(result["_table"]),
                     **{name: summary_row(t) for name, t in result["_baselines"].items()}}
@@ -726,7 +726,7 @@ def _evaluate_pretrained(args) -> int:
     import pandas as pd
 
     from mdrec.evaluation.metrics import format_table
-    from mdrec.pretraining.train import evaluate_pretrained
+    from mdrec.workflows.pretrain import evaluate_pretrained
 
     if args.sampled:
         raise MdrecError("--sampled is for retrieval runs (two_tower); a pretraining run ranks the full vocabulary",
@@ -742,7 +742,7 @@ def _evaluate_pretrained(args) -> int:
 
 
 def _index(args) -> int:
-    from mdrec.retrieval.run_index import format_report, index_run
+    from mdrec.workflows.index import format_report, index_run
 
     report = index_run(args.run, kind=args.kind, k=args.k, recall_target=args.recall_target, data=args.data,
                        max_queries=args.queries)
@@ -753,7 +753,7 @@ def _index(args) -> int:
 
 
 def _lifelong(args) -> int:
-    from mdrec.lifelong.train import lifelong_run
+    from mdrec.workflows.lifelong import lifelong_run
 
     lifelong_run(args.spec, args.tasks, args.out, data=args.data, overwrite=args.overwrite,
                  stop_after=args.stop_after)
@@ -762,7 +762,8 @@ def _lifelong(args) -> int:
 
 
 def _export(args) -> int:
-    from mdrec.export import export_run, format_tree
+    from mdrec.export import format_tree
+    from mdrec.workflows.export import export_run
 
     path = export_run(args.run, args.name, export_dir=args.export_dir, version=args.version, keep=args.keep,
                       index=args.index, top_k=args.top_k)
@@ -797,8 +798,8 @@ def _request(args) -> int:
 
 
 def _ab(args) -> int:
-    from mdrec.evaluation.ab import ab_test, legend
     from mdrec.evaluation.metrics import format_table
+    from mdrec.workflows.ab import ab_test, legend
 
     result = ab_test(args.control, args.treatment, args.data, out=args.out, slices=args.slice,
                      n_bootstrap=args.bootstrap, seed=args.seed, alpha=args.alpha,

@@ -31,8 +31,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.training.run import TrainConfig
-    from mdrec.evaluation.compare import run_comparison
-    from mdrec.training.workflow import table_from_records, train_run
+    from mdrec.workflows.compare import run_comparison
+    from mdrec.workflows.train import table_from_records, train_run
 
     out = Path(out)
     started = time.time()
@@ -76,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
     log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
         "--data runs/demo/data/test.parquet --out runs/demo/ab")
-    from mdrec.evaluation.ab import ab_step
+    from mdrec.workflows.ab import ab_step
 
     ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
                  n_bootstrap=200 if quick else 500)
@@ -84,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
     scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
                                 log=log)
-    from mdrec.lifelong.demo import lifelong_step
+    from mdrec.workflows.lifelong_demo import lifelong_step
 
     lifelong = lifelong_step(spec_path, out / "transfer_data", out, quick=quick, log=log,
                              header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
@@ -103,9 +103,9 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     smallest line (the transfer table, by history length)."""
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
-    from mdrec.pretraining.train import pretrain_run, results_table
     from mdrec.progress import quiet_progress
-    from mdrec.transfer.compare import run_variant, summary
+    from mdrec.workflows.pretrain import pretrain_run, results_table
+    from mdrec.workflows.transfer_variants import run_variant, summary
 
     config = synthetic.preset("transfer", num_impressions=60_000, num_users=1000) if quick \
         else synthetic.preset("transfer")
@@ -144,7 +144,7 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     log(format_table(table))
     share = next(r["trainable_share"] for r in rows if r["variant"] == "adapter")
     log(f"adapter: {100 * share:.1f}% of the encoder's weights train; frozen: none; finetune and scratch: all.")
-    from mdrec.transfer.report import write_variants_report
+    from mdrec.workflows.transfer_report import write_variants_report
 
     report = write_variants_report(rows, out / "transfer_report",
                                    title=f"shared-bottom on '{target_line}': test AUC by the user's history")
@@ -154,9 +154,9 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
 
 def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
     """ID vs content vs hybrid item encoders in the two-tower model, on a split with cold items."""
-    from mdrec.evaluation.branches import SUBSETS, bucket_table, compare_branches, findings, summary_table
     from mdrec.evaluation.metrics import format_table
     from mdrec.progress import quiet_progress
+    from mdrec.workflows.branches import SUBSETS, bucket_table, compare_branches, findings, summary_table
 
     log(f"\n[9/{STEPS}] ID vs content item encoders (mdrec compare-branches --model two_tower --data "
         "runs/demo/data/log.parquet --cold-items 0.1): the same two-tower model with the item ID, the item's "
@@ -262,10 +262,10 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
 
 def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.retrieval.run_index import format_report, index_run
     from mdrec.training.retrieval import comparison
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import retrieval_rows, train_run
+    from mdrec.workflows.index import format_report, index_run
+    from mdrec.workflows.train import retrieval_rows, train_run
 
     log(f"\n[4/{STEPS}] training a two-tower retrieval model across the lines (towers=shared: the user's "
         "history against the item, rows of one item table; in-batch softmax with logQ correction)")
@@ -291,7 +291,8 @@ def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, lo
 def _export_step(ctr_run: Path, retrieval_run: Path, export_dir: Path, *, log) -> dict:
     import shutil
 
-    from mdrec.export import export_run, format_tree, write_serving_config
+    from mdrec.export import format_tree, write_serving_config
+    from mdrec.workflows.export import export_run
 
     log(f"\n[6/{STEPS}] exporting for TF Serving (mdrec export, mdrec serving-config)")
     shutil.rmtree(export_dir, ignore_errors=True)

@@ -15,8 +15,8 @@ from conftest import TINY_SPEC, tiny_frame, write_tiny_splits
 from mdrec.cli import main
 from mdrec.errors import MdrecError
 from mdrec.evaluation import stats
-from mdrec.evaluation.ab import NO_DIFFERENCE, ab_test, compare_scores, ips_table
 from mdrec.evaluation.metrics import gauc
+from mdrec.workflows.ab import NO_DIFFERENCE, ab_test, compare_scores, ips_table
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,9 +264,9 @@ def test_bad_input_is_a_clear_error(prediction_case, case, capsys):
 # end to end: two tiny runs (and an export) on the tiny log
 # --------------------------------------------------------------------------------------------
 def test_star_vs_shared_bottom_runs_end_to_end(tmp_path, capsys):
-    from mdrec.export import export_run
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.export import export_run
+    from mdrec.workflows.train import train_run
 
     (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
     paths = write_tiny_splits(tmp_path)
@@ -319,7 +319,7 @@ def test_star_vs_shared_bottom_runs_end_to_end(tmp_path, capsys):
 
 def test_two_retrieval_runs_compare_recall_and_ndcg_per_user(tmp_path, tiny_spec_path, tiny_splits):
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     runs = []
     for seed, epochs in ((0, 1), (1, 2)):

@@ -13,8 +13,8 @@ from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import load_log
 from mdrec.data.splits import cold_item_split, split_files, time_split
 from mdrec.errors import MdrecError
-from mdrec.evaluation.branches import Items, compare_branches, extend_catalogue, parse_branches
 from mdrec.spec import load_spec
+from mdrec.workflows.branches import Items, compare_branches, extend_catalogue, parse_branches
 from conftest import TINY_SPEC, tiny_frame
 
 

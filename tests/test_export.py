@@ -22,16 +22,17 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from mdrec.cli import main
 from mdrec.data.pipeline import model_inputs
+from mdrec.data.signature import input_signature
 from mdrec.errors import MdrecError
-from mdrec.export import ServedModel, export_run, format_tree
-from mdrec.export import saved_model as saved_model_module
+from mdrec.export import ServedModel, format_tree
 from mdrec.export.serving_config import batching_parameters_class
 from mdrec.export.warmup import read_warmup, request_inputs
-from mdrec.data.signature import input_signature
 from mdrec.spec import load_spec
 from mdrec.training.loop import predict
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import evaluation_log, load_trained, restore_trained, train_run
+from mdrec.workflows.export import export_run
+from mdrec.workflows.export import saved_model as saved_model_module
+from mdrec.workflows.train import evaluation_log, load_trained, restore_trained, train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 PYTHON = sys.executable

@@ -19,12 +19,12 @@ import tensorflow as tf
 
 from mdrec.cli import main
 from mdrec.data.pipeline import model_inputs
-from mdrec.export import export_run
 from mdrec.models.two_tower import candidate_signature, query_signature
 from mdrec.retrieval.index import exact_top_k, load_scann_searcher
 from mdrec.training.retrieval import candidate_embeddings, query_embeddings
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import evaluation_log, load_trained, restore_trained, train_run
+from mdrec.workflows.export import export_run
+from mdrec.workflows.train import evaluation_log, load_trained, restore_trained, train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 PYTHON = sys.executable

@@ -21,7 +21,7 @@ from mdrec.export.versions import staged_version, versions
 from mdrec.fileio import atomic_directory, writer_mark
 from mdrec.lifelong.tasks import parse_tasks
 from mdrec.spec import load_spec
-from mdrec.training.workflow import evaluate_run, train_run
+from mdrec.workflows.train import evaluate_run, train_run
 from conftest import Crashed, crash_at, tiny_config, tiny_frame
 
 QUIET = lambda *_: None  # noqa: E731
@@ -196,7 +196,7 @@ def test_an_export_killed_mid_way_publishes_nothing_and_the_next_export_sweeps_i
 
 
 def test_an_ab_report_folder_is_replaced_whole_and_never_over_other_files(tmp_path):
-    from mdrec.evaluation.report import write_report
+    from mdrec.workflows.ab_report import write_report
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()

@@ -14,7 +14,7 @@ from mdrec.data.hashing import HashedLookup, HashStats, bucket_of, expected_coll
 from mdrec.errors import MdrecError
 from mdrec.spec import parse_spec
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import train_run
+from mdrec.workflows.train import train_run
 from conftest import TINY_SPEC, reload_and_serve
 
 

@@ -92,7 +92,7 @@ def _files(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three 1-epoch runs on the tiny log: shared_bottom with seeds 0 and 1, star with seed 0."""
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     folder = tmp_path_factory.mktemp("compare")
     (folder / "tiny.yaml").write_text(TINY_SPEC)
@@ -106,7 +106,7 @@ def runs(tmp_path_factory):
 
 
 def test_compare_report_holds_the_tables_and_one_plot_per_line(runs, tmp_path, capsys):
-    from mdrec.evaluation.compare import run_comparison
+    from mdrec.workflows.compare import run_comparison
 
     report, csv = tmp_path / "reports" / "cmp", tmp_path / "table.csv"
     test = str(runs["paths"]["test"])
@@ -155,7 +155,7 @@ def test_compare_report_holds_the_tables_and_one_plot_per_line(runs, tmp_path, c
 
 
 def test_compare_refuses_a_report_folder_with_other_files_before_evaluating(tmp_path, capsys, monkeypatch):
-    import mdrec.training.workflow as workflow
+    import mdrec.workflows.train as workflow
 
     def never(*_args, **_kwargs):
         raise AssertionError("evaluated a run before checking the report folder")
@@ -175,7 +175,7 @@ def test_compare_refuses_a_report_folder_with_other_files_before_evaluating(tmp_
 
 def _comparison():
     """A hand-made Comparison: two seeds of one model and a sanity row, lines a and b."""
-    from mdrec.evaluation.compare import Comparison
+    from mdrec.workflows.compare import Comparison
 
     table = pd.DataFrame({"model": ["star", "star", "baseline"], "auc": [0.70, 0.72, 0.65], "gauc": [0.6, 0.62, 0.55],
                           "logloss": [0.5, 0.49, 0.52], "auc[a]": [0.71, 0.73, 0.66], "auc[b]": [0.69, 0.70, 0.64],
@@ -188,7 +188,7 @@ def _comparison():
 
 
 def test_a_compare_report_is_replaced_whole_and_kept_when_writing_fails(tmp_path, monkeypatch):
-    from mdrec.evaluation import compare_report
+    from mdrec.workflows import compare_report
 
     out = tmp_path / "report"
     compare_report.write_compare_report(_comparison(), out)
@@ -257,8 +257,8 @@ def _variant_rows() -> list[dict]:
 
 
 def test_variants_report_shows_every_seed_and_the_mean_and_std(tmp_path):
-    from mdrec.transfer.compare import summary
-    from mdrec.transfer.report import write_variants_report
+    from mdrec.workflows.transfer_report import write_variants_report
+    from mdrec.workflows.transfer_variants import summary
 
     rows = _variant_rows()
     out = tmp_path / "transfer_report"

@@ -23,7 +23,7 @@ from mdrec.models.registry import build_model
 from mdrec.models.two_tower import TwoTower, candidate_signature
 from mdrec.spec import load_spec, parse_spec, with_domain_values
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import restore_for, train_run
+from mdrec.workflows.train import restore_for, train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 
@@ -222,8 +222,8 @@ def test_item_encoder_mistakes_name_the_problem_and_the_fix(tiny_spec_path, tiny
 
 
 def test_content_and_hybrid_exports_carry_the_vocabulary_and_serve_raw_text(content_run, tmp_path):
-    from mdrec.export import export_run
     from mdrec.training.loop import predict
+    from mdrec.workflows.export import export_run
 
     folder, spec_path, splits = content_run
     export = export_run(folder / "run", "content", export_dir=tmp_path / "export")

@@ -18,8 +18,8 @@ import tf_keras
 from mdrec.errors import MdrecError
 from mdrec.lifelong.masks import prune
 from mdrec.lifelong.tasks import build_task_data, parse_tasks
-from mdrec.lifelong.train import World, learn_conure, lifelong_run, task_scores
 from mdrec.spec import load_spec
+from mdrec.workflows.lifelong import World, learn_conure, lifelong_run, task_scores
 
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "synthetic.yaml"
 TASKS = """
@@ -162,7 +162,7 @@ def test_run_with_baselines_resumes_per_task_and_reports(data, tmp_path):
     assert f"loss/{second}" in events(out / "tensorboard" / "per_task")
 
 def test_demo_step_prints_and_returns_the_forgetting_table(data, tmp_path):
-    from mdrec.lifelong.demo import lifelong_step
+    from mdrec.workflows.lifelong_demo import lifelong_step
 
     lines: list[str] = []
     table = lifelong_step(SPEC, data, tmp_path / "demo", quick=True, log=lines.append, header="[lifelong]")

@@ -25,7 +25,7 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import Queries, SourceData, held_out_queries
 from mdrec.pretraining.evaluation import RankingTask, encoder_vectors, ranking_metrics
 from mdrec.pretraining.model import PretrainModel
-from mdrec.pretraining.train import load_pretrained, pretrain_run
+from mdrec.workflows.pretrain import load_pretrained, pretrain_run
 
 SEQ_SPEC = textwrap.dedent("""
     name: sequences
@@ -286,7 +286,7 @@ def test_run_folder_reload_and_export_parity(mlm_run, tmp_path):
     tf.train.Checkpoint(model=model).read(str(out / "best" / "weights")).assert_existing_objects_matched()
     np.testing.assert_allclose(encoder(pretrained.inputs(users[:2])).numpy(), vectors[:2], atol=1e-6)
 
-    from mdrec.export import export_run
+    from mdrec.workflows.export import export_run
 
     version = export_run(out, "user_encoder", export_dir=tmp_path / "export", top_k=5)
     loaded = tf.saved_model.load(str(version))

@@ -12,8 +12,8 @@ import numpy as np
 from conftest import TINY_SPEC, tiny_frame
 from mdrec.data.log import load_log
 from mdrec.data.prepare import prepare, read_prepared
-from mdrec.spec import SHIPPED_SPECS as SPECS
 from mdrec.records import recorded_path, resolve_recorded
+from mdrec.spec import SHIPPED_SPECS as SPECS
 from mdrec.spec import load_spec
 from test_prepare import douban_source
 
@@ -59,7 +59,7 @@ def test_prepared_folder_resolves_from_another_folder_and_after_a_move(tmp_path,
 
 
 def test_ab_summary_paths_resolve_from_another_folder(tmp_path, monkeypatch):
-    from mdrec.evaluation.ab import ab_test
+    from mdrec.workflows.ab import ab_test
 
     (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
     log = tiny_frame(300, seed=3)

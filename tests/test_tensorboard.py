@@ -57,7 +57,7 @@ def test_id_counts_pick_the_busiest_line_and_count_clicks_over_chunks():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from conftest import TINY_SPEC, write_tiny_splits
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     folder = tmp_path_factory.mktemp("board")
     paths = write_tiny_splits(folder)
@@ -89,7 +89,7 @@ def test_ctr_run_writes_curves_per_line(trained_run):
 
 
 def test_projector_shows_the_best_weights_with_metadata(trained_run):
-    from mdrec.training.workflow import load_trained
+    from mdrec.workflows.train import load_trained
 
     out, paths = trained_run
     folder = out / "tensorboard" / "embeddings"

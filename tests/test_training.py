@@ -13,7 +13,7 @@ from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streamin
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training.loop import logloss_rising
-from mdrec.training.workflow import evaluate_run, train_run
+from mdrec.workflows.train import evaluate_run, train_run
 from conftest import Crashed, crash_at, reload_and_serve, tiny_config
 
 
@@ -121,7 +121,7 @@ def test_streaming_training_learns_and_fits_the_same_vocabulary(tmp_path, tiny_s
 def test_sanity_rows_chosen_on_validation_and_refitted_identically(tmp_path, tiny_spec_path, tiny_splits, capsys):
     from mdrec.evaluation.baselines.ctr import LOGISTIC, MEAN
     from mdrec.evaluation.baselines.mean import ALPHAS
-    from mdrec.evaluation.compare import compare_runs
+    from mdrec.workflows.compare import compare_runs
 
     metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "run", log=lambda *_: None)
     mean = metrics["baseline"]

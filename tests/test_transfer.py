@@ -31,10 +31,10 @@ def _model(setup, mode: str):
     from mdrec.data.pipeline import labels_of, model_inputs
     from mdrec.data.transform import Transform
     from mdrec.models.registry import build_model
-    from mdrec.pretraining.train import load_pretrained
     from mdrec.spec import load_spec
     from mdrec.training.loop import build
     from mdrec.transfer.user_feature import PretrainedUser
+    from mdrec.workflows.pretrain import load_pretrained
 
     spec = load_spec(setup["spec"])
     log = load_log(setup["paths"]["train"], spec)
@@ -135,7 +135,7 @@ def test_each_distinct_user_is_encoded_once_with_the_per_row_result(setup):
 
 def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setup, tmp_path):
     from conftest import reload_and_serve
-    from mdrec.transfer.workflow import transfer_run
+    from mdrec.workflows.transfer import transfer_run
 
     paths = setup["paths"]
     metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "run", task="ctr", mode="adapter",
@@ -152,7 +152,7 @@ def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setu
 
 
 def test_profile_task_reports_model_and_majority_rows(setup, tmp_path):
-    from mdrec.transfer.workflow import transfer_run
+    from mdrec.workflows.transfer import transfer_run
 
     metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "profile", task="profile",
                            mode="frozen", train=str(setup["paths"]["train"]), target="city", epochs=2,

@@ -23,7 +23,7 @@ from mdrec.models.two_tower import TwoTower
 from mdrec.spec import load_spec, with_domain_values
 from mdrec.training.retrieval import in_batch_loss, train_inputs
 from mdrec.training.run import TrainConfig
-from mdrec.training.workflow import evaluate_retrieval_run, load_trained, train_run
+from mdrec.workflows.train import evaluate_retrieval_run, load_trained, train_run
 from conftest import events, TINY_SPEC
 
 
@@ -300,7 +300,7 @@ def report_dim(index) -> int:
 
 
 def test_specs_without_time_use_training_profiles_and_never_held_out_clicks(tmp_path, tiny_splits):
-    from mdrec.training.workflow import evaluation_context, load_trained
+    from mdrec.workflows.train import evaluation_context, load_trained
 
     spec_path = tmp_path / "no_time.yaml"
     spec_path.write_text(TINY_SPEC.replace("time: {column: ts}\n", ""))

@@ -19,8 +19,7 @@ from mdrec.data.log import DOMAIN, Log, canonicalize
 from mdrec.data.pipeline import model_inputs
 from mdrec.data.transform import Transform, lookup_keys
 from mdrec.errors import MdrecError
-from mdrec.export.saved_model import EXPORT_JSON
-from mdrec.export.versions import is_complete, latest_version
+from mdrec.export.versions import EXPORT_JSON, is_complete, latest_version
 from mdrec.spec import Spec, load_spec
 
 

@@ -18,6 +18,7 @@ from typing import Iterator
 from mdrec.errors import MdrecError
 from mdrec.fileio import remove_dead_writers_temps, writer_temp_dir
 
+EXPORT_JSON = "export.json"  # assets/export.json: what an mdrec export holds (model, family, signatures)
 _VERSION = re.compile(r"^[0-9]+$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -7,8 +7,7 @@ seeded permutation. The sanity row predicts the training majority class.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +19,9 @@ import tf_keras
 
 from mdrec.data.log import load_log
 from mdrec.errors import MdrecError
-from mdrec.fileio import atomic_write_json
 from mdrec.layers.mlp import MLP
 from mdrec.spec import load_spec
-from mdrec.training.run import RunDir, TrainConfig
-from mdrec.transfer.user_feature import PretrainedUser, trainable_share
+from mdrec.transfer.user_feature import PretrainedUser
 
 USER = "user_id"  # the profile model's one input: raw user ids
 
@@ -101,62 +98,3 @@ def profile_report(model: ProfileModel, users: np.ndarray, labels: np.ndarray, m
                                               labels=np.arange(len(model.classes)), zero_division=0)
                          if n else float("nan")})
     return pd.DataFrame(rows).set_index("slice")
-
-
-def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: str | Path, *,
-                  mode: str = "frozen", adapter_dim: int = 16, hidden: Sequence[int] = (64,),
-                  dropout: float = 0.1, epochs: int = 30, batch_size: int = 128, learning_rate: float = 3e-3,
-                  patience: int = 3, seed: int = 0, overwrite: bool = False,
-                  log: Callable[[str], None] = print) -> dict:
-    """Train the profile head (and the encoder, as ``mode`` says) in run folder ``out``."""
-    from mdrec.pretraining.train import load_pretrained
-    from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
-
-    labels_by_user = user_labels(data, spec_path, target)
-    classes = sorted(labels_by_user.unique())
-    if len(classes) < 2:
-        raise MdrecError(f"column '{target}' has a single value ({classes[0]}); nothing to predict",
-                         path=str(data), hint="pick a column with two or more values")
-    users = labels_by_user.index.to_numpy(dtype=object)
-    index = {c: i for i, c in enumerate(classes)}
-    y = labels_by_user.map(index).to_numpy(np.int64)
-    parts = split_users(np.arange(len(users)), seed)
-    config = TrainConfig(model="profile", train=str(Path(data).resolve()), epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, patience=patience, seed=seed,
-                         hyperparameters={"pretrained": str(Path(pretrained).resolve()), "transfer_mode": mode,
-                                          "adapter_dim": adapter_dim, "hidden": list(hidden), "dropout": dropout,
-                                          "target": target, "classes": classes})
-    run = RunDir(out)
-    fingerprints = run.prepare(config, {"train": data, "spec": spec_path}, overwrite=overwrite)
-    source = load_pretrained(config.hyperparameters["pretrained"])
-    model = ProfileModel(PretrainedUser(source, mode, adapter_dim, name="pretrained_user"), classes, hidden, dropout)
-    if not run.exists():
-        run.write_config(config, load_spec(spec_path), fingerprints)
-
-    def rows(name):
-        return {USER: users[parts[name]]}, y[parts[name]]
-
-    train_x, train_y = rows("train")
-    valid_x, valid_y = rows("valid")
-    train = InMemoryEpochs(train_x, train_y.astype(np.float32), batch_size, seed)
-    majority = int(np.bincount(train_y, minlength=len(classes)).argmax())
-
-    def validate() -> float:
-        # Early stopping on the validation cross-entropy (negated: fit maximises): accuracy on a
-        # few hundred users moves in steps and stops a slow-starting head before it learns.
-        logits = profile_logits(model, valid_x[USER])
-        loss = tf_keras.losses.sparse_categorical_crossentropy(valid_y, logits, from_logits=True)
-        return -float(np.mean(loss.numpy()))
-
-    result = fit(model, run, config, train, validate, metric="valid_negative_crossentropy", log=log)
-    restore_weights(model, run.best)
-    test_x, test_y = rows("test")
-    table = profile_report(model, test_x[USER], test_y, majority, model.user.users)
-    metrics = {"model": "profile", "target": target, "classes": classes, "best_epoch": result.best_epoch,
-               "best_valid_crossentropy": -result.best_score, "epochs_run": result.epochs_run,
-               "users": {k: int(len(v)) for k, v in parts.items()},
-               "transfer": {"mode": mode, "source_users": model.user.known_users, **trainable_share(model.user.encoder)},
-               "tables": {"test": table.reset_index().to_dict(orient="records")}}
-    atomic_write_json(run.metrics_path, metrics)
-    metrics["_table"] = table
-    return metrics

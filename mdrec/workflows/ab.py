@@ -177,7 +177,7 @@ def _open_side(role: str, path: str | Path) -> _Side:
 
 def _export_folder(path: str | Path) -> tuple[Path, dict]:
     from mdrec.export.request import version_folder
-    from mdrec.export.saved_model import EXPORT_JSON
+    from mdrec.export.versions import EXPORT_JSON
 
     folder, _, _ = version_folder(path)  # export/MODEL -> its highest complete version
     info_path = folder / "assets" / EXPORT_JSON
@@ -190,7 +190,7 @@ def _export_folder(path: str | Path) -> tuple[Path, dict]:
 def _score_run(side: _Side, data: str | Path, cache: dict) -> None:
     """Predict ``data`` with a CTR run (best weights); keeps the run's context splits."""
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import restore_for
+    from mdrec.workflows.train import restore_for
 
     r = restore_for(side.path, data, cache=cache, need_context=True)
     side.scores, side.labels, side.context = predict(r.model, r.inputs), r.log.labels, r.context
@@ -217,7 +217,7 @@ def _score_baseline(side: _Side, run_path: str, data: str | Path, spec: Spec, lo
     """Score ``data`` with a CTR sanity row fitted on the run's training file (its chosen settings)."""
     from mdrec.evaluation.baselines.ctr import LOGISTIC, MEAN, ctr_ids
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import ctr_baselines_of
+    from mdrec.workflows.train import ctr_baselines_of
 
     run = RunDir(run_path)
     fitted, note = ctr_baselines_of(run, run.read_config()[0], spec, cache=cache)
@@ -240,7 +240,7 @@ def _score_export(side: _Side, data: str | Path, batch_size: int = 4096) -> None
     from mdrec.data.pipeline import model_inputs
     from mdrec.data.transform import Transform
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import evaluation_context
+    from mdrec.workflows.train import evaluation_context
 
     folder = Path(side.path)
     if side.family != "ctr":
@@ -641,7 +641,7 @@ def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int], fitted_on
     of a ``baseline:NAME`` fitted on the run ``fitted_on``."""
     from mdrec.evaluation.ranking import full_ranking, popularity_scores, ranking_queries
     from mdrec.training.retrieval import model_scores
-    from mdrec.training.workflow import restore_for
+    from mdrec.workflows.train import restore_for
 
     baseline = path[len(BASELINE_PREFIX):] if path.startswith(BASELINE_PREFIX) else None
     r = restore_for(fitted_on if baseline else path, data, need_context=True)
@@ -654,7 +654,7 @@ def _retrieval_queries(path: str, data: str | Path, ks: Sequence[int], fitted_on
         score = popularity_scores(model.catalogue, queries)
     else:
         from mdrec.evaluation.baselines.retrieval import fit_baselines
-        from mdrec.training.workflow import _chosen_baseline_settings
+        from mdrec.workflows.train import _chosen_baseline_settings
 
         kind, _, per_line = baseline.partition("-")
         fitted = fit_baselines(r.spec, model.catalogue, r.context["train"], r.context.get("valid"), kinds=(kind,),
@@ -803,7 +803,7 @@ def ab_test(control: str | Path, treatment: str | Path, data: str | Path, *, out
 
 def _finish(result: ABResult, out: str | Path | None, say: Printer) -> ABResult:
     if out is not None:
-        from mdrec.evaluation.report import write_report
+        from mdrec.workflows.ab_report import write_report
 
         result.files = {k: str(v) for k, v in write_report(result, out).items()}
         say(f"wrote {', '.join(result.files.values())}")

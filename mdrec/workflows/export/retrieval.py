@@ -25,8 +25,8 @@ import mdrec  # noqa: F401
 import tensorflow as tf
 
 from mdrec.errors import MdrecError
-from mdrec.export.families import FamilyExport, warmup_batches
 from mdrec.export.signatures import check_request
+from mdrec.workflows.export.families import FamilyExport, warmup_batches
 
 INDEX_KINDS = ("brute_force", "scann")
 
@@ -36,8 +36,8 @@ def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 
     from mdrec.retrieval.index import DomainIndex, save_options, write_scann_searcher
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import restore_for
-    from mdrec.export.families import first_existing
+    from mdrec.workflows.export.families import first_existing
+    from mdrec.workflows.train import restore_for
 
     if index not in INDEX_KINDS:
         raise MdrecError(f"unknown index kind '{index}'", hint=f"use one of {', '.join(INDEX_KINDS)}")

@@ -2,7 +2,7 @@
 
 Two views of the cold-start question (does the source line help where the target line knows
 little?): one transferred run (``mdrec transfer --task ctr`` writes RUN/report/: the model and its
-sanity rows by slice) and several variants over seeds (:mod:`mdrec.transfer.compare`: the demo's
+sanity rows by slice) and several variants over seeds (:mod:`mdrec.workflows.transfer_variants`: the demo's
 and bench/transfer.py's table). Each folder is written as a whole
 (:func:`mdrec.evaluation.html_report.report_folder`).
 """
@@ -39,7 +39,7 @@ READING = (
 def write_slices_report(table: pd.DataFrame, out: str | Path, *, title: str) -> dict[str, Path]:
     """One run's test metrics by slice as the folder ``out`` (report.md, report.html); their paths.
 
-    ``table``: :func:`mdrec.transfer.slices.ctr_slices`' frame: index slice, column ``model`` ("model"
+    ``table``: :func:`mdrec.workflows.transfer_slices.ctr_slices`' frame: index slice, column ``model`` ("model"
     or a sanity row's name), then rows, auc and the other metrics.
     """
     slices = list(dict.fromkeys(table.index.astype(str)))
@@ -55,10 +55,10 @@ def write_slices_report(table: pd.DataFrame, out: str | Path, *, title: str) -> 
 
 
 def write_variants_report(rows: Sequence[dict], out: str | Path, *, title: str) -> dict[str, Path]:
-    """Several variants over seeds (:func:`mdrec.transfer.compare.run_variant`'s rows) as the folder
-    ``out``: the mean ± std table of :func:`mdrec.transfer.compare.summary` and the AUC by slice with
+    """Several variants over seeds (:func:`mdrec.workflows.transfer_variants.run_variant`'s rows) as the folder
+    ``out``: the mean ± std table of :func:`mdrec.workflows.transfer_variants.summary` and the AUC by slice with
     a point per seed."""
-    from mdrec.transfer.compare import SLICES, summary
+    from mdrec.workflows.transfer_variants import SLICES, summary
 
     frame = pd.DataFrame(list(rows)).drop_duplicates(subset=["variant", "seed"])  # a sanity row once per seed
     slices = [s for s in SLICES if s in frame.columns]

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mdrec.evaluation.compare import BASELINE, aggregate_by_model, model_groups
 from mdrec.evaluation.html_report import figure_png, html_figures, html_list, html_page, html_table, report_folder
 from mdrec.evaluation.metrics import table_to_markdown
 from mdrec.evaluation.plots import Curve, draw_reliability, draw_seed_spread
 from mdrec.fileio import atomic_write_text
+from mdrec.workflows.compare import BASELINE, aggregate_by_model, model_groups
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mdrec.evaluation.compare import Comparison
+    from mdrec.workflows.compare import Comparison
 
 REPORT_FILES = ("report.md", "report.html", "table.csv")
 WHAT = "a compare report"

@@ -36,8 +36,8 @@ def build_run_model(config: TrainConfig, spec: Spec, transform: Transform, catal
     """The run's model. A transfer run (hyperparameter ``pretrained``: a pretraining run folder)
     gets the pretrained user encoder as one more user feature, built here from the folder with the
     run's ``transfer_mode`` and ``adapter_dim``: models take the layer, never the path."""
-    from mdrec.pretraining.train import load_pretrained
     from mdrec.transfer.user_feature import TRANSFER_DEFAULTS, PretrainedUser
+    from mdrec.workflows.pretrain import load_pretrained
 
     hyperparameters = dict(config.hyperparameters)
     pretrained = hyperparameters.pop("pretrained", None)

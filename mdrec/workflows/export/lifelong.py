@@ -19,16 +19,16 @@ import numpy as np
 import mdrec  # noqa: F401
 import tensorflow as tf
 
-from mdrec.export.families import FamilyExport, warmup_batches
 from mdrec.models.user_encoder import ITEMS
+from mdrec.workflows.export.families import FamilyExport, warmup_batches
 
 TOP = 10
 
 
 def build_lifelong(run_path: Path) -> FamilyExport:
-    from mdrec.lifelong.train import World, task_scores
     from mdrec.lifelong.tasks import build_task_data, parse_tasks
     from mdrec.training.run import RunDir
+    from mdrec.workflows.lifelong import World, task_scores
 
     run = RunDir(run_path).require()
     metrics = run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work

@@ -21,7 +21,7 @@ from mdrec.fileio import atomic_write_json, atomic_write_text
 from mdrec.records import recorded_path
 
 if TYPE_CHECKING:
-    from mdrec.evaluation.ab import ABResult
+    from mdrec.workflows.ab import ABResult
 
 _METRIC_COLUMNS = ["slice", "metric", "control", "treatment", "delta", "ci_low", "ci_high", "p", "p_holm",
                    "mde", "test", "verdict"]
@@ -88,7 +88,7 @@ def _header_lines(result: "ABResult") -> list[str]:
 
 
 def _markdown(result: "ABResult") -> str:
-    from mdrec.evaluation.ab import legend
+    from mdrec.workflows.ab import legend
 
     parts = [f"# Offline A/B ({result.family}): treatment vs control", ""]
     parts += [f"- {line}" for line in _header_lines(result)]
@@ -110,7 +110,7 @@ def _metric_table(result: "ABResult") -> pd.DataFrame:
 
 
 def _html(result: "ABResult", figures: dict[str, str]) -> str:
-    from mdrec.evaluation.ab import legend
+    from mdrec.workflows.ab import legend
 
     esc = html.escape
     body = [f"<h1>Offline A/B ({esc(result.family)}): treatment vs control</h1>", *html_list(_header_lines(result)),

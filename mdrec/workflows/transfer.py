@@ -25,7 +25,7 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                  learning_rate: float = 1e-3, patience: int = 2, seed: int = 0,
                  hyperparameters: dict | None = None, warm_start: str | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    from mdrec.pretraining.train import load_pretrained
+    from mdrec.workflows.pretrain import load_pretrained
 
     if task not in TASKS:
         raise MdrecError(f"unknown --task '{task}'", hint=f"use one of: {', '.join(TASKS)}")
@@ -33,7 +33,7 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
         raise MdrecError(f"unknown --mode '{mode}'", hint=f"use one of: {', '.join(MODES)}")
     load_pretrained(pretrained)  # a bad --from fails here, with its own message
     if task == "profile":
-        from mdrec.transfer.profile import train_profile
+        from mdrec.workflows.profile import train_profile
 
         if not target:
             raise MdrecError("--task profile needs --target COLUMN (a user attribute, e.g. gender)")
@@ -42,7 +42,7 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                              learning_rate=learning_rate, patience=patience, seed=seed, overwrite=overwrite,
                              log=log, **(hyperparameters or {}))
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
+    from mdrec.workflows.train import train_run
 
     model = model or ("two_tower" if task == "retrieval" else "shared_bottom")
     family = model_family(model)
@@ -57,8 +57,8 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
     metrics = train_run(spec_path, config, out, overwrite=overwrite, log=log)
     if task == "ctr" and test:
         from mdrec.records import recorded_path
-        from mdrec.transfer.report import write_slices_report
-        from mdrec.transfer.slices import ctr_slices
+        from mdrec.workflows.transfer_report import write_slices_report
+        from mdrec.workflows.transfer_slices import ctr_slices
 
         table = ctr_slices(out, test)
         metrics["slices"] = {"test": table.reset_index().to_dict(orient="records")}

@@ -46,16 +46,16 @@ def run_comparison(runs: Sequence[str | Path], data: str | Path, *, report: str 
                    bins: int = RELIABILITY_BINS) -> Comparison:
     """:func:`compare_runs`' table and each run's reliability points (``bins`` quantile bins of its
     scores, per line). With ``report``, that folder gets report.md, report.html (plots) and
-    table.csv, written as a whole (:mod:`mdrec.evaluation.compare_report`); a folder holding other
+    table.csv, written as a whole (:mod:`mdrec.workflows.compare_report`); a folder holding other
     files is refused before any run is evaluated."""
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import ctr_baseline_tables, evaluate_run
+    from mdrec.workflows.train import ctr_baseline_tables, evaluate_run
 
     if not runs:
         raise MdrecError("give at least one run folder with --runs")
     if report is not None:
-        from mdrec.evaluation.compare_report import REPORT_FILES, WHAT
         from mdrec.evaluation.html_report import check_report_folder
+        from mdrec.workflows.compare_report import REPORT_FILES, WHAT
 
         check_report_folder(report, REPORT_FILES, WHAT)
     rows: dict[str, dict] = {}
@@ -81,7 +81,7 @@ def run_comparison(runs: Sequence[str | Path], data: str | Path, *, report: str 
     reliability = pd.concat(curves, ignore_index=True)[["run", "model", "line", "predicted", "observed"]]
     comparison = Comparison(table, reliability, str(data))
     if report is not None:
-        from mdrec.evaluation.compare_report import write_compare_report
+        from mdrec.workflows.compare_report import write_compare_report
 
         comparison.files = {k: str(v) for k, v in write_compare_report(comparison, report).items()}
     return comparison

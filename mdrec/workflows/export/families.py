@@ -3,7 +3,7 @@
 A family turns a finished run into a :class:`FamilyExport` (the object to save, its serving
 signatures, warmup batches, in-process reference outputs and the run files that go into assets/).
 Everything else (versioning, atomic publish, export.json, the warmup file, verification) is common
-and lives in :mod:`mdrec.export.saved_model`. Adding a family (e.g. retrieval: query features ->
+and lives in :mod:`mdrec.workflows.export.saved_model`. Adding a family (e.g. retrieval: query features ->
 top-K ids and scores, query/item embeddings) is one builder and one entry in ``FAMILIES``.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def build_ctr(run_path: Path) -> FamilyExport:
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.loop import predict
     from mdrec.training.run import RunDir
-    from mdrec.training.workflow import restore_for
+    from mdrec.workflows.train import restore_for
 
     run = RunDir(run_path).require()
     run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work
@@ -89,7 +89,7 @@ def build_ctr(run_path: Path) -> FamilyExport:
 
 
 def _build_retrieval(run_path: Path, **options) -> FamilyExport:
-    from mdrec.export.retrieval import build_retrieval
+    from mdrec.workflows.export.retrieval import build_retrieval
 
     return build_retrieval(run_path, **options)
 
@@ -100,12 +100,12 @@ FAMILIES: dict[str, Family] = {
     "user_encoder": Family(models=("user_encoder",), build=lambda run_path, **options: _build_user_encoder(
         run_path, **options), options=("top_k",)),
     "lifelong": Family(models=("lifelong",), build=lambda run_path: __import__(
-        "mdrec.export.lifelong", fromlist=["build_lifelong"]).build_lifelong(run_path)),
+        "mdrec.workflows.export.lifelong", fromlist=["build_lifelong"]).build_lifelong(run_path)),
 }
 
 
 def _build_user_encoder(run_path: Path, **options) -> FamilyExport:
-    from mdrec.export.user_encoder import build_user_encoder
+    from mdrec.workflows.export.user_encoder import build_user_encoder
 
     return build_user_encoder(run_path, **options)
 

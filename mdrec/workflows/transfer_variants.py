@@ -25,9 +25,9 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
     """Train one variant on ``target`` (train/valid/test paths); rows of test AUC by slice for
     the model and each sanity row (user+item mean, first-order logistic)."""
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import train_run
-    from mdrec.transfer.slices import ctr_slices
-    from mdrec.transfer.workflow import transfer_run
+    from mdrec.workflows.train import train_run
+    from mdrec.workflows.transfer import transfer_run
+    from mdrec.workflows.transfer_slices import ctr_slices
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
@@ -41,7 +41,7 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
         metrics = train_run(spec_path, config, out, overwrite=True, log=log)
         source_users = None
         if pretrained is not None:
-            from mdrec.pretraining.train import load_pretrained
+            from mdrec.workflows.pretrain import load_pretrained
 
             source_users = {u for u, items in load_pretrained(pretrained).sequences.items() if len(items)}
         table = ctr_slices(out, target["test"], source_users)

@@ -22,8 +22,8 @@ import numpy as np
 import mdrec  # noqa: F401
 import tensorflow as tf
 
-from mdrec.export.families import FamilyExport, warmup_batches
 from mdrec.models.user_encoder import ITEMS, SPECIAL_ROWS, UserEncoder
+from mdrec.workflows.export.families import FamilyExport, warmup_batches
 
 OUTPUT = "user_embedding"
 NEXT_ITEMS = "next_items"
@@ -50,8 +50,8 @@ def next_items(encoder: UserEncoder, inputs: dict[str, tf.Tensor], k: int) -> di
 
 
 def build_user_encoder(run_path: Path, top_k: int | None = None) -> FamilyExport:
-    from mdrec.pretraining.train import load_pretrained, user_vectors
     from mdrec.training.run import RunDir
+    from mdrec.workflows.pretrain import load_pretrained, user_vectors
 
     run = RunDir(run_path).require()
     run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work

@@ -175,7 +175,7 @@ def _subset_masks(items: Items) -> dict[str, np.ndarray]:
 def _ctr_tables(r, items: Items, baseline_scores: np.ndarray | None) -> dict:
     """{subset: {"model": DataFrame, "baseline": DataFrame}} of a CTR run on r.log."""
     from mdrec.training.loop import predict
-    from mdrec.training.workflow import _report
+    from mdrec.workflows.train import _report
 
     scores = predict(r.model, r.inputs)
     out = {}
@@ -242,7 +242,7 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
     from mdrec.models.registry import ALL_MODELS, model_family
     from mdrec.spec import load_spec
     from mdrec.training.run import TrainConfig
-    from mdrec.training.workflow import restore_for, train_run
+    from mdrec.workflows.train import restore_for, train_run
 
     if model not in ALL_MODELS:
         raise MdrecError(f"unknown --model '{model}'", hint=f"use one of {', '.join(ALL_MODELS)}, e.g. two_tower or star")
@@ -301,7 +301,7 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
                                       "added_from_valid_and_test": len(catalogue) - len(r.model.catalogue)}
             else:
                 from mdrec.evaluation.baselines.ctr import MEAN, ctr_ids
-                from mdrec.training.workflow import ctr_baselines_of
+                from mdrec.workflows.train import ctr_baselines_of
 
                 # the user+item mean with the smoothing the first run chose on validation
                 fitted, _ = ctr_baselines_of(r.run, r.config, r.spec, cache=cache)

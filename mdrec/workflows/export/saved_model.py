@@ -24,14 +24,13 @@ import mdrec
 import tensorflow as tf
 
 from mdrec.errors import MdrecError
-from mdrec.export.families import FAMILIES, FamilyExport, family_of
 from mdrec.export.serving_config import versions_in_use
-from mdrec.export.versions import check_free, check_model_name, next_version, prune, staged_version
+from mdrec.export.versions import EXPORT_JSON, check_free, check_model_name, next_version, prune, staged_version
 from mdrec.export.warmup import WARMUP_FILE, predict_log, read_warmup, request_inputs, write_warmup
 from mdrec.fileio import atomic_write_json
 from mdrec.training.run import RunDir
+from mdrec.workflows.export.families import FAMILIES, FamilyExport, family_of
 
-EXPORT_JSON = "export.json"
 TOLERANCE = 1e-5
 
 

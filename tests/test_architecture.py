@@ -1,0 +1,78 @@
+"""The package's layers, read from its own imports: a module imports only from layers below its own
+(or its own package), every import counted, those inside functions too."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mdrec
+
+ROOT = Path(mdrec.__file__).resolve().parent
+# Bottom to top. Packages on one row are siblings: neither may import the other.
+LAYERS = [
+    ("errors", "fileio", "progress", "records"),
+    ("encoding",),
+    ("spec",),
+    ("data",),
+    ("layers",),
+    ("models",),
+    ("retrieval", "evaluation", "export"),   # index layers; metrics, ranking, baselines; serving pieces
+    ("training",),
+    ("pretraining",),
+    ("transfer",),
+    ("lifelong",),
+    ("workflows",),                          # the only code that reads and writes run folders
+    ("demo",),
+    ("cli",),
+]
+RANK = {name: rank for rank, row in enumerate(LAYERS) for name in row}
+
+
+def imported_packages(source: str) -> set[str]:
+    """The top-level mdrec packages or modules a module's source imports (``mdrec.X...`` -> X)."""
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "mdrec" else [])
+        else:
+            continue
+        out |= {name.split(".")[1] for name in names if name.startswith("mdrec.")}
+    return out
+
+
+def layer_violations(package: str, source: str) -> list[str]:
+    """Each import of a package at or above ``package``'s layer (other than its own)."""
+    return [f"imports mdrec.{target} ({'a sibling' if RANK[target] == RANK[package] else 'a layer above'})"
+            for target in sorted(imported_packages(source))
+            if target != package and RANK[target] >= RANK[package]]
+
+
+def package_of(path: Path) -> str:
+    relative = path.relative_to(ROOT)
+    return relative.parts[0].removesuffix(".py")
+
+
+def test_every_module_belongs_to_a_layer():
+    packages = {package_of(p) for p in ROOT.rglob("*.py") if p.name != "__init__.py" or p.parent != ROOT}
+    assert packages <= set(RANK), f"add {sorted(packages - set(RANK))} to LAYERS"
+
+
+def test_imports_only_go_down_the_layers():
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.parent == ROOT and path.name == "__init__.py":
+            continue
+        problems = layer_violations(package_of(path), path.read_text(encoding="utf-8"))
+        if problems:
+            found[str(path.relative_to(ROOT))] = problems
+    assert not found, found
+
+
+def test_the_check_catches_an_upward_import_even_inside_a_function():
+    hidden = "def f():\n    from mdrec.workflows.train import train_run\n    return train_run\n"
+    assert layer_violations("models", hidden) == ["imports mdrec.workflows (a layer above)"]
+    assert layer_violations("evaluation", "import mdrec.export.served\n") == ["imports mdrec.export (a sibling)"]
+    assert layer_violations("training", "from mdrec.data import pipeline\nimport mdrec\n") == []
+    assert layer_violations("data", "from mdrec.data.log import Log\n") == []
