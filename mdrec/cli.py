@@ -74,7 +74,30 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*args, **kwargs)
 
 
+SCHEDULE_HELP = {
+    "epochs": "passes over the training data at most (early stopping usually ends sooner: --patience)",
+    "batch_size": "examples per training step",
+    "learning_rate": "Adam's learning rate",
+    "patience": "epochs without a gain in the validation score before stopping",
+    "seed": "seeds the weights and the batch order",
+}
+
+
+def add_schedule_flags(p: argparse.ArgumentParser, defaults: dict, **help_text: str) -> None:
+    """--epochs, --batch-size, --learning-rate, --patience and --seed (those ``defaults`` names),
+    declared once for every training command; the defaults are the workflow's own
+    (mdrec.training.schedule), so --help shows what a run will use."""
+    from mdrec.training.schedule import SCHEDULE_KEYS
+
+    for key in SCHEDULE_KEYS:
+        if key in defaults:
+            p.add_argument("--" + key.replace("_", "-"), type=type(defaults[key]), default=defaults[key],
+                           help=help_text.get(key, SCHEDULE_HELP[key]))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mdrec.training.schedule import BRANCHES, TRAIN, TRANSFER
+
     parser = Parser(prog="mdrec", description="Multi-domain CTR prediction and ID-based transfer between "
                     "business lines.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -143,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--valid", help="validation log (early stopping: its AUC; Recall@50 for two_tower)")
     p.add_argument("--test", help="test log (metrics written to metrics.json)")
-    p.add_argument("--model", default="star", choices=("star", "shared_bottom", "separate", "mmoe", "two_tower"),
+    p.add_argument("--model", default=TRAIN["model"], choices=("star", "shared_bottom", "separate", "mmoe", "two_tower"),
                    help="CTR: star, shared_bottom, separate, mmoe; retrieval: two_tower")
     p.add_argument("--domain-batches", action="store_true",
                    help="draw every batch from one domain (as the STAR paper trains)")
@@ -151,15 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model hyperparameter, e.g. normalization=input (star), num_experts=8 (mmoe), "
                         "interaction=none, temperature=0.1 or logq=streaming (two_tower); repeatable")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the training log at most (early stopping "
-                   "usually ends sooner: --patience)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=2, help="epochs without a gain in the validation score "
-                   "(AUC; Recall@50 for two_tower), or CTR epochs with the validation logloss above its best, "
-                   "before stopping")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    add_schedule_flags(p, TRAIN, batch_size="impression rows per training step",
+                       patience="epochs without a gain in the validation score (AUC; Recall@50 for two_tower), or "
+                                "CTR epochs with the validation logloss above its best, before stopping")
+    p.add_argument("--checkpoint-every", type=int, default=TRAIN["checkpoint_every"], help="steps between checkpoints")
     p.add_argument("--hidden", help="hidden widths, comma separated (default: the model's, e.g. 256,128,64 "
                    "for star, 128 for each two_tower tower)")
     p.add_argument("--dropout", type=float, help="dropout rate (default: the model's)")
@@ -227,14 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "them out)")
     p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
                    "max_length clicks, then windows ending at random points of the whole history")
-    p.add_argument("--epochs", type=int, default=TRAINING["epochs"], help="passes over the users' windows at most")
-    p.add_argument("--batch-size", type=int, default=TRAINING["batch_size"], help="windows per training step")
-    p.add_argument("--learning-rate", type=float, default=TRAINING["learning_rate"], help="Adam's learning rate")
+    add_schedule_flags(p, {**TRAINING, "seed": 0}, epochs="passes over the users' windows at most",
+                       batch_size="windows per training step",
+                       patience="epochs without a validation NDCG@10 gain before stopping",
+                       seed="seeds the weights, batches, masks and negatives")
     p.add_argument("--schedule", choices=SCHEDULES, default=PRE["schedule"],
                    help="learning rate: constant, or cosine from --learning-rate to 0 over --epochs")
-    p.add_argument("--patience", type=int, default=TRAINING["patience"],
-                   help="epochs without a validation NDCG@10 gain before stopping")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, batches, masks and negatives")
     p.add_argument("--checkpoint-every", type=int, default=TRAINING["checkpoint_every"],
                    help="steps between checkpoints")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
@@ -258,11 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter-dim", type=int, default=16, help="adapter bottleneck width")
     p.add_argument("--warm-start", metavar="RUN", help="also start the target's ID tables from this run's rows")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a model hyperparameter")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    add_schedule_flags(p, TRANSFER, batch_size="target rows (profile: users) per training step")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_transfer)
@@ -293,10 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="item encoders, comma separated; parameters after colons, e.g. "
                         "id,content,hybrid,content:text_encoder=transformer (default id,content,hybrid)")
     p.add_argument("--seeds", default="0", help="training seeds, comma separated, e.g. 0,1,2 (default 0)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=2)
+    add_schedule_flags(p, BRANCHES, epochs="passes over the training split at most, per branch and seed")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyperparameter for every branch, e.g. text_encoder=transformer, "
                         "frozen_text=lsa, hidden=[64]; repeatable")

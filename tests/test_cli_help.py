@@ -38,3 +38,33 @@ def test_train_help_states_the_numbers(capsys):
                         ("--patience", "2"), ("--seed", "0"), ("--model", "star")):
         assert f"{flag} " in text and f"(default: {value})" in text, flag
     assert "Recall@50 for two_tower" in text  # what early stopping watches for a retrieval run
+
+
+def test_training_flags_default_to_what_the_workflow_itself_uses():
+    """The schedule flags are declared once, from mdrec.training.schedule: each command's parser
+    defaults are the defaults of the function it calls, so a run from Python and one from the
+    command line train alike."""
+    import inspect
+    from dataclasses import fields
+
+    from mdrec.training.run import TrainConfig
+    from mdrec.workflows.branches import compare_branches
+    from mdrec.workflows.pretrain import pretrain_run
+    from mdrec.workflows.transfer import transfer_run
+
+    def signature_defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+    commands = dict(_commands(build_parser()))
+    expected = {"mdrec train": {f.name: f.default for f in fields(TrainConfig)},
+                "mdrec transfer": signature_defaults(transfer_run),
+                "mdrec compare-branches": signature_defaults(compare_branches),
+                "mdrec pretrain": signature_defaults(pretrain_run)}
+    checked = 0
+    for command, defaults in expected.items():
+        parsed = {a.dest: a.default for a in commands[command]._actions}
+        for key in ("model", "epochs", "batch_size", "learning_rate", "patience", "seed", "checkpoint_every"):
+            if key in defaults and key in parsed and parsed[key] is not None:
+                assert parsed[key] == defaults[key], (command, key, parsed[key], defaults[key])
+                checked += 1
+    assert checked >= 15

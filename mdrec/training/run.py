@@ -23,22 +23,23 @@ from mdrec.data.io import table_files
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json, atomic_write_text
 from mdrec.spec import Spec, load_spec
+from mdrec.training.schedule import TRAIN
 
 
 @dataclass
 class TrainConfig:
     """How to train; saved as config.json. Equal configs may resume each other's runs."""
 
-    model: str = "shared_bottom"
+    model: str = TRAIN["model"]
     train: str = ""
     valid: str | None = None
     test: str | None = None
-    epochs: int = 10
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
-    patience: int = 2
-    seed: int = 0
-    checkpoint_every: int = 100
+    epochs: int = TRAIN["epochs"]
+    batch_size: int = TRAIN["batch_size"]
+    learning_rate: float = TRAIN["learning_rate"]
+    patience: int = TRAIN["patience"]
+    seed: int = TRAIN["seed"]
+    checkpoint_every: int = TRAIN["checkpoint_every"]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     domain_batches: bool = False

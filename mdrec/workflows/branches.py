@@ -30,6 +30,7 @@ from mdrec.data.log import LABEL, Log
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_file, atomic_write_json, atomic_write_text
 from mdrec.records import recorded_path
+from mdrec.training.schedule import BRANCHES as SCHEDULE
 
 BRANCHES = ("id", "content", "hybrid")
 SUBSETS = {"all": "all items", "warm": "warm items (seen in training)",
@@ -232,8 +233,9 @@ def _retrieval_tables(r, items: Items, catalogue: Catalogue, seen: list[Log]) ->
 
 def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, train=None, valid=None,
                      test=None, cold_items: float | None = None, split: str = "time", split_seed: int = 0,
-                     encoders: str | Sequence[str] = BRANCHES, seeds: Sequence[int] = (0,), epochs: int = 3,
-                     batch_size: int = 1024, learning_rate: float = 1e-3, patience: int = 2,
+                     encoders: str | Sequence[str] = BRANCHES, seeds: Sequence[int] = (0,),
+                     epochs: int = SCHEDULE["epochs"], batch_size: int = SCHEDULE["batch_size"],
+                     learning_rate: float = SCHEDULE["learning_rate"], patience: int = SCHEDULE["patience"],
                      hyperparameters: dict | None = None, buckets: int = 4, overwrite: bool = False,
                      log: Printer = print) -> dict:
     """Train ``model`` once per item encoder and seed; write report.md, report.json, popularity.png

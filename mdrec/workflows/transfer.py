@@ -14,15 +14,18 @@ from typing import Callable
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import model_family
-from mdrec.transfer.user_feature import MODES
+from mdrec.training.schedule import TRANSFER
+from mdrec.transfer.user_feature import MODES, TRANSFER_DEFAULTS
 
 TASKS = ("ctr", "retrieval", "profile")
 
 
 def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path, *, task: str, mode: str,
                  train: str, valid: str | None = None, test: str | None = None, model: str | None = None,
-                 target: str | None = None, adapter_dim: int = 16, epochs: int = 10, batch_size: int = 512,
-                 learning_rate: float = 1e-3, patience: int = 2, seed: int = 0,
+                 target: str | None = None, adapter_dim: int = TRANSFER_DEFAULTS["adapter_dim"],
+                 epochs: int = TRANSFER["epochs"], batch_size: int = TRANSFER["batch_size"],
+                 learning_rate: float = TRANSFER["learning_rate"], patience: int = TRANSFER["patience"],
+                 seed: int = TRANSFER["seed"],
                  hyperparameters: dict | None = None, warm_start: str | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     from mdrec.workflows.pretrain import load_pretrained
