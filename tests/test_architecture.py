@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import mdrec
 
 ROOT = Path(mdrec.__file__).resolve().parent
@@ -76,3 +78,23 @@ def test_the_check_catches_an_upward_import_even_inside_a_function():
     assert layer_violations("evaluation", "import mdrec.export.served\n") == ["imports mdrec.export (a sibling)"]
     assert layer_violations("training", "from mdrec.data import pipeline\nimport mdrec\n") == []
     assert layer_violations("data", "from mdrec.data.log import Log\n") == []
+
+
+def test_the_public_api_resolves_lazily_to_the_library_objects():
+    import subprocess
+    import sys
+
+    # `import mdrec` (done first everywhere, to select Keras 2) loads no TensorFlow by itself.
+    probe = "import sys, mdrec; print('tensorflow' in sys.modules, len(mdrec.__all__))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", str(len(mdrec.__all__))]
+    from mdrec.models.ctr import Star
+    from mdrec.workflows.export import export_run
+    from mdrec.workflows.train import train_run
+
+    assert (mdrec.Star, mdrec.train_run, mdrec.export_run) == (Star, train_run, export_run)
+    for name in mdrec.__all__:
+        assert getattr(mdrec, name) is not None, name
+    assert set(mdrec.__all__) <= set(dir(mdrec))
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        mdrec.no_such_thing
