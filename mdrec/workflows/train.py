@@ -125,11 +125,11 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     spec = with_domain_values(spec, transform.domains)
     valid_log = load_log(config.valid, spec, known_domains=transform.domains) if config.valid else None
     test_log = load_log(config.test, spec, known_domains=transform.domains) if config.test else None
-    named = [(n, l) for n, l in (("train", train_log), ("valid", valid_log), ("test", test_log)) if l is not None]
+    named = {n: split for n, split in (("train", train_log), ("valid", valid_log), ("test", test_log))
+             if split is not None}
     histories = {"train": None, "valid": None, "test": None}
-    histories.update(zip([n for n, _ in named], _histories(spec, [l for _, l in named],
-                                                           folds=not leave_one_out_profiles(config.model,
-                                                                                            config.hyperparameters))))
+    folds = not leave_one_out_profiles(config.model, config.hyperparameters)
+    histories.update(zip(named, _histories(spec, list(named.values()), folds=folds)))
 
     from mdrec.layers.item_encoders import needs_catalogue
 
