@@ -15,8 +15,9 @@ from conftest import TINY_SPEC, tiny_frame, write_tiny_splits
 from mdrec.cli import main
 from mdrec.errors import MdrecError
 from mdrec.evaluation import stats
+from mdrec.evaluation.ab_statistics import NO_DIFFERENCE, compare_scores, ips_table
 from mdrec.evaluation.metrics import gauc
-from mdrec.workflows.ab import NO_DIFFERENCE, ab_test, compare_scores, ips_table
+from mdrec.workflows.ab import ab_test
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,21 +36,19 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.io import read_file, table_files
-from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log, parse_keys
+from mdrec.data.log import DOMAIN, TIME, Log, load_log, parse_keys
 from mdrec.errors import MdrecError
 from mdrec.evaluation import metrics as M
 from mdrec.evaluation import stats
+from mdrec.evaluation.ab_slices import column_slices, user_segments
+from mdrec.evaluation.ab_statistics import (NO_DIFFERENCE, compare_scores, ips_table, summarise,
+                                           verdict_table)
 from mdrec.progress import progress
 from mdrec.records import recorded_path
 from mdrec.spec import Spec, load_spec
 
 Printer = Callable[[str], None]
-HISTORY_BUCKETS = ((0, 0, "0"), (1, 4, "1-4"), (5, 19, "5-19"), (20, None, "20+"))
 RETRIEVAL_KS = (10, 50)
-NO_DIFFERENCE = "no detectable difference"
-# The CTR metrics, in report order; miscalibration = |predicted / observed CTR − 1| (lower is better)
-METRICS = ("auc", "gauc", "logloss", "calibration", "miscalibration", "ece")
-_TOP_VALUES = 10  # --slice on a many-valued column: the most frequent values, the rest as "other"
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,224 +339,7 @@ def read_predictions(path: str | Path, log: Log, spec: Spec, score_column: str =
     return scores[joined["__pred_row__"].to_numpy(dtype=np.int64)]
 
 
-# --------------------------------------------------------------------------------------------
-# slices
-# --------------------------------------------------------------------------------------------
-def _events(log: Log, spec: Spec) -> pd.DataFrame:
-    """user, domain, click (and time) of a log's rows, for segments."""
-    out = pd.DataFrame({"user": log.frame[spec.user_id.name].to_numpy(dtype=object),
-                        "domain": log.frame[DOMAIN].to_numpy(dtype=object),
-                        "click": log.frame[LABEL].to_numpy().astype(np.int64)})
-    if TIME in log.frame:
-        out["time"] = log.frame[TIME].to_numpy()
-    return out
-
-
-def user_segments(log: Log, spec: Spec, known: Log | None, past: Log | None,
-                  notes: list[str]) -> dict[str, np.ndarray]:
-    """Row masks (n,) of the user segments of ``log``.
-
-    * user=returning / user=new: the user has / has no row in ``known`` (the run's training file,
-      or --history); skipped without one.
-    * lines=several / lines=one: the user has rows in several business lines / one, over ``past``
-      and ``log`` together; skipped when the spec has no domain column.
-    * prior_clicks=0 / 1-4 / 5-19 / 20+: the user's clicks before the event: with a time column,
-      clicks strictly earlier in ``past`` and ``log``; without one, all clicks in ``past``.
-      Skipped with neither a history nor a time column.
-    """
-    events = _events(log, spec)
-    history = _events(past, spec) if past is not None else None
-    out: dict[str, np.ndarray] = {}
-    if known is not None:
-        returning = np.isin(events["user"].to_numpy(), _events(known, spec)["user"].unique())
-        out["user=returning"], out["user=new"] = returning, ~returning
-    else:
-        notes.append("segment new vs returning users skipped: no history (give a run folder as a side, "
-                     "or --history LOG)")
-    if spec.domain.column:
-        both = pd.concat([events[["user", "domain"]]] + ([history[["user", "domain"]]] if history is not None else []))
-        lines = both.groupby("user")["domain"].nunique()
-        several = events["user"].map(lines).to_numpy() > 1
-        out["lines=several"], out["lines=one"] = several, ~several
-    prior = None
-    if "time" in events:
-        prior = _prior_clicks(events, history)
-        if history is None:
-            notes.append("prior clicks counted within the evaluated log only (no history file)")
-    elif history is not None:
-        prior = events["user"].map(history.groupby("user")["click"].sum()).fillna(0).to_numpy()
-        notes.append("prior clicks: all of the user's clicks in the history (the spec has no time column)")
-    else:
-        notes.append("segment by history length skipped: the spec has no time column and there is no history")
-    if prior is not None:
-        for low, high, name in HISTORY_BUCKETS:
-            out[f"prior_clicks={name}"] = (prior >= low) & ((prior <= high) if high is not None else True)
-    return out
-
-
-def _prior_clicks(events: pd.DataFrame, past: pd.DataFrame | None) -> np.ndarray:
-    """Clicks of the same user strictly before each event's time, over ``past`` and ``events``."""
-    frames = [events.assign(row=np.arange(len(events)))]
-    if past is not None and "time" in past:
-        frames.append(past[["user", "domain", "click", "time"]].assign(row=-1))
-    both = pd.concat(frames, ignore_index=True).sort_values(["user", "time"], kind="stable")
-    before = both.groupby("user", sort=False)["click"].cumsum() - both["click"]
-    # events at the same second never count each other: take the count at the first of them
-    both["prior"] = before.groupby([both["user"], both["time"]], sort=False).transform("min")
-    mine = both[both["row"] >= 0].sort_values("row")
-    return mine["prior"].to_numpy()
-
-
-def column_slices(log: Log, spec: Spec, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Row masks for ``--slice`` columns (a spec feature, by name or column).
-
-    Categorical / text values: one slice per value, the ``_TOP_VALUES`` most frequent, the rest as
-    "other"; numeric: quartile ranges; an unknown column or a vector feature is an error.
-    """
-    out: dict[str, np.ndarray] = {}
-    by_name = {f.name: f for f in spec.features} | {f.column: f for f in spec.features}
-    for column in columns:
-        if column == spec.domain.column:
-            continue  # every domain is a slice already
-        if column not in by_name:
-            known = sorted({f.column for f in spec.features if f.type != "dense_vector"})
-            raise MdrecError(f"--slice column '{column}' is not a feature of spec '{spec.name}'",
-                             hint=f"slice by one of its columns: {', '.join(known)}")
-        feature = by_name[column]
-        if feature.type == "dense_vector":
-            raise MdrecError(f"--slice column '{column}' is a vector feature and has no values to slice by",
-                             hint="slice by a categorical or numeric column")
-        values = log.frame[feature.name]
-        if feature.type == "numeric":
-            buckets = pd.qcut(values, 4, duplicates="drop")
-            order = [str(c) for c in buckets.cat.categories] + ["(missing)"]   # low to high
-            labels = buckets.astype(str).where(values.notna(), "(missing)")
-        else:
-            labels = values.astype(str).where(values.astype(str) != "", "(missing)")
-            top = labels.value_counts().index[:_TOP_VALUES]
-            labels = labels.where(labels.isin(top), "other")
-            order = sorted(set(top)) + ["other"]
-        for value in order:
-            mask = (labels == value).to_numpy()
-            if mask.any():
-                out[f"{column}={value}"] = mask
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# the comparison itself (arrays in, tables out)
-# --------------------------------------------------------------------------------------------
-def _verdict(metric: str, delta: float, low: float, high: float, p_holm: float, alpha: float) -> str:
-    direction = stats.higher_is_better(metric)
-    if direction is None:
-        return "n/a"
-    if not np.isfinite(p_holm) or not np.isfinite(delta):
-        return "untestable"
-    if p_holm >= alpha or not (low > 0 or high < 0):
-        return NO_DIFFERENCE
-    return "better" if (delta > 0) == direction else "worse"
-
-
-def _point_metrics(y: np.ndarray, p: np.ndarray, users: np.ndarray) -> dict[str, float]:
-    calibration = M.calibration(y, p)
-    return {"auc": M.auc(y, p), "gauc": M.gauc(y, p, users).value, "logloss": M.logloss(y, p),
-            "calibration": calibration, "miscalibration": abs(calibration - 1.0),
-            "ece": M.expected_calibration_error(y, p)}
-
-
-def summarise(points: dict[str, dict[str, tuple[float, float]]], replicates: dict[str, dict[str, np.ndarray]],
-              alpha: float, tests: dict[tuple[str, str], stats.DeLongResult] | None = None) -> pd.DataFrame:
-    """One row per (slice, metric) from point values (control, treatment), bootstrap replicates
-    (B, 2) and optional DeLong results (used for that metric's p-value and MDE)."""
-    rows = []
-    for name, by_metric in replicates.items():
-        for metric, rep in by_metric.items():
-            a, b = points[name][metric]
-            delta = b - a
-            deltas = rep[:, 1] - rep[:, 0]
-            finite = deltas[np.isfinite(deltas)]
-            se = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
-            low, high = stats.percentile_interval(deltas)
-            test = (tests or {}).get((name, metric))
-            if test is not None:
-                p, test_se, method = test.p_value, test.se, "DeLong (user-clustered)"
-            else:
-                p, test_se, method = stats.two_sided_p(delta, se), se, "user bootstrap"
-            rows.append({"slice": name, "metric": metric, "control": a, "treatment": b, "delta": delta,
-                         "ci_low": low, "ci_high": high, "se": test_se, "p": p, "test": method,
-                         "mde": stats.mde(test_se, alpha), "bootstrap_invalid": int(len(deltas) - len(finite))})
-    table = pd.DataFrame(rows)
-    # Holm per metric across the slices (each metric's family of tests)
-    table["p_holm"] = table.groupby("metric", sort=False)["p"].transform(lambda p: stats.holm(p.to_numpy()))
-    table["verdict"] = [_verdict(r.metric, r.delta, r.ci_low, r.ci_high, r.p_holm, alpha)
-                        for r in table.itertuples()]
-    return table
-
-
-def compare_scores(labels, control, treatment, users, slices: dict[str, np.ndarray] | None = None, *,
-                   n_bootstrap: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The CTR comparison on arrays: (metrics table, slice sizes table).
-
-    labels, control, treatment, users: (n,); slices: name -> (n,) bool mask (default: one slice
-    "ALL"). AUC is tested with DeLong's user-clustered test, the rest with the user bootstrap.
-    """
-    y = np.asarray(labels, dtype=np.float64)
-    a = np.asarray(control, dtype=np.float64)
-    b = np.asarray(treatment, dtype=np.float64)
-    users = np.asarray(users)
-    slices = {k: v for k, v in (slices or {"ALL": np.ones(len(y), dtype=bool)}).items() if np.any(v)}
-    replicates = stats.paired_user_bootstrap(y, a, b, users, slices, n_bootstrap=n_bootstrap, seed=seed)
-    points, tests, sizes = {}, {}, []
-    for name, mask in slices.items():
-        ys, us = y[mask], users[mask]
-        pa, pb = _point_metrics(ys, a[mask], us), _point_metrics(ys, b[mask], us)
-        points[name] = {m: (pa[m], pb[m]) for m in METRICS}
-        replicates[name] = {m: (np.abs(replicates[name]["calibration"] - 1.0) if m == "miscalibration"
-                                else replicates[name][m]) for m in METRICS}
-        tests[(name, "auc")] = stats.delong_test(ys, a[mask], b[mask], groups=us)
-        g = M.gauc(ys, a[mask], us)
-        sizes.append({"slice": name, "rows": int(mask.sum()), "users": int(len(pd.unique(us))),
-                      "positives": int(ys.sum()), "ctr": float(ys.mean()),
-                      "gauc_users": g.groups_used, "gauc_users_excluded": g.groups_excluded})
-    return summarise(points, replicates, alpha, tests), pd.DataFrame(sizes).set_index("slice")
-
-
-def verdict_table(metrics: pd.DataFrame, sizes: pd.DataFrame, primary: str,
-                  secondary: Sequence[str]) -> pd.DataFrame:
-    """The printed table: per slice, the sizes, the primary metric in full and the others' verdicts
-    (better / worse / n.d. = no detectable difference; "-" without a direction, "?" untestable)."""
-    short = {NO_DIFFERENCE: "n.d.", "better": "better", "worse": "worse", "n/a": "-", "untestable": "?"}
-    rows = []
-    for name in sizes.index:
-        part = metrics[metrics["slice"] == name].set_index("metric")
-        if primary not in part.index:
-            continue
-        r = part.loc[primary]
-        row = {"slice": name, **sizes.loc[name, [c for c in ("rows", "queries", "users", "positives")
-                                                 if c in sizes.columns]].to_dict(),
-               f"{primary} A": r["control"], f"{primary} B": r["treatment"], f"Δ{primary}": r["delta"],
-               "95% CI": _interval(r["ci_low"], r["ci_high"]), "p (Holm)": r["p_holm"], "MDE": r["mde"],
-               "verdict": r["verdict"]}
-        row["verdict"] = short.get(row["verdict"], row["verdict"])
-        for metric in secondary:
-            if metric in part.index:
-                row[metric] = short.get(part.loc[metric, "verdict"], part.loc[metric, "verdict"])
-        rows.append(row)
-    table = pd.DataFrame(rows).set_index("slice")
-    for c in ("rows", "queries", "users", "positives"):
-        if c in table.columns:
-            table[c] = table[c].astype(np.int64)
-    return table
-
-
-def _interval(low: float, high: float) -> str:
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return "-"
-    return f"[{low:+.4f}, {high:+.4f}]"
-
-
-# --------------------------------------------------------------------------------------------
-# inverse propensity scoring
+# inverse propensity scoring: the logging policy's propensities
 # --------------------------------------------------------------------------------------------
 def read_propensities(data: str | Path, column: str, n: int) -> np.ndarray:
     """The logging policy's propensities (n,) from ``data``'s ``column``: finite, in (0, 1]."""
@@ -579,58 +360,6 @@ def read_propensities(data: str | Path, column: str, n: int) -> np.ndarray:
     if len(values) != n:
         raise MdrecError(f"{len(values)} propensities for {n} log rows", path=str(data), column=column)
     return values
-
-
-def ips_table(labels, propensity, control, treatment, users, *, n_bootstrap: int = 1000, seed: int = 0
-              ) -> pd.DataFrame:
-    """IPS and self-normalised IPS estimates of the click rate each side's policy would get.
-
-    The log has no request groups, so a side's policy is taken to be: for each user, show one of
-    the user's logged items with probability proportional to the side's score,
-    ``pi(i) = s_i / Σ_{j in user's rows} s_j`` (its normalised score within the user's candidate
-    set). With the logging propensity ``p_i`` of the shown item and ``w_i = pi(i) / p_i``:
-    ``IPS = Σ y_i w_i / n`` and ``SNIPS = Σ y_i w_i / Σ w_i`` estimate the clicks per impression
-    under that policy. Both are *estimates* (unbiased / consistent only if the logging policy gave
-    every candidate a chance and the candidate set is the user's logged items); the row
-    "logging policy" is the observed CTR. Intervals: the same paired user bootstrap.
-    Returns rows control / treatment / "treatment − control" / logging policy with ips, snips and
-    their 95% intervals.
-    """
-    y = np.asarray(labels, dtype=np.float64)
-    p0 = np.asarray(propensity, dtype=np.float64)
-    codes = pd.factorize(np.asarray(users))[0]
-    n_users = int(codes.max()) + 1
-    sums = {}
-    for name, scores in (("control", control), ("treatment", treatment)):
-        s = np.asarray(scores, dtype=np.float64)
-        total = np.bincount(codes, weights=s, minlength=n_users)
-        count = np.bincount(codes, minlength=n_users)
-        pi = np.where(total[codes] > 0, s / np.where(total[codes] > 0, total[codes], 1.0), 1.0 / count[codes])
-        w = pi / p0
-        sums[name] = (np.bincount(codes, weights=y * w, minlength=n_users), np.bincount(codes, weights=w, minlength=n_users))
-    rows_u = np.bincount(codes, minlength=n_users).astype(np.float64)
-    clicks_u = np.bincount(codes, weights=y, minlength=n_users)
-    point = {name: (yw.sum() / rows_u.sum(), yw.sum() / ww.sum()) for name, (yw, ww) in sums.items()}
-    reps: dict[str, list] = {"control": [], "treatment": [], "logging": []}
-    chunk = max(1, min(n_bootstrap, 2_000_000 // n_users))
-    for wu in stats.user_weights(n_users, n_bootstrap, seed, chunk):
-        n_w = wu @ rows_u
-        for name, (yw, ww) in sums.items():
-            reps[name].append(np.stack([(wu @ yw) / n_w, (wu @ yw) / (wu @ ww)], axis=1))
-        reps["logging"].append(np.stack([(wu @ clicks_u) / n_w] * 2, axis=1))
-    reps = {k: np.concatenate(v) for k, v in reps.items()}
-    reps["treatment − control"] = reps["treatment"] - reps["control"]
-    observed = y.mean()
-    point["logging"] = (observed, observed)
-    point["treatment − control"] = tuple(np.subtract(point["treatment"], point["control"]))
-    rows = []
-    for name in ("control", "treatment", "treatment − control", "logging"):
-        row = {"policy": "logging policy (observed CTR)" if name == "logging" else name}
-        for j, est in enumerate(("ips", "snips")):
-            row[est] = float(point[name][j])
-            row[f"{est} 95% CI"] = _interval(*stats.percentile_interval(reps[name][:, j]))
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("policy")
 
 
 # --------------------------------------------------------------------------------------------
