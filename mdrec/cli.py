@@ -96,17 +96,32 @@ def add_schedule_flags(p: argparse.ArgumentParser, defaults: dict, **help_text: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mdrec.training.schedule import BRANCHES, TRAIN, TRANSFER
-
     parser = Parser(prog="mdrec", description="Multi-domain CTR prediction and ID-based transfer between "
                     "business lines.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _demo_command(sub)
+    _data_commands(sub)
+    _spec_commands(sub)
+    _train_command(sub)
+    _pretrain_command(sub)
+    _transfer_command(sub)
+    _comparison_commands(sub)
+    _index_and_lifelong_commands(sub)
+    _serving_commands(sub)
+    _ab_command(sub)
+    return parser
 
+
+def _demo_command(sub: argparse._SubParsersAction) -> None:
+    """`mdrec demo`."""
     p = sub.add_parser("demo", help="generate the synthetic log, train, print per-domain metrics")
     p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="a smaller log and one epoch (for smoke tests)")
     p.set_defaults(func=_demo)
 
+
+def _data_commands(sub: argparse._SubParsersAction) -> None:
+    """`mdrec data synth|prepare|split|convert`."""
     data = sub.add_parser("data", help="synthesise, prepare or split logs").add_subparsers(
         title="data commands", metavar="COMMAND")
     p = data.add_parser("synth", help="write the seeded synthetic multi-domain log and its splits")
@@ -154,12 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=_data_convert)
 
+
+def _spec_commands(sub: argparse._SubParsersAction) -> None:
+    """`mdrec spec check`."""
     spec = sub.add_parser("spec", help="feature spec tools").add_subparsers(title="spec commands", metavar="COMMAND")
     p = spec.add_parser("check", help="validate a spec, and a log against it")
     p.add_argument("spec", help="spec YAML")
     p.add_argument("--data", help="a log file or folder to check against the spec")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_spec_check)
+
+
+def _train_command(sub: argparse._SubParsersAction) -> None:
+    """`mdrec train`."""
+    from mdrec.training.schedule import TRAIN
 
     p = sub.add_parser("train", help="train a CTR or retrieval model into a run folder (resumes if interrupted)")
     p.add_argument("--spec", required=True)
@@ -195,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_train)
 
+
+def _pretrain_command(sub: argparse._SubParsersAction) -> None:
+    """`mdrec pretrain`."""
     from mdrec.pretraining.settings import (ARCHITECTURES, BLOCKS, DEFAULTS as PRE, FULL_SOFTMAX_ITEMS, OBJECTIVES,
                                             POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
 
@@ -257,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_pretrain)
 
+
+def _transfer_command(sub: argparse._SubParsersAction) -> None:
+    """`mdrec transfer`."""
+    from mdrec.training.schedule import TRANSFER
+
     p = sub.add_parser("transfer", help="carry a pretrained user encoder into a target line's CTR, retrieval or "
                        "user-profile model (frozen, finetune, adapter or scratch)")
     p.add_argument("--from", dest="pretrained", required=True, metavar="RUN", help="a pretraining run (mdrec pretrain)")
@@ -278,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_transfer)
+
+
+def _comparison_commands(sub: argparse._SubParsersAction) -> None:
+    """`mdrec compare`, `compare-branches`, `evaluate`."""
+    from mdrec.training.schedule import BRANCHES
 
     p = sub.add_parser("compare", help="one row per trained run on one log, with the sanity baseline")
     p.add_argument("--runs", nargs="+", required=True, help="run folders")
@@ -324,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled negatives")
     p.set_defaults(func=_evaluate)
 
+
+def _index_and_lifelong_commands(sub: argparse._SubParsersAction) -> None:
+    """`mdrec index`, `mdrec lifelong`."""
     p = sub.add_parser("index", help="build a retrieval run's per-line ScaNN or brute-force index; report "
                        "ScaNN's recall against exact search and the speed of both")
     p.add_argument("--run", required=True, help="a two_tower run folder")
@@ -345,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, help="stop after this task (the next run continues from there)")
     p.set_defaults(func=_lifelong)
 
+
+def _serving_commands(sub: argparse._SubParsersAction) -> None:
+    """`mdrec export`, `serving-config`, `request`."""
     p = sub.add_parser("export", help="export a trained run as a versioned TF Serving SavedModel")
     p.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--name", required=True, help="model name: the folder under --export-dir and the name "
@@ -378,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signature", default="serving_default")
     p.set_defaults(func=_request)
 
+
+def _ab_command(sub: argparse._SubParsersAction) -> None:
+    """`mdrec ab`."""
     p = sub.add_parser("ab", help="offline A/B: two models on one log, with intervals, tests and a verdict per slice")
     p.add_argument("--control", required=True, help="A: a run folder, an export (export/MODEL), a prediction "
                    "file (CSV/Parquet with the log's user id, item id, domain and time columns and a score), or a "
@@ -401,7 +446,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", help="the log's spec, needed when both sides are prediction files")
     p.add_argument("--history", help="a log whose users count as returning (default: a run side's training file)")
     p.set_defaults(func=_ab)
-    return parser
 
 
 # ---- commands ------------------------------------------------------------------------------------
