@@ -18,6 +18,8 @@ demo: $(STAMP)
 	$(BIN)/mdrec demo
 
 test: $(STAMP)
+	$(BIN)/ruff check mdrec tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean:

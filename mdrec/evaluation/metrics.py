@@ -13,8 +13,10 @@ scores) raises ``ValueError``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
@@ -36,12 +38,12 @@ NAN = float("nan")
 # --------------------------------------------------------------------------------------------
 # input validation
 # --------------------------------------------------------------------------------------------
-def _as_1d(values, name: str, *, dtype=None) -> np.ndarray:
+def _as_1d(values: npt.ArrayLike, name: str, *, dtype: npt.DTypeLike | None = None) -> np.ndarray:
     """Return ``values`` as a 1-D numpy array of shape ``(n,)``; ``(n, 1)`` is flattened."""
     try:
         if isinstance(values, (pd.Series, pd.Index)):
             # na_value: nullable dtypes (Int64, Float64, boolean) become NaN, caught by callers
-            arr = values.to_numpy(dtype=dtype, na_value=np.nan) if dtype else values.to_numpy()
+            arr: np.ndarray = values.to_numpy(dtype=dtype, na_value=np.nan) if dtype else values.to_numpy()
         else:
             arr = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError) as exc:
@@ -63,7 +65,7 @@ def _check_lengths(**arrays: np.ndarray) -> None:
             )
 
 
-def _labels(labels) -> np.ndarray:
+def _labels(labels: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Labels as float64 ``(n,)`` holding only 0.0 / 1.0."""
     y = _as_1d(labels, "labels", dtype=np.float64)
     bad = ~((y == 0.0) | (y == 1.0))
@@ -73,7 +75,7 @@ def _labels(labels) -> np.ndarray:
     return y
 
 
-def _scores(scores, name: str = "scores") -> np.ndarray:
+def _scores(scores: npt.ArrayLike, name: str = "scores") -> npt.NDArray[np.float64]:
     """Finite real scores as float64 ``(n,)`` (float32 -> float64 is exact, so ties survive)."""
     s = _as_1d(scores, name, dtype=np.float64)
     bad = ~np.isfinite(s)
@@ -83,7 +85,7 @@ def _scores(scores, name: str = "scores") -> np.ndarray:
     return s
 
 
-def _probabilities(probabilities, name: str = "probabilities") -> np.ndarray:
+def _probabilities(probabilities: npt.ArrayLike, name: str = "probabilities") -> npt.NDArray[np.float64]:
     """Scores that must also lie in [0, 1] (a logit passed by mistake is caught here)."""
     p = _scores(probabilities, name)
     bad = (p < 0.0) | (p > 1.0)
@@ -99,7 +101,7 @@ def _probabilities(probabilities, name: str = "probabilities") -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # scalar metrics
 # --------------------------------------------------------------------------------------------
-def auc(labels, scores) -> float:
+def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """ROC AUC of ``scores`` (n,) against 0/1 ``labels`` (n,).
 
     Returns nan when fewer than two classes are present (sklearn would raise).
@@ -113,7 +115,7 @@ def auc(labels, scores) -> float:
     return float(roc_auc_score(y, s))
 
 
-def logloss(labels, probabilities, eps: float = 1e-7) -> float:
+def logloss(labels: npt.ArrayLike, probabilities: npt.ArrayLike, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy; probabilities (n,) are clipped to [eps, 1 - eps].
 
     Clipping keeps a single confident mistake from making the loss infinite. nan for empty input.
@@ -130,7 +132,7 @@ def logloss(labels, probabilities, eps: float = 1e-7) -> float:
     return float(log_loss(y, p, labels=[0, 1]))
 
 
-def calibration(labels, probabilities) -> float:
+def calibration(labels: npt.ArrayLike, probabilities: npt.ArrayLike) -> float:
     """Mean predicted CTR / observed CTR for ``probabilities`` (n,) and ``labels`` (n,).
 
     1.0 is calibrated, > 1 over-predicts. nan when there are no positives (observed CTR is 0).
@@ -144,7 +146,7 @@ def calibration(labels, probabilities) -> float:
     return float(p.sum() / positives)  # = mean(p) / mean(y); the 1/n cancels
 
 
-def expected_calibration_error(labels, probabilities, bins: int = 10) -> float:
+def expected_calibration_error(labels: npt.ArrayLike, probabilities: npt.ArrayLike, bins: int = 10) -> float:
     """ECE with ``bins`` equal-width bins over [0, 1], weighted by the bin's share of rows.
 
     ``sum_b (n_b / n) * |mean(y_b) - mean(p_b)|``. Bin ``b`` is ``[b/bins, (b+1)/bins)``, the last
@@ -184,7 +186,7 @@ class GroupAUC:
     impressions_used: int
 
 
-def _group_codes(groups) -> np.ndarray:
+def _group_codes(groups: npt.ArrayLike) -> npt.NDArray[np.intp]:
     """Integer codes ``(n,)`` for arbitrary hashable group ids; missing ids are an error."""
     if isinstance(groups, (pd.Series, pd.Index)):
         arr = groups.array
@@ -199,7 +201,7 @@ def _group_codes(groups) -> np.ndarray:
     return codes
 
 
-def gauc(labels, scores, groups) -> GroupAUC:
+def gauc(labels: npt.ArrayLike, scores: npt.ArrayLike, groups: npt.ArrayLike) -> GroupAUC:
     """Group (per-user) AUC as in STAR: ``sum_u n_u * AUC_u / sum_u n_u``.
 
     labels, scores, groups: shape (n,). Only groups holding both classes contribute; the rest are
@@ -265,7 +267,8 @@ def gauc(labels, scores, groups) -> GroupAUC:
 _INT_COLUMNS = ("rows", "positives", "gauc_users")
 
 
-def _report_row(y: np.ndarray, p: np.ndarray, users) -> dict:
+def _report_row(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64],
+                users: npt.NDArray[np.intp] | None) -> dict[str, float]:
     rows = len(y)
     positives = int(y.sum())
     row = {
@@ -340,14 +343,14 @@ def ctr_report(
 # --------------------------------------------------------------------------------------------
 # text rendering
 # --------------------------------------------------------------------------------------------
-def _is_missing(value) -> bool:
+def _is_missing(value: object) -> bool:
     try:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # array-like cell: not a scalar missing marker
         return False
 
 
-def _format_cell(value, floatfmt: str) -> str:
+def _format_cell(value: object, floatfmt: str) -> str:
     if _is_missing(value):
         return "-"
     if isinstance(value, (bool, np.bool_)):
@@ -359,7 +362,7 @@ def _format_cell(value, floatfmt: str) -> str:
     return str(value)
 
 
-def _columns(table: pd.DataFrame, floatfmt: str):
+def _columns(table: pd.DataFrame, floatfmt: str) -> list[tuple[str, list[str], bool]]:
     """[(header, cells, right_align)] for the index followed by each column."""
     index_cells = [_format_cell(v, floatfmt) for v in table.index.tolist()]
     index_name = "" if table.index.name is None else str(table.index.name)
@@ -382,7 +385,7 @@ def format_table(table: pd.DataFrame, *, floatfmt: str = ".4f") -> str:
     cols = _columns(table, floatfmt)
     widths = [max([len(h)] + [len(c) for c in cells]) for h, cells, _ in cols]
 
-    def line(parts):
+    def line(parts: Sequence[str]) -> str:
         out = [
             (part.rjust(w) if right else part.ljust(w))
             for part, w, (_, _, right) in zip(parts, widths, cols)

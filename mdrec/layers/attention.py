@@ -12,6 +12,7 @@ stateful generator), so a compiled (XLA) step stays seeded (its state is not in 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
@@ -26,7 +27,7 @@ def small_normal() -> tf_keras.initializers.Initializer:
     return tf_keras.initializers.TruncatedNormal(stddev=0.02)
 
 
-def seeded_dropout(rate: float, **kwargs) -> tf_keras.layers.Dropout:
+def seeded_dropout(rate: float, **kwargs: Any) -> tf_keras.layers.Dropout:
     """A Dropout layer on a tf.random.Generator (seeded by the global seed, XLA-compatible)."""
     return tf_keras.layers.Dropout(rate, force_generator=True, **kwargs)
 
@@ -36,7 +37,7 @@ class SelfAttention(tf_keras.layers.Layer):
     -> [B, L, dim]; with ``memory`` [B, L, dim] the keys and values are projected from it and the
     queries from x (SASRec's block reads normalised queries against raw keys)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, **kwargs):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(dim) % int(heads):
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -47,7 +48,7 @@ class SelfAttention(tf_keras.layers.Layer):
         self.output_projection = tf_keras.layers.Dense(self.dim, kernel_initializer=small_normal(), name="output")
         self.drop = seeded_dropout(self.dropout)
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: tf.TensorShape) -> None:
         self.query.build(input_shape)
         self.key_value.build(input_shape)
         self.output_projection.build(tuple(input_shape[:-1]) + (self.dim,))
@@ -71,5 +72,5 @@ class SelfAttention(tf_keras.layers.Layer):
         batch, length = tf.shape(x)[0], tf.shape(x)[1]
         return self.output_projection(tf.reshape(context, [batch, length, self.dim]))
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "dropout": self.dropout}

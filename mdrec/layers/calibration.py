@@ -10,6 +10,8 @@ Until fitted the layer is the identity. A monotone map per line leaves every lin
 """
 from __future__ import annotations
 
+from typing import Any
+
 import mdrec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
@@ -23,7 +25,7 @@ class LineCalibration(tf_keras.layers.Layer):
     them from a fit on held-out rows.
     """
 
-    def __init__(self, num_lines: int, **kwargs):
+    def __init__(self, num_lines: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_lines = int(num_lines)
         self.scale = self.add_weight(name="scale", shape=(self.num_lines,), initializer="ones", trainable=False)
@@ -41,5 +43,5 @@ class LineCalibration(tf_keras.layers.Layer):
                 raise ValueError(f"expected {self.num_lines} values, one per line, got shape {values.shape}")
             variable.assign(values)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_lines": self.num_lines}

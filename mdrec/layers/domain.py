@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
 
-def route_by_domain(inputs, domain: tf.Tensor, num_domains: int,
+def route_by_domain(inputs: tf.Tensor | dict[str, tf.Tensor], domain: tf.Tensor, num_domains: int,
                     fn: Callable[[int, object], tf.Tensor]) -> tf.Tensor:
     """Apply ``fn(d, inputs_of_domain_d)`` to each domain's examples and restore batch order.
 
@@ -42,11 +42,11 @@ def domain_matmul(x: tf.Tensor, domain: tf.Tensor, num_domains: int,
     """
     domain = tf.cast(domain, tf.int32)
 
-    def single():
+    def single() -> tf.Tensor:
         d = domain[0]
         return tf.matmul(x, kernel(d)) + bias(d)
 
-    def mixed():
+    def mixed() -> tf.Tensor:
         return route_by_domain(x, domain, num_domains, lambda d, part: tf.matmul(part, kernel(d)) + bias(d))
 
     one_domain = tf.logical_and(tf.size(domain) > 0, tf.reduce_all(tf.equal(domain, domain[:1])))
@@ -63,13 +63,13 @@ class PartitionedNormalization(tf_keras.layers.Layer):
     keeps its moving statistics untouched. Inference: the domain's moving statistics.
     """
 
-    def __init__(self, num_domains: int, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs):
+    def __init__(self, num_domains: int, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_domains = int(num_domains)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tf.TensorShape) -> None:
         dim = int(input_shape[-1])
         m = self.num_domains
         self.gamma = self.add_weight("gamma", [dim], initializer="ones")
@@ -102,7 +102,7 @@ class PartitionedNormalization(tf_keras.layers.Layer):
         scale = self.gamma * self.domain_gamma * tf.math.rsqrt(variance + self.epsilon)
         return centred * tf.matmul(onehot, scale) + (self.beta + tf.matmul(onehot, self.domain_beta))
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_domains": self.num_domains, "momentum": self.momentum,
                 "epsilon": self.epsilon}
 
@@ -110,7 +110,7 @@ class PartitionedNormalization(tf_keras.layers.Layer):
 class _PerDomainDense(tf_keras.layers.Layer):
     """Shared constructor and config of the dense layers routed by domain."""
 
-    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs):
+    def __init__(self, units: int, num_domains: int, activation: str | None = "relu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = int(units)
         self.num_domains = int(num_domains)
@@ -119,7 +119,7 @@ class _PerDomainDense(tf_keras.layers.Layer):
     def _activate(self, out: tf.Tensor) -> tf.Tensor:
         return self.activation(out) if self.activation is not None else out
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units, "num_domains": self.num_domains,
                 "activation": tf_keras.activations.serialize(self.activation)}
 
@@ -154,7 +154,7 @@ class StarDense(_PerDomainDense):
     Exports trace under :func:`fused_inference`, which reads the fused weights without the check.
     """
 
-    def build(self, input_shape):
+    def build(self, input_shape: tf.TensorShape) -> None:
         d_in, m = int(input_shape[-1]), self.num_domains
         self.kernel = self.add_weight("kernel", [d_in, self.units], initializer="glorot_uniform")
         self.bias = self.add_weight("bias", [self.units], initializer="zeros")
@@ -196,7 +196,7 @@ class StarDense(_PerDomainDense):
 class DomainDense(_PerDomainDense):
     """One dense layer per domain (no sharing): [B, d_in] x domain [B] -> [B, units]."""
 
-    def build(self, input_shape):
+    def build(self, input_shape: tf.TensorShape) -> None:
         d_in = int(input_shape[-1])
         self.kernel = self.add_weight("kernel", [self.num_domains, d_in, self.units], initializer="glorot_uniform")
         self.bias = self.add_weight("bias", [self.num_domains, self.units], initializer="zeros")
@@ -207,7 +207,8 @@ class DomainDense(_PerDomainDense):
                                             lambda d: self.bias[d]))
 
 
-def domain_tower(widths: Sequence[int], num_domains: int, layer=DomainDense, name: str = "tower"):
+def domain_tower(widths: Sequence[int], num_domains: int, layer: type[_PerDomainDense] = DomainDense,
+                 name: str = "tower") -> list[_PerDomainDense]:
     """Hidden layers (ReLU) then a 1-unit linear output, each routed by domain."""
     layers = [layer(w, num_domains, name=f"{name}_{i}") for i, w in enumerate(widths)]
     layers.append(layer(1, num_domains, activation=None, name=f"{name}_out"))

@@ -13,6 +13,7 @@ Inputs (batch size B):
 from __future__ import annotations
 
 import zlib
+from typing import Any, Iterable, Protocol
 
 import mdrec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
@@ -23,6 +24,15 @@ from mdrec.data.transform import PUNCTUATION, Transform
 from mdrec.spec import FeatureSpec, Spec
 
 _EMPTY_VOCAB_PLACEHOLDER = "\x00<empty>"
+# Keys of FeatureEncoder.call's output beside the feature names.
+DOMAIN_KEY = "__domain__"                   # the line's embedding
+PRETRAINED_USER_KEY = "__pretrained_user__"   # the user_feature layer's output
+
+
+class _HistoryItems(Protocol):
+    """History item keys [B, L] -> item vectors [B, L, w] (``ItemEncoder.history_items``)."""
+
+    def __call__(self, keys: tf.Tensor, training: bool | None = None) -> tf.Tensor: ...
 
 
 class FeatureEncoder(tf_keras.layers.Layer):
@@ -33,7 +43,8 @@ class FeatureEncoder(tf_keras.layers.Layer):
     """
 
     def __init__(self, spec: Spec, transform: Transform, domain_embedding_dim: int = 8,
-                 embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None, **kwargs):
+                 embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.transform = transform
@@ -42,7 +53,7 @@ class FeatureEncoder(tf_keras.layers.Layer):
         self.user_feature = user_feature
         # Optional callable history item keys [B, L] -> [B, L, w] replacing the item ID embeddings
         # in the history (an item encoder in content mode: mdrec.layers.item_encoders).
-        self.history_items = None
+        self.history_items: _HistoryItems | None = None
         regularizer = tf_keras.regularizers.l2(embeddings_l2) if embeddings_l2 else None
         self.lookups: dict[str, tf_keras.layers.StringLookup] = {}
         self.tables: dict[str, tf_keras.layers.Embedding] = {}
@@ -101,7 +112,7 @@ class FeatureEncoder(tf_keras.layers.Layer):
     def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         return self.encode(inputs, self.spec.features, training=training)
 
-    def encode(self, inputs: dict[str, tf.Tensor], features, *, history: bool = True,
+    def encode(self, inputs: dict[str, tf.Tensor], features: Iterable[FeatureSpec], *, history: bool = True,
                domain: bool = True, training: bool | None = None) -> dict[str, tf.Tensor]:
         """Embed only ``features`` (and the history / domain if asked): a two-tower model's
         candidate tower reads item features alone, so it needs no user columns. The pretrained
@@ -131,9 +142,9 @@ class FeatureEncoder(tf_keras.layers.Layer):
             mask = tf.cast(tf.not_equal(seq, ""), tf.float32)[..., None]
             out[self.spec.sequence.name] = tf.reduce_sum(vectors * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
         if history and self.user_feature is not None:
-            out["__pretrained_user__"] = self.user_feature(inputs[self.spec.user_id.name], training=training)
+            out[PRETRAINED_USER_KEY] = self.user_feature(inputs[self.spec.user_id.name], training=training)
         if domain:
-            out["__domain__"] = self.domain_embedding(self.domain_index(inputs))
+            out[DOMAIN_KEY] = self.domain_embedding(self.domain_index(inputs))
         return out
 
     def _key_tokens(self, feature: FeatureSpec, tokens: tf.RaggedTensor,

@@ -13,6 +13,8 @@ p(1 - p) ≤ 1/4 per impression), that is an L2 weight of ``prior / (8 · rows)`
 """
 from __future__ import annotations
 
+from typing import Any
+
 import mdrec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import tensorflow as tf
 import tf_keras
@@ -30,7 +32,7 @@ class FirstOrderTerms(tf_keras.layers.Layer):
     """
 
     def __init__(self, num_users: int, num_items: int, num_lines: int, *, prior: float = 5.0,
-                 rows: int = 1, item_bias: bool = True, learning_rate_scale: float = 10.0, **kwargs):
+                 rows: int = 1, item_bias: bool = True, learning_rate_scale: float = 10.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if prior < 0:
             raise ValueError(f"prior must be >= 0 pseudo-impressions, got {prior}")
@@ -58,7 +60,7 @@ class FirstOrderTerms(tf_keras.layers.Layer):
             total += self.item(item)
         return self.bias + self.learning_rate_scale * tf.squeeze(total, -1)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_users": self.num_users, "num_items": self.num_items,
                 "num_lines": self.num_lines, "prior": self.prior, "rows": self.rows,
                 "item_bias": self.item_bias, "learning_rate_scale": self.learning_rate_scale}

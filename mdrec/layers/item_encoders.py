@@ -29,14 +29,21 @@ embeds history items [B, L] -> [B, L, w] for the FeatureEncoder's history in ``c
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Collection, Iterable, cast
+
 import mdrec  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 import tf_keras
 
 from mdrec.data.transform import PUNCTUATION, text_tokens
 from mdrec.errors import MdrecError
 from mdrec.spec import FeatureSpec, Spec
+
+if TYPE_CHECKING:
+    from mdrec.data.catalogue import Catalogue
+    from mdrec.layers.features import FeatureEncoder
 
 ITEM_ENCODERS = ("auto", "id", "content", "hybrid")
 TEXT_ENCODERS = ("mean", "transformer")
@@ -67,7 +74,7 @@ def resolve_mode(spec: Spec, item_encoder: str) -> str:
     return item_encoder
 
 
-def needs_catalogue(spec: Spec, hyperparameters: dict) -> bool:
+def needs_catalogue(spec: Spec, hyperparameters: dict[str, Any]) -> bool:
     """Whether a CTR model with these hyperparameters needs the training catalogue (the item ->
     content table of the content history, or the corpus of the frozen text embedding)."""
     try:
@@ -86,9 +93,9 @@ class ItemEncoder(tf_keras.layers.Layer):
     for the content history and the frozen text embedding.
     """
 
-    def __init__(self, spec: Spec, encoder, *, mode: str = "auto", text_encoder: str = "mean",
-                 frozen_text: str = "none", hybrid_combine: str = "concat", catalogue=None,
-                 transformer_heads: int = 2, dropout: float = 0.0, **kwargs):
+    def __init__(self, spec: Spec, encoder: FeatureEncoder, *, mode: str = "auto", text_encoder: str = "mean",
+                 frozen_text: str = "none", hybrid_combine: str = "concat", catalogue: Catalogue | None = None,
+                 transformer_heads: int = 2, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mode = resolve_mode(spec, mode)
         for name, value, allowed in (("text_encoder", text_encoder, TEXT_ENCODERS),
@@ -109,7 +116,7 @@ class ItemEncoder(tf_keras.layers.Layer):
         self.transformers = {f.name: TextTransformer(f.length, f.embedding_dim, heads=transformer_heads,
                                                      dropout=dropout, name=f"{f.name}_transformer")
                              for f in texts} if text_encoder == "transformer" else {}
-        self.frozen = {}
+        self.frozen: dict[str, tf_keras.layers.Embedding] = {}
         if frozen_text == "lsa" and texts:
             if catalogue is None:
                 raise ValueError("frozen_text=lsa computes its text embedding from the training catalogue, "
@@ -127,7 +134,7 @@ class ItemEncoder(tf_keras.layers.Layer):
             self.content_projection = tf_keras.layers.Dense(width, name="content_projection")
             self.gate = tf_keras.layers.Dense(width, activation="sigmoid", name="gate")
         # The content history: history item key -> its content (as last seen in training).
-        self.history_lookup = None
+        self.history_lookup: tf_keras.layers.StringLookup | None = None
         if self.mode == "content" and spec.sequence is not None:
             if catalogue is None:
                 raise ValueError("item_encoder=content embeds the history's items by their content, which "
@@ -147,7 +154,7 @@ class ItemEncoder(tf_keras.layers.Layer):
         return [f for f in self.spec.features if f.name not in item_side]
 
     # ---- encoding ---------------------------------------------------------------------------------
-    def call(self, inputs, training: bool | None = None) -> dict[str, tf.Tensor]:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         if self.mode == "id":
             return self.encoder.encode(inputs, [self.spec.item_id], history=False, domain=False)
         content = self.content_fields(inputs, training=training)
@@ -161,7 +168,7 @@ class ItemEncoder(tf_keras.layers.Layer):
         gate = self.gate(tf.concat([item, joined], -1))
         return {ITEM_FIELD: gate * self.id_projection(item) + (1.0 - gate) * self.content_projection(joined)}
 
-    def content_fields(self, inputs, training: bool | None = None) -> dict[str, tf.Tensor]:
+    def content_fields(self, inputs: dict[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         """The content features' vectors; text through the chosen trainable encoder, plus the frozen
         text embedding under "<name>:frozen" when asked."""
         plain = [f for f in self.content if f.name not in self.transformers]
@@ -187,7 +194,7 @@ class ItemEncoder(tf_keras.layers.Layer):
         return ids.to_tensor(default_value=0, shape=[None, feature.length])
 
     # ---- the content history ------------------------------------------------------------------------
-    def _build_content_table(self, catalogue) -> None:
+    def _build_content_table(self, catalogue: Catalogue) -> None:
         """Constant tables of the catalogue items' raw content; row 0 = padding, row 1 = unknown."""
         keys = [str(k) for k in catalogue.keys]
         self.history_lookup = tf_keras.layers.StringLookup(vocabulary=keys or ["\x00<empty>"], mask_token="",
@@ -202,8 +209,8 @@ class ItemEncoder(tf_keras.layers.Layer):
                 values = np.concatenate([np.zeros((2, f.dim), np.float32), catalogue.dense[f.name]])
                 self._table[f.name] = tf.constant(values.astype(np.float32))
             else:
-                values = ["", ""] + [str(v) for v in frame[f.name].to_numpy(dtype=object)]
-                self._table[f.name] = tf.constant(values, tf.string)
+                strings = ["", ""] + [str(v) for v in frame[f.name].to_numpy(dtype=object)]
+                self._table[f.name] = tf.constant(strings, tf.string)
         if self.spec.domain.column:
             from mdrec.data.log import DOMAIN
 
@@ -212,7 +219,8 @@ class ItemEncoder(tf_keras.layers.Layer):
 
     def history_items(self, keys: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """History item keys [B, L] -> content vectors [B, L, w] (each distinct item encoded once)."""
-        index = self.history_lookup(keys)
+        # Set in content mode, the only mode that wires history_items into the FeatureEncoder.
+        index = cast("tf_keras.layers.StringLookup", self.history_lookup)(keys)
         flat = tf.reshape(index, [-1])
         distinct, position = tf.unique(flat)
         raw = {name: tf.gather(table, distinct) for name, table in self._table.items()}
@@ -227,7 +235,7 @@ class ContentOffsets(tf_keras.layers.Layer):
     starting at zero: the content-mode stand-in for the two-tower's ID-keyed ``item_bias`` table
     (popularity that a normalised vector cannot hold, here only as far as content predicts it)."""
 
-    def __init__(self, lines: int, **kwargs):
+    def __init__(self, lines: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.output_dim = int(lines)
         self.dense = tf_keras.layers.Dense(lines, kernel_initializer="zeros", name="offsets")
@@ -240,7 +248,7 @@ class TextTransformer(tf_keras.layers.Layer):
     """A small Transformer text encoder: token vectors + learned positions, one self-attention
     block (pre-computed padding mask), masked mean pool. ([B, L, d], bool [B, L]) -> [B, d]."""
 
-    def __init__(self, length: int, dim: int, heads: int = 2, dropout: float = 0.0, **kwargs):
+    def __init__(self, length: int, dim: int, heads: int = 2, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.position = tf_keras.layers.Embedding(length, dim, name="position")
         self.attention = tf_keras.layers.MultiHeadAttention(heads, key_dim=max(1, dim // heads), dropout=dropout,
@@ -269,7 +277,8 @@ def _masked_mean(vectors: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 
 # ---- frozen (two-stage) text embeddings -------------------------------------------------------------
 
-def lsa_token_table(texts, vocabulary: list[str], length: int, dim: int = LSA_DIM) -> np.ndarray:
+def lsa_token_table(texts: Collection[object], vocabulary: list[str], length: int,
+                    dim: int = LSA_DIM) -> npt.NDArray[np.float32]:
     """Token vectors of a latent semantic analysis of the items' texts, float32 [len(vocab) + 2, k].
 
     A text's frozen embedding is the mean of its tokens' rows (rows 0 and 1, padding and unknown
@@ -301,7 +310,7 @@ def lsa_token_table(texts, vocabulary: list[str], length: int, dim: int = LSA_DI
     return table
 
 
-def precompute_text_vectors(texts, method: str = "lsa", *, dim: int = LSA_DIM) -> np.ndarray:
+def precompute_text_vectors(texts: Iterable[object], method: str = "lsa", *, dim: int = LSA_DIM) -> np.ndarray:
     """Frozen text vectors for a two-stage pipeline, float32 [N, dim]: write them as a
     ``dense_vector`` item column (space-separated floats) and add that feature to the spec.
 
@@ -309,18 +318,18 @@ def precompute_text_vectors(texts, method: str = "lsa", *, dim: int = LSA_DIM) -
     ``sentence-transformers:<model name>`` (a pretrained sentence encoder, when the
     sentence-transformers package is installed; never required).
     """
-    texts = [str(t) for t in texts]
+    strings = [str(t) for t in texts]
     if method == "lsa":
-        vocabulary = sorted({token for text in texts for token in text_tokens(text)})
-        length = max((len(text_tokens(t)) for t in texts), default=1)
-        table = lsa_token_table(texts, vocabulary, length, dim)
+        vocabulary = sorted({token for text in strings for token in text_tokens(text)})
+        length = max((len(text_tokens(t)) for t in strings), default=1)
+        table = lsa_token_table(strings, vocabulary, length, dim)
         index = {token: i + 2 for i, token in enumerate(vocabulary)}
-        out = np.zeros((len(texts), table.shape[1]), np.float32)
-        for r, text in enumerate(texts):
+        out = np.zeros((len(strings), table.shape[1]), np.float32)
+        for r, text in enumerate(strings):
             ids = [index[t] for t in text_tokens(text)]
             if ids:
                 out[r] = table[ids].mean(0)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        norms: npt.NDArray[np.float32] = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
     if method.startswith("sentence-transformers:"):
         try:
@@ -329,6 +338,6 @@ def precompute_text_vectors(texts, method: str = "lsa", *, dim: int = LSA_DIM) -
             raise MdrecError(f"text vectors by '{method}' need the sentence-transformers package, which is "
                              "not installed", hint="pip install sentence-transformers, or use method 'lsa'") from None
         model = SentenceTransformer(method.split(":", 1)[1])
-        return np.asarray(model.encode(texts, normalize_embeddings=True), np.float32)
+        return np.asarray(model.encode(strings, normalize_embeddings=True), np.float32)
     raise MdrecError(f"unknown text vector method '{method}'",
                      hint="use 'lsa' or 'sentence-transformers:<model name>'")

@@ -1,7 +1,7 @@
 """A plain multi-layer perceptron block."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import mdrec  # noqa: F401
 import tensorflow as tf
@@ -12,7 +12,7 @@ class MLP(tf_keras.layers.Layer):
     """Dense -> activation -> dropout, per hidden width. [B, d_in] -> [B, hidden[-1]]."""
 
     def __init__(self, hidden: Sequence[int], dropout: float = 0.0, activation: str = "relu",
-                 l2: float = 0.0, **kwargs):
+                 l2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout = float(dropout)
@@ -30,6 +30,6 @@ class MLP(tf_keras.layers.Layer):
                 x = self.drop[i](x, training=training)
         return x
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "hidden": list(self.hidden), "dropout": self.dropout,
                 "activation": self.activation, "l2": self.l2}

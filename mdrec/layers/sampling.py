@@ -7,6 +7,8 @@ modeling", Algorithm 2) estimate them online from the number of steps between oc
 """
 from __future__ import annotations
 
+from typing import Any
+
 import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
@@ -20,7 +22,7 @@ class StreamingFrequencyEstimator(tf_keras.layers.Layer):
     arrays; with ``buckets`` at least the id range there are no collisions.
     """
 
-    def __init__(self, buckets: int, alpha: float = 0.01, **kwargs):
+    def __init__(self, buckets: int, alpha: float = 0.01, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if buckets < 1:
             raise ValueError(f"buckets must be positive, got {buckets}")
@@ -29,7 +31,7 @@ class StreamingFrequencyEstimator(tf_keras.layers.Layer):
         self.buckets = int(buckets)
         self.alpha = float(alpha)
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: tf.TensorShape) -> None:
         self.step = self.add_weight("step", shape=[], dtype=tf.float32, initializer="zeros", trainable=False)
         self.last_seen = self.add_weight("last_seen", shape=[self.buckets], dtype=tf.float32,
                                          initializer="zeros", trainable=False)
@@ -49,5 +51,5 @@ class StreamingFrequencyEstimator(tf_keras.layers.Layer):
             self.last_seen.scatter_nd_update(slots, tf.fill(tf.shape(last), t))
         return 1.0 / tf.maximum(tf.gather_nd(self.gap, slots), 1.0)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "buckets": self.buckets, "alpha": self.alpha}

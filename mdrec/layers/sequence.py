@@ -8,6 +8,8 @@ output before fine-tuning.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
@@ -25,13 +27,13 @@ class Adapter(tf_keras.layers.Layer):
     The up-projection is initialised to zero, so a fresh adapter returns its input unchanged.
     """
 
-    def __init__(self, bottleneck: int, **kwargs):
+    def __init__(self, bottleneck: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(bottleneck) < 1:
             raise ValueError(f"adapter bottleneck must be >= 1, got {bottleneck}")
         self.bottleneck = int(bottleneck)
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: tf.TensorShape) -> None:
         width = int(input_shape[-1])
         self.down = tf_keras.layers.Dense(self.bottleneck, name="down",
                                           kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02))
@@ -43,14 +45,14 @@ class Adapter(tf_keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return x + self.up(tf.nn.gelu(self.down(x)))
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "bottleneck": self.bottleneck}
 
 
 class _AdapterSlots(tf_keras.layers.Layer):
     """A block with two optional adapter slots (after each of its sublayers)."""
 
-    def __init__(self, adapter_bottleneck: int = 0, **kwargs):
+    def __init__(self, adapter_bottleneck: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.adapter_bottleneck = 0
         self.adapters: list[Adapter] = []
@@ -74,7 +76,7 @@ class TransformerBlock(_AdapterSlots):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int | None = None, dropout: float = 0.1,
-                 adapter_bottleneck: int = 0, **kwargs):
+                 adapter_bottleneck: int = 0, **kwargs: Any) -> None:
         super().__init__(adapter_bottleneck=adapter_bottleneck, **kwargs)
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
@@ -96,7 +98,7 @@ class TransformerBlock(_AdapterSlots):
         h = self.ffn_out(self.ffn_in(self.norm_ffn(x)))
         return x + self._patch(1, self.drop(h, training=training))
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "ffn_dim": self.ffn_dim,
                 "dropout": self.dropout, "adapter_bottleneck": self.adapter_bottleneck}
 
@@ -113,7 +115,7 @@ class SASRecBlock(_AdapterSlots):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int | None = None, dropout: float = 0.1,
-                 adapter_bottleneck: int = 0, **kwargs):
+                 adapter_bottleneck: int = 0, **kwargs: Any) -> None:
         super().__init__(adapter_bottleneck=adapter_bottleneck, **kwargs)
         self.dim, self.heads = int(dim), int(heads)
         self.ffn_dim = int(ffn_dim or dim)
@@ -134,7 +136,7 @@ class SASRecBlock(_AdapterSlots):
         f = self.ffn_out(self.drop_hidden(self.ffn_in(h), training=training))
         return h + self._patch(1, self.drop(f, training=training))
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "ffn_dim": self.ffn_dim,
                 "dropout": self.dropout, "adapter_bottleneck": self.adapter_bottleneck}
 
@@ -148,7 +150,7 @@ class NextItNetBlock(_AdapterSlots):
     """
 
     def __init__(self, dim: int, dilation: int, kernel_size: int = 3, dropout: float = 0.1,
-                 adapter_bottleneck: int = 0, **kwargs):
+                 adapter_bottleneck: int = 0, **kwargs: Any) -> None:
         super().__init__(adapter_bottleneck=adapter_bottleneck, **kwargs)
         self.dim, self.dilation, self.kernel_size = int(dim), int(dilation), int(kernel_size)
         self.dropout = float(dropout)
@@ -165,7 +167,7 @@ class NextItNetBlock(_AdapterSlots):
         h = tf.nn.relu(self.norm_1(self._patch(1, self.conv_1(h))))
         return x + self.drop(h, training=training)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "dilation": self.dilation,
                 "kernel_size": self.kernel_size, "dropout": self.dropout,
                 "adapter_bottleneck": self.adapter_bottleneck}

@@ -15,7 +15,7 @@ sanity row inside the model, mdrec.layers.first_order).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import mdrec  # noqa: F401
 import tensorflow as tf
@@ -24,15 +24,15 @@ import tf_keras
 from mdrec.data.transform import Transform
 from mdrec.layers.calibration import LineCalibration
 from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
-from mdrec.layers.features import FeatureEncoder
+from mdrec.layers.features import DOMAIN_KEY, FeatureEncoder
 from mdrec.layers.first_order import FirstOrderTerms
 from mdrec.layers.interaction import ProjectedDotInteraction
 from mdrec.layers.item_encoders import ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.spec import Spec
 
-DOMAIN_KEY = "__domain__"
-
+if TYPE_CHECKING:
+    from mdrec.data.catalogue import Catalogue
 
 CALIBRATIONS = ("platt", "none")
 
@@ -46,7 +46,7 @@ class ClickModel(tf_keras.Model):
 
     autograph = False  # calls branch on Python values only (mdrec.training.loop.uses_autograph)
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calibration: LineCalibration | None = None
 
@@ -55,7 +55,7 @@ class ClickModel(tf_keras.Model):
             raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
         return LineCalibration(num_lines, name="calibration") if calibration == "platt" else None
 
-    def training_loss(self, inputs, labels) -> tf.Tensor:
+    def training_loss(self, inputs: dict[str, tf.Tensor], labels: tf.Tensor) -> tf.Tensor:
         """Mean binary cross-entropy of the click labels float32 [B]."""
         return tf_keras.losses.binary_crossentropy(labels, self(inputs, training=True), from_logits=True)
 
@@ -67,8 +67,8 @@ class CTRModel(ClickModel):
                  interaction: str = "dot", interaction_dim: int = 16,
                  user_feature: tf_keras.layers.Layer | None = None, item_encoder: str = "auto",
                  text_encoder: str = "mean", frozen_text: str = "none", hybrid_combine: str = "concat",
-                 catalogue=None, first_order: bool = True, first_order_prior: float = 5.0,
-                 calibration: str = "platt", **kwargs):
+                 catalogue: Catalogue | None = None, first_order: bool = True, first_order_prior: float = 5.0,
+                 calibration: str = "platt", **kwargs: Any) -> None:
         """``first_order``: add the user, item, line and user x line biases to the logit, each
         shrunk toward 0 by ``first_order_prior`` pseudo-impressions (mdrec.layers.first_order).
         ``calibration``: "platt" (a per-line scale and shift of the logit, fitted on validation
@@ -90,7 +90,7 @@ class CTRModel(ClickModel):
             self.encoder.history_items = self.item_encoder.history_items
         self.interaction = ProjectedDotInteraction(interaction_dim, name="interaction") \
             if interaction == "dot" else None
-        self.first_order = None
+        self.first_order: FirstOrderTerms | None = None
         if first_order:
             user, item = spec.user_id, spec.item_id
             self.first_order = FirstOrderTerms(
@@ -103,7 +103,8 @@ class CTRModel(ClickModel):
     def num_domains(self) -> int:
         return self.encoder.num_domains
 
-    def features(self, inputs, *, with_domain: bool = True) -> tuple[tf.Tensor, dict, tf.Tensor]:
+    def features(self, inputs: dict[str, tf.Tensor], *,
+                 with_domain: bool = True) -> tuple[tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
         """(concatenated features [B, D], embedded features by name, domain index [B])."""
         embedded = self.encoder.encode(inputs, self.item_encoder.other_features())  # user, context, history
         embedded.update(self.item_encoder(inputs))                                 # the item's fields
@@ -114,7 +115,7 @@ class CTRModel(ClickModel):
             x = tf.concat([x, self.interaction(vectors)], axis=-1)
         return x, embedded, self.encoder.domain_index(inputs)
 
-    def output_logit(self, inputs, logit: tf.Tensor) -> tf.Tensor:
+    def output_logit(self, inputs: dict[str, tf.Tensor], logit: tf.Tensor) -> tf.Tensor:
         """The network's ``logit`` [B] plus the first-order terms of the batch's users, items and
         lines (if on), through the per-line calibration (if on)."""
         domain = self.encoder.domain_index(inputs)
@@ -130,12 +131,12 @@ class CTRModel(ClickModel):
 
 class SharedBottom(CTRModel):
     def __init__(self, spec: Spec, transform: Transform, hidden: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.1, **kwargs):
+                 dropout: float = 0.1, **kwargs: Any) -> None:
         super().__init__(spec, transform, **kwargs)
         self.mlp = MLP(hidden, dropout=dropout, name="bottom")
         self.head = tf_keras.layers.Dense(1, name="logit")
 
-    def call(self, inputs, training: bool = False) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x, _, _ = self.features(inputs)
         return self.output_logit(inputs, tf.squeeze(self.head(self.mlp(x, training=training)), -1))
 
@@ -151,7 +152,7 @@ class Star(CTRModel):
 
     def __init__(self, spec: Spec, transform: Transform, hidden: Sequence[int] = (256, 128, 64),
                  dropout: float = 0.1, aux_hidden: Sequence[int] = (64,), normalization: str = "none",
-                 pn_momentum: float = 0.9, **kwargs):
+                 pn_momentum: float = 0.9, **kwargs: Any) -> None:
         super().__init__(spec, transform, **kwargs)
         if normalization not in ("hidden", "input", "none"):
             raise ValueError(f"normalization must be 'hidden', 'input' or 'none', got {normalization!r}")
@@ -167,7 +168,7 @@ class Star(CTRModel):
         self.aux = MLP(aux_hidden, name="aux")
         self.aux_out = tf_keras.layers.Dense(1, name="aux_out")
 
-    def call(self, inputs, training: bool = False) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x, embedded, domain = self.features(inputs, with_domain=False)
         h = self.input_norm(x, domain, training=training) if self.input_norm is not None else x
         for i, layer in enumerate(self.star):
@@ -191,7 +192,7 @@ class MMoE(CTRModel):
     """Experts shared by all domains, one softmax gate and one tower per domain (Ma et al., KDD 2018)."""
 
     def __init__(self, spec: Spec, transform: Transform, hidden: Sequence[int] = (256, 128),
-                 dropout: float = 0.1, num_experts: int = 4, tower: Sequence[int] = (64,), **kwargs):
+                 dropout: float = 0.1, num_experts: int = 4, tower: Sequence[int] = (64,), **kwargs: Any) -> None:
         super().__init__(spec, transform, **kwargs)
         m = self.num_domains
         self.num_experts = int(num_experts)
@@ -199,7 +200,7 @@ class MMoE(CTRModel):
         self.gates = tf_keras.layers.Dense(m * num_experts, name="gates")
         self.tower = domain_tower(tower, m, name="tower")
 
-    def call(self, inputs, training: bool = False) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x, _, domain = self.features(inputs)
         experts = tf.stack([e(x, training=training) for e in self.experts], axis=1)     # [B, K, H]
         logits = tf.reshape(self.gates(x), [-1, self.num_domains, self.num_experts])
@@ -216,7 +217,7 @@ class Separate(ClickModel):
     """One model per domain: its own embeddings and MLP; each example meets only its domain's model."""
 
     def __init__(self, spec: Spec, transform: Transform, hidden: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.1, **kwargs):
+                 dropout: float = 0.1, **kwargs: Any) -> None:
         interaction = kwargs.pop("interaction", "dot")
         interaction_dim = kwargs.pop("interaction_dim", 16)
         embeddings_l2 = kwargs.pop("embeddings_l2", 1e-3)
@@ -235,7 +236,7 @@ class Separate(ClickModel):
                                     calibration="none", name=f"domain_{d}") for d in range(self.num_domains)]
         self.calibration = self.calibration_layer(calibration, self.num_domains)
 
-    def call(self, inputs, training: bool = False) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         domain = self.towers[0].encoder.domain_index(inputs)  # every tower knows the same domain list
         logit = route_by_domain(dict(inputs), domain, self.num_domains,
                                 lambda d, part: self.towers[d](part, training=training))

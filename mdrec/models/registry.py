@@ -6,9 +6,16 @@ retrieval models also take the run's catalogue and embed queries and candidates.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdrec.errors import MdrecError
+
+if TYPE_CHECKING:  # (TensorFlow is imported only when a model is built)
+    import tf_keras
+
+    from mdrec.data.catalogue import Catalogue
+    from mdrec.data.transform import Transform
+    from mdrec.spec import Spec
 
 CTR_MODELS = ("star", "shared_bottom", "separate", "mmoe")
 RETRIEVAL_MODELS = ("two_tower",)
@@ -31,7 +38,7 @@ def leave_one_out_profiles(name: str, hyperparameters: dict[str, Any]) -> bool:
     return model_family(name) == "retrieval" and hyperparameters.get("towers") == "shared"
 
 
-def _classes(name: str) -> list[type]:
+def _classes(name: str) -> list[type[tf_keras.Model]]:
     """The model's class and the bases whose constructor parameters it also accepts."""
     if model_family(name) == "retrieval":
         from mdrec.models.two_tower import TwoTower
@@ -42,7 +49,8 @@ def _classes(name: str) -> list[type]:
     return [MODELS[name], CTRModel]
 
 
-def build_model(name: str, spec, transform, *, catalogue=None, user_feature=None, **hyperparameters: Any):
+def build_model(name: str, spec: Spec, transform: Transform, *, catalogue: Catalogue | None = None,
+                user_feature: tf_keras.layers.Layer | None = None, **hyperparameters: Any) -> tf_keras.Model:
     """Model ``name`` over ``spec`` and a fitted ``transform``, with ``hyperparameters`` (checked by
     name). ``catalogue``: the training items (retrieval; content item encoders). ``user_feature``:
     a layer read as one more user feature (a pretrained user encoder, mdrec.transfer); the caller

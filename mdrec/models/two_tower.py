@@ -28,7 +28,7 @@ catalogue, as it is served.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -44,14 +44,14 @@ from mdrec.layers.features import FeatureEncoder
 from mdrec.layers.item_encoders import ContentOffsets, ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.layers.sampling import StreamingFrequencyEstimator
-from mdrec.spec import Spec
+from mdrec.spec import FeatureSpec, SequenceSpec, Spec
 
 LOGQ = ("frequency", "streaming", "none")
 NEGATIVES = ("all", "domain")
 TOWERS = ("mlp", "shared")
 
 
-def query_features(spec: Spec) -> list:
+def query_features(spec: Spec) -> list[FeatureSpec]:
     return [spec.user_id] + spec.by_role("user", "context")
 
 
@@ -83,7 +83,8 @@ class TwoTower(tf_keras.Model):
                  user_id_embedding: bool = True,
                  embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
                  item_encoder: str = "auto", text_encoder: str = "mean",
-                 frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp", **kwargs):
+                 frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if towers not in TOWERS:
             raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
@@ -124,6 +125,8 @@ class TwoTower(tf_keras.Model):
             raise ValueError(f"towers=shared reads the item id table, and item_encoder={self.item_encoder.mode}; "
                              "use item_encoder=id with towers=shared")
         self.towers = towers
+        self.query_tower: _Tower | None
+        self.candidate_tower: _Tower | None
         if towers == "shared":  # both sides are rows of the item table: its width is the embedding
             embedding_dim = spec.item_id.embedding_dim
             self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)
@@ -162,40 +165,42 @@ class TwoTower(tf_keras.Model):
             if logq == "streaming" else None
 
     # ---- towers -------------------------------------------------------------------------------------
-    def call(self, inputs, training: bool = False) -> tf.Tensor:
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.query_embedding(inputs, training=training)
 
-    def query_embedding(self, inputs, training: bool = False) -> tf.Tensor:
+    def query_embedding(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         if self.towers == "shared":
             history = self.encoder.encode(inputs, [], history=True, domain=False, training=training)
-            query = tf.math.l2_normalize(history[self.spec.sequence.name], axis=-1)
+            # towers=shared needs a sequence (checked by the constructor)
+            query = tf.math.l2_normalize(history[cast(SequenceSpec, self.spec.sequence).name], axis=-1)
         else:
             embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True, training=training)
-            query = self.query_tower(tf.concat([embedded[k] for k in sorted(embedded)], -1), training=training)
+            joined = tf.concat([embedded[k] for k in sorted(embedded)], -1)
+            query = cast(_Tower, self.query_tower)(joined, training=training)  # built unless towers=shared
         if self.item_bias is not None:
             line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
             query = tf.concat([query, line], -1)
         return query
 
-    def candidate_embedding(self, inputs, training: bool = False) -> tf.Tensor:
+    def candidate_embedding(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         embedded = self.item_encoder(inputs, training=training)
         features = tf.concat([embedded[k] for k in sorted(embedded)], -1)
         if self.towers == "shared":
             candidate = tf.math.l2_normalize(embedded[self.spec.item_id.name], axis=-1)
         else:
-            candidate = self.candidate_tower(features, training=training)
+            candidate = cast(_Tower, self.candidate_tower)(features, training=training)  # built unless shared
         if self.item_bias is not None:
             offsets = self.item_bias(features) if isinstance(self.item_bias, ContentOffsets) \
                 else self.item_bias(self.item_slot(inputs))
             candidate = tf.concat([candidate, offsets], -1)
         return candidate
 
-    def item_slot(self, inputs) -> tf.Tensor:
+    def item_slot(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """Index of each row's item in the item table, int64 [B] (the id accidental hits compare)."""
         item = self.spec.item_id
         return self.encoder.lookups[item.table](self.encoder._keys(item, inputs[item.name], inputs))
 
-    def build_variables(self, inputs) -> None:
+    def build_variables(self, inputs: dict[str, tf.Tensor]) -> None:
         """Create every variable (both towers, the estimator) so a checkpoint restores in full."""
         self.query_embedding(inputs)
         self.candidate_embedding(inputs)
@@ -203,7 +208,7 @@ class TwoTower(tf_keras.Model):
             self.frequency(self.item_slot(inputs))
 
     # ---- training -----------------------------------------------------------------------------------
-    def training_loss(self, inputs, labels, training: bool = True) -> tf.Tensor:
+    def training_loss(self, inputs: dict[str, tf.Tensor], labels: tf.Tensor, training: bool = True) -> tf.Tensor:
         """Mean in-batch softmax loss over the batch's (query, clicked item) pairs. ``training=False``:
         the same loss without dropout and without updating the streaming frequency estimator (the
         validation loss)."""
@@ -214,7 +219,8 @@ class TwoTower(tf_keras.Model):
         if self.logq == "frequency":
             probability = tf.gather(self.item_probability, slot)
         elif self.logq == "streaming":
-            probability = self.frequency(slot, training=training)
+            # the estimator exists exactly when logq=streaming
+            probability = cast(StreamingFrequencyEstimator, self.frequency)(slot, training=training)
         mask = None
         if self.negatives == "domain":
             domain = self.encoder.domain_index(inputs)
@@ -227,7 +233,7 @@ class TwoTower(tf_keras.Model):
 class _Tower(tf_keras.layers.Layer):
     """MLP -> linear projection -> L2 normalisation. [B, d_in] -> [B, embedding_dim]."""
 
-    def __init__(self, hidden: Sequence[int], embedding_dim: int, dropout: float, **kwargs):
+    def __init__(self, hidden: Sequence[int], embedding_dim: int, dropout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mlp = MLP(hidden, dropout=dropout, name="mlp")
         self.out = tf_keras.layers.Dense(embedding_dim, name="projection")

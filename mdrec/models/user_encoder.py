@@ -85,7 +85,8 @@ class UserEncoder(tf_keras.Model):
                  layers: int = 2, heads: int = 2, max_length: int = 50, pooling: str | None = None,
                  causal: bool | None = None, dropout: float = 0.1,
                  attributes: dict[str, dict[str, list[str]]] | None = None, time_buckets: int = 0,
-                 kernel_size: int = 3, adapter_bottleneck: int = 0, block: str | None = None, **kwargs):
+                 kernel_size: int = 3, adapter_bottleneck: int = 0, block: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
@@ -127,7 +128,8 @@ class UserEncoder(tf_keras.Model):
                                         "items": [str(v) for v in table["items"]]}
                                  for name, table in (attributes or {}).items()}
 
-        def init():  # a fresh initializer per table (one instance reused would repeat its values)
+        # A fresh initializer per table (one instance reused would repeat its values).
+        def init() -> tf_keras.initializers.Initializer:
             return tf_keras.initializers.TruncatedNormal(stddev=0.02)
 
         self.lookup = tf_keras.layers.StringLookup(vocabulary=self.item_vocabulary or [_EMPTY_VOCAB_PLACEHOLDER],
