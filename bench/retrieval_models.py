@@ -87,7 +87,7 @@ def main() -> None:
             joint = variant == JOINT
             result = evaluate_retrieval_run(run, paths["test"], sampled=True, baselines=joint)
             for protocol in ("full", "sampled"):
-                for name, table in result["_tables"][protocol].items():
+                for name, table in result.tables[protocol].items():
                     if name != "model" and not joint:
                         continue                   # sanity rows: the joint run's, over the whole log
                     model = variant.split("/")[0] if name == "model" else name.removeprefix("baseline: ")

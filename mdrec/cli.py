@@ -742,36 +742,36 @@ def _evaluate(args) -> int:
         if args.sampled:
             raise MdrecError("--sampled is for retrieval runs (two_tower)", path=args.run)
         result = evaluate_run(args.run, args.data, out=args.out)
-        print(format_table(result["_table"]))
-        if result["_baselines"]:
+        print(format_table(result.table))
+        if result.baselines:
             from mdrec.workflows.compare import summary_row
 
-            rows = {model: summary_row(result["_table"]),
-                    **{name: summary_row(t) for name, t in result["_baselines"].items()}}
+            rows = {model: summary_row(result.table),
+                    **{name: summary_row(t) for name, t in result.baselines.items()}}
             print("\nagainst the sanity baselines (fitted on the run's training file, settings chosen on validation):")
             print(format_table(pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")))
-        elif result.get("baselines_note"):
-            print(result["baselines_note"])
-        _print_oov({"data": result["oov"]})
+        elif result.record.get("baselines_note"):
+            print(result.record["baselines_note"])
+        _print_oov({"data": result.record["oov"]})
         return 0
     from mdrec.training.retrieval import comparison
 
     result = evaluate_retrieval_run(args.run, args.data, out=args.out, sampled=args.sampled,
                                     negatives=args.negatives, seed=args.seed)
-    tables = result["_tables"]
+    tables, record = result.tables, result.record
     print(f"full catalogue of each line (exact search; removed from the ranking: the users' "
-          f"{' and '.join(result['removed_from_ranking'])} clicks):")
+          f"{' and '.join(record['removed_from_ranking'])} clicks):")
     print(format_table(tables["full"]["model"]))
     print("\nagainst the sanity baselines (fitted on the run's training clicks):")
     print(format_table(comparison(tables["full"], "model")))
-    print(_ranking_counts(result["counts"]))
-    _print_baseline_settings(result["baselines"])
+    print(_ranking_counts(record["counts"]))
+    _print_baseline_settings(record["baselines"])
     if args.sampled:
         print(f"\nSAMPLED protocol: each clicked item ranked against {args.negatives} sampled negatives of "
               "its line (not comparable with the full-catalogue numbers):")
         print(format_table(tables["sampled"]["model"]))
         print(format_table(comparison(tables["sampled"], "model", metrics=("hr@10", "ndcg@10", "hr@50", "ndcg@50"))))
-    _print_oov({"data": result["oov"]})
+    _print_oov({"data": record["oov"]})
     return 0
 
 

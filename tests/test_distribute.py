@@ -188,7 +188,7 @@ def test_parameter_server_cluster_trains_star_resumes_and_restores_in_one_proces
 
     # The cluster's weights (sharded on two servers) restore in this process: identical predictions.
     restored = evaluate_run(run, data / "test.csv")
-    pd.testing.assert_frame_equal(pd.DataFrame(restored["table"]), pd.DataFrame(metrics["tables"]["test"]),
+    pd.testing.assert_frame_equal(pd.DataFrame(restored.record["table"]), pd.DataFrame(metrics["tables"]["test"]),
                                   check_exact=False, rtol=1e-9, check_like=True)
 
 
@@ -207,5 +207,5 @@ def test_multi_worker_cluster_trains_from_parquet_shards(sharded, monkeypatch):
     losses = _losses(run)
     assert len(losses) == 2 and losses[1] < losses[0]
     restored = evaluate_run(run, data / "test.csv")
-    pd.testing.assert_frame_equal(pd.DataFrame(restored["table"]), pd.DataFrame(metrics["tables"]["test"]),
+    pd.testing.assert_frame_equal(pd.DataFrame(restored.record["table"]), pd.DataFrame(metrics["tables"]["test"]),
                                   check_exact=False, rtol=1e-9, check_like=True)

@@ -60,7 +60,7 @@ def test_run_reloads_and_round_trips_savedmodel(tmp_path, tiny_spec_path, tiny_s
     assert after["a"]["calibration"] == pytest.approx(1.0, abs=0.02)  # fitted there: the mean matches
     assert after["a"]["auc"] == pytest.approx(before["a"]["auc"])       # monotone within a line
     result = evaluate_run(tmp_path / "run", tiny_splits["test"])
-    _same_tables(result["table"], metrics["tables"]["test"])    # reload gives the same metrics
+    _same_tables(result.record["table"], metrics["tables"]["test"])    # reload gives the same metrics
 
     inputs, expected, served, got = reload_and_serve(tmp_path / "run", tiny_splits["test"], tmp_path)
     np.testing.assert_allclose(got["probability"].numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -133,7 +133,7 @@ def test_sanity_rows_chosen_on_validation_and_refitted_identically(tmp_path, tin
     # the same test AUCs as the run recorded, not a new search.
     result = evaluate_run(tmp_path / "run", tiny_splits["test"])
     for name, recorded in ((MEAN, mean["tables"]["test"]), (LOGISTIC, logistic["tables"]["test"])):
-        _same_tables(result["baselines"][name], recorded)
+        _same_tables(result.record["baselines"][name], recorded)
     table = compare_runs([tmp_path / "run"], tiny_splits["test"])
     assert list(table.index) == ["run", MEAN, LOGISTIC]
     assert table.loc[LOGISTIC, "auc"] == pytest.approx(next(r["auc"] for r in logistic["tables"]["test"]

@@ -211,9 +211,10 @@ def test_two_tower_run_trains_reloads_and_evaluates_the_same(tmp_path, tiny_spec
                         float(model.training_loss(part(8, 16), None, training=False))])
     assert in_batch_loss(model, part(0, 17), 8) == pytest.approx(expected, rel=1e-5)
     result = evaluate_retrieval_run(tmp_path / "tt", tiny_splits["test"], sampled=True, negatives=10)
-    pd.testing.assert_frame_equal(pd.DataFrame(result["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
-    assert result["removed_from_ranking"] == ["train", "valid"]
-    sampled = pd.DataFrame(result["sampled"]["model"]).set_index("domain")
+    record = result.record
+    pd.testing.assert_frame_equal(pd.DataFrame(record["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
+    assert record["removed_from_ranking"] == ["train", "valid"]
+    sampled = pd.DataFrame(record["sampled"]["model"]).set_index("domain")
     assert 0 <= sampled.loc["ALL", "hr@10"] <= 1
     assert main(["evaluate", "--run", str(tmp_path / "tt"), "--data", str(tiny_splits["test"]), "--sampled",
                  "--negatives", "10"]) == 0

@@ -49,7 +49,7 @@ def run_comparison(runs: Sequence[str | Path], data: str | Path, *, report: str 
     table.csv, written as a whole (:mod:`mdrec.workflows.compare_report`); a folder holding other
     files is refused before any run is evaluated."""
     from mdrec.training.run import RunDir
-    from mdrec.workflows.train import ctr_baseline_tables, evaluate_run
+    from mdrec.workflows.train import CtrEvaluation, ctr_baseline_tables, evaluate_run
 
     if not runs:
         raise MdrecError("give at least one run folder with --runs")
@@ -67,8 +67,11 @@ def run_comparison(runs: Sequence[str | Path], data: str | Path, *, report: str 
         name = Path(path).name
         if name in rows:
             name = str(path)
-        rows[name] = {"model": config.model, **summary_row(result["_table"])}
-        curves.append(reliability_table(result["_predictions"], bins).assign(run=name, model=config.model))
+        if not isinstance(result, CtrEvaluation):
+            raise MdrecError("mdrec compare takes CTR runs; rank retrieval runs with `mdrec evaluate`",
+                             path=str(path))
+        rows[name] = {"model": config.model, **summary_row(result.table)}
+        curves.append(reliability_table(result.predictions, bins).assign(run=name, model=config.model))
     first = RunDir(runs[0])
     config, _ = first.read_config()
     spec = first.load_spec()

@@ -5,7 +5,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -436,8 +436,26 @@ def restore_for(run_path: str | Path, data: str | Path, *, cache: dict | None = 
     return Restored(run, config, spec, transform, model, log_, history, note, context, inputs)
 
 
+@dataclass
+class CtrEvaluation:
+    """A CTR run scored on a log (:func:`evaluate_run`)."""
+
+    record: dict[str, Any]               # JSON-ready (what --out writes): run, data, rows, table, oov, ...
+    table: pd.DataFrame                  # per-line metrics, one row per line and "ALL"
+    baselines: dict[str, pd.DataFrame]   # sanity row name -> its per-line table (empty: see record's note)
+    predictions: pd.DataFrame            # label, score, domain per row: what reliability diagrams bin
+
+
+@dataclass
+class RetrievalEvaluation:
+    """A retrieval run ranked on a log's clicks (:func:`evaluate_retrieval_run`)."""
+
+    record: dict[str, Any]               # JSON-ready, what --out writes
+    tables: dict[str, Any]               # "full" (and "sampled"): row name -> per-line table; "counts"
+
+
 def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
-                 cache: dict | None = None) -> dict:
+                 cache: dict | None = None) -> CtrEvaluation | RetrievalEvaluation:
     """Metrics of a trained run on ``data``: per-domain table, OOV and missing counts.
 
     ``cache``: see :func:`restore_for` (``mdrec compare`` shares one across its runs).
@@ -459,12 +477,9 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
         result["baselines_note"] = note
     if out:
         atomic_write_json(out, result)
-    result["_table"] = table
-    result["_baselines"] = baselines
-    # label, score, domain per row (n,): what reliability diagrams bin (mdrec compare --report)
-    result["_predictions"] = pd.DataFrame({"label": r.log.frame[LABEL].to_numpy(), "score": scores,
-                                           "domain": r.log.frame[DOMAIN].to_numpy(dtype=object)})
-    return result
+    predictions = pd.DataFrame({"label": r.log.frame[LABEL].to_numpy(), "score": scores,
+                                "domain": r.log.frame[DOMAIN].to_numpy(dtype=object)})
+    return CtrEvaluation(result, table, baselines, predictions)
 
 
 def ctr_baseline_tables(run: RunDir, config: TrainConfig, spec: Spec, log_: Log, *, cache: dict | None = None
@@ -495,7 +510,7 @@ def ctr_baselines_of(run: RunDir, config: TrainConfig, spec: Spec, *, cache: dic
 
 def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str | Path | None = None,
                            sampled: bool = False, negatives: int = 999, seed: int = 0,
-                           baselines: bool = True) -> dict:
+                           baselines: bool = True) -> RetrievalEvaluation:
     """Recall/NDCG/HR@K per line of a retrieval run on ``data``'s clicks, with the popularity row
     and (``baselines``) ItemKNN and EASE refitted on the run's training clicks with the settings
     the run chose on validation.
@@ -522,8 +537,7 @@ def evaluate_retrieval_run(run_path: str | Path, data: str | Path, *, out: str |
     result["baselines"] = {b.name: b.report() for b in fitted}
     if out:
         atomic_write_json(out, result)
-    result["_tables"] = tables
-    return result
+    return RetrievalEvaluation(result, tables)
 
 
 def _chosen_baseline_settings(run: RunDir) -> dict[str, dict] | None:
