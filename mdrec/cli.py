@@ -852,7 +852,8 @@ def _request(args) -> int:
 
 def _ab(args) -> int:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.ab import ab_test, legend
+    from mdrec.evaluation.ab_statistics import legend
+    from mdrec.workflows.ab import ab_test
 
     result = ab_test(args.control, args.treatment, args.data, out=args.out, slices=args.slice,
                      n_bootstrap=args.bootstrap, seed=args.seed, alpha=args.alpha,

@@ -177,3 +177,15 @@ def ips_table(labels, propensity, control, treatment, users, *, n_bootstrap: int
             row[f"{est} 95% CI"] = interval_text(*stats.percentile_interval(reps[name][:, j]))
         rows.append(row)
     return pd.DataFrame(rows).set_index("policy")
+
+
+def legend(alpha: float = 0.05, family: str = "ctr") -> str:
+    """The line printed under the verdict table."""
+    tests = ("DeLong (user-clustered) for AUC, bootstrap for the others" if family == "ctr"
+             else "bootstrap standard error")
+    text = (f"Δ = treatment − control; 95% CI: paired bootstrap over users; p (Holm): {tests}, Holm-adjusted "
+            f"across slices; verdict at α={alpha}; MDE: smallest |Δ| detected with power 0.8; "
+            f"n.d. = {NO_DIFFERENCE}")
+    if family == "ctr":
+        text += "; miscalibration = |predicted/observed CTR − 1|"
+    return text

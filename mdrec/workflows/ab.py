@@ -41,8 +41,7 @@ from mdrec.errors import MdrecError
 from mdrec.evaluation import metrics as M
 from mdrec.evaluation import stats
 from mdrec.evaluation.ab_slices import column_slices, user_segments
-from mdrec.evaluation.ab_statistics import (NO_DIFFERENCE, compare_scores, ips_table, summarise,
-                                           verdict_table)
+from mdrec.evaluation.ab_statistics import compare_scores, ips_table, legend, summarise, verdict_table
 from mdrec.progress import progress
 from mdrec.records import recorded_path
 from mdrec.spec import Spec, load_spec
@@ -537,18 +536,6 @@ def _finish(result: ABResult, out: str | Path | None, say: Printer) -> ABResult:
         result.files = {k: str(v) for k, v in write_report(result, out).items()}
         say(f"wrote {', '.join(result.files.values())}")
     return result
-
-
-def legend(alpha: float = 0.05, family: str = "ctr") -> str:
-    """The line printed under the verdict table."""
-    tests = ("DeLong (user-clustered) for AUC, bootstrap for the others" if family == "ctr"
-             else "bootstrap standard error")
-    text = (f"Δ = treatment − control; 95% CI: paired bootstrap over users; p (Holm): {tests}, Holm-adjusted "
-            f"across slices; verdict at α={alpha}; MDE: smallest |Δ| detected with power 0.8; "
-            f"n.d. = {NO_DIFFERENCE}")
-    if family == "ctr":
-        text += "; miscalibration = |predicted/observed CTR − 1|"
-    return text
 
 
 def ab_step(star_run: str | Path, base_run: str | Path, test_path: str | Path, out: str | Path,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mdrec.evaluation.ab_statistics import legend
 from mdrec.evaluation.html_report import figure_png, html_figures, html_list, html_page, html_table, report_folder
 from mdrec.evaluation.metrics import table_to_markdown
 from mdrec.evaluation.plots import Curve, draw_reliability, reliability_points
@@ -88,8 +89,6 @@ def _header_lines(result: "ABResult") -> list[str]:
 
 
 def _markdown(result: "ABResult") -> str:
-    from mdrec.workflows.ab import legend
-
     parts = [f"# Offline A/B ({result.family}): treatment vs control", ""]
     parts += [f"- {line}" for line in _header_lines(result)]
     parts += ["", "## Verdict per slice", "", table_to_markdown(result.verdict), "", legend(result.settings["alpha"], result.family), ""]
@@ -110,8 +109,6 @@ def _metric_table(result: "ABResult") -> pd.DataFrame:
 
 
 def _html(result: "ABResult", figures: dict[str, str]) -> str:
-    from mdrec.workflows.ab import legend
-
     esc = html.escape
     body = [f"<h1>Offline A/B ({esc(result.family)}): treatment vs control</h1>", *html_list(_header_lines(result)),
             "<h2>Verdict per slice</h2>", html_table(result.verdict),
