@@ -1,7 +1,7 @@
 """The user encoder against the published sequential-recommendation table (MovieLens-1M).
 
     python bench/sequential.py --data ../shared/data/movielens-1m [--out /tmp/bench-sequential] \
-        [--variants sasrec,sasrec_exclude_seen,nextitnet,bert4rec,cl4srec,clue] [--seeds 0]
+        [--variants sasrec,sasrec_keep_seen,nextitnet,bert4rec,cl4srec,clue] [--seeds 0]
 
 Prepares the raw folder with ``mdrec data prepare movielens-1m-sequential`` (every rating an
 interaction, 5-core, leave-last-out; once, into OUT/data), then pretrains every variant with the
@@ -16,6 +16,7 @@ published figures. A finished run is reused (delete OUT/NAME to retrain it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ from mdrec.workflows.pretrain import pretrain_run  # noqa: E402
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "movielens-1m-sequential.yaml"
 VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "sasrec": ("autoregressive", "transformer", {}),
-    "sasrec_exclude_seen": ("autoregressive", "transformer", {"exclude_seen": True}),
+    "sasrec_keep_seen": ("autoregressive", "transformer", {"exclude_seen": False}),  # the default before
     "nextitnet": ("autoregressive", "nextitnet", {}),
     "bert4rec": ("mlm", "transformer", {}),
     "cl4srec": ("contrastive", "transformer", {}),
@@ -66,9 +67,10 @@ def main() -> None:
         objective, architecture, extra = VARIANTS[name]
         for seed in [int(s) for s in args.seeds.split(",") if s]:
             started = time.time()
-            metrics = pretrain_run(SPEC, splits["train"], out / f"{name}-seed{seed}", valid=splits["valid"],
-                                   test=splits["test"], seed=seed, objective=objective, architecture=architecture,
-                                   log=lambda *_: None, **extra)
+            with contextlib.redirect_stdout(sys.stderr):   # stdout: JSON lines only; the bars go to stderr
+                metrics = pretrain_run(SPEC, splits["train"], out / f"{name}-seed{seed}", valid=splits["valid"],
+                                       test=splits["test"], seed=seed, objective=objective,
+                                       architecture=architecture, log=lambda *_: None, **extra)
             table = {row["model"]: row for row in metrics["tables"]["test"]}
             popular = table[evaluation.MOST_POPULAR]
             baselines[evaluation.MOST_POPULAR] = popular

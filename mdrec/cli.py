@@ -268,7 +268,7 @@ def _pretrain_command(sub: argparse._SubParsersAction) -> None:
                         f"full up to {FULL_SOFTMAX_ITEMS:,} items, else {SAMPLED_NEGATIVES:,} sampled)")
     p.add_argument("--exclude-seen", action=argparse.BooleanOptionalAction, default=PRE["exclude_seen"],
                    help="leave each sequence's other items out of its softmax (as the filtered ranking leaves "
-                        "them out)")
+                        "them out); default: on for --objective autoregressive over the full softmax, else off")
     p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
                    "max_length clicks, then windows ending at random points of the whole history")
     add_schedule_flags(p, {**TRAINING, "seed": 0}, epochs="passes over the users' windows at most",

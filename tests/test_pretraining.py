@@ -480,3 +480,16 @@ def test_length_batched_vectors_equal_the_full_width_ones(kwargs):
     ids = _ids(rows=40, seed=4)
     full = encoder.vectors_of_ids(tf.constant(ids)).numpy()
     np.testing.assert_allclose(encoder_vectors(encoder, ids, batch_size=7, width_step=2), full, atol=1e-5)
+
+
+def test_exclude_seen_is_on_by_default_only_for_next_item_training_over_the_full_softmax():
+    from mdrec.workflows.pretrain import resolve_exclude_seen
+
+    assert resolve_exclude_seen(None, "autoregressive", 0, 3416) is True        # SASRec's case: measured
+    assert resolve_exclude_seen(None, "mlm", 0, 3416) is False                  # not measured there
+    assert resolve_exclude_seen(None, "contrastive", 0, 3416) is False
+    assert resolve_exclude_seen(None, "autoregressive", 2048, 80_000) is False  # sampled: nothing to reshape
+    assert resolve_exclude_seen(False, "autoregressive", 0, 3416) is False      # --no-exclude-seen
+    assert resolve_exclude_seen(True, "mlm", 0, 3416) is True
+    with pytest.raises(MdrecError, match="reshapes the full softmax"):
+        resolve_exclude_seen(True, "autoregressive", 2048, 80_000)

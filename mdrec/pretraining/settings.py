@@ -17,7 +17,7 @@ SAMPLED_NEGATIVES = 2048
 DEFAULTS: dict[str, Any] = {
     "objective": "autoregressive", "architecture": None, "block": None, "pooling": None, "attributes": [], "domains": [],
     "dim": 64, "layers": 2, "heads": 1, "max_length": 200, "dropout": 0.1, "time_buckets": 0,
-    "mask_rate": 0.2, "mask_last": 0.0, "attribute_weight": 1.0, "negatives": None, "exclude_seen": False,
+    "mask_rate": 0.2, "mask_last": 0.0, "attribute_weight": 1.0, "negatives": None, "exclude_seen": None,
     "temperature": 0.1, "next_item_weight": 1.0,
     "crop": 0.6, "mask": 0.3, "reorder": 0.6, "knn_neighbours": 50, "max_valid_users": 10000,
     "repeats": 1, "schedule": "constant",
