@@ -271,7 +271,7 @@ def _pretrain_command(sub: argparse._SubParsersAction) -> None:
                         "them out); default: on for --objective autoregressive over the full softmax, else off")
     p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
                    "max_length clicks, then windows ending at random points of the whole history")
-    add_schedule_flags(p, {**TRAINING, "seed": 0}, epochs="passes over the users' windows at most",
+    add_schedule_flags(p, TRAINING, epochs="passes over the users' windows at most",
                        batch_size="windows per training step",
                        patience="epochs without a validation NDCG@10 gain before stopping",
                        seed="seeds the weights, batches, masks and negatives")

@@ -24,5 +24,5 @@ DEFAULTS: dict[str, Any] = {
 }
 SCHEDULES = ("constant", "cosine")
 # The training schedule.
-TRAINING: dict[str, Any] = {"epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "patience": 10,
+TRAINING: dict[str, Any] = {"epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "patience": 10, "seed": 0,
                             "checkpoint_every": 200}

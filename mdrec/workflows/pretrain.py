@@ -159,7 +159,7 @@ def _check_schedule(epochs: int, batch_size: int, learning_rate: float, patience
 def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, valid: str | Path | None = None,
                  test: str | Path | None = None, epochs: int = TRAINING["epochs"],
                  batch_size: int = TRAINING["batch_size"], learning_rate: float = TRAINING["learning_rate"],
-                 patience: int = TRAINING["patience"], seed: int = 0,
+                 patience: int = TRAINING["patience"], seed: int = TRAINING["seed"],
                  checkpoint_every: int = TRAINING["checkpoint_every"], overwrite: bool = False, log: Printer = print,
                  on_batch: Callable[[int], None] | None = None, **hyperparameters) -> dict:
     """Pretrain a user encoder on ``data``'s click sequences into run folder ``out`` (resumes)."""
