@@ -195,6 +195,19 @@ def test_an_export_killed_mid_way_publishes_nothing_and_the_next_export_sweeps_i
     assert sorted(p.name for p in model_dir.iterdir()) == ["1"]
 
 
+def test_two_exports_racing_for_one_version_publish_one_and_the_loser_says_so(tmp_path):
+    model_dir = tmp_path / "export" / "ctr"
+    with pytest.raises(MdrecError, match="version 1 appeared while exporting .*export again"):
+        with staged_version(model_dir, 1) as mine:
+            (mine / "saved_model.pb").write_bytes(b"mine")
+            # Another export publishes version 1 between this one's free check and its rename.
+            with staged_version(model_dir, 1) as theirs:
+                (theirs / "saved_model.pb").write_bytes(b"theirs")
+    # The winner's version is intact and the loser left nothing behind.
+    assert sorted(p.name for p in model_dir.iterdir()) == ["1"]
+    assert (model_dir / "1" / "saved_model.pb").read_bytes() == b"theirs"
+
+
 def test_an_ab_report_folder_is_replaced_whole_and_never_over_other_files(tmp_path):
     from mdrec.workflows.ab_report import write_report
 
