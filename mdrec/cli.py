@@ -150,9 +150,16 @@ def _data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--by", choices=("time", "leave_last_out", "random"), default="time")
+    p.add_argument("--by", choices=("time", "leave_last_out", "random", "cold_users"), default="time",
+                   help="cold_users: a random split per (user, line), then --cold-fraction of the users with "
+                        "clicks in both lines lose every --target-line training row; half of them are "
+                        "validation users, half test users (their ids: cold_users.tsv)")
     p.add_argument("--valid-fraction", type=float, default=0.1)
     p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--source-line", help="cold_users: the line that knows the users (its rows all train)")
+    p.add_argument("--target-line", help="cold_users: the new line whose cold-start users are held out")
+    p.add_argument("--cold-fraction", type=float, default=0.1,
+                   help="cold_users: the share of the users with clicks in both lines made cold")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_data_split)
 
@@ -215,6 +222,9 @@ def _train_command(sub: argparse._SubParsersAction) -> None:
                    help="train with tf.distribute (CTR models): mirrored (this machine's devices), multi_worker "
                         "(synchronous, every node runs this command) or parameter_server (the chief runs it, "
                         "workers and ps serve; TFRecord shards); the cluster comes from TF_CONFIG")
+    p.add_argument("--cross-line-share", type=float, default=0.0,
+                   help="two_tower: the share of training clicks whose history keeps only the user's other lines' "
+                        "items, the query of a user the line has never seen (see the README's cold-start section)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run with a different config")
     p.set_defaults(func=_train)
 
@@ -350,6 +360,22 @@ def _comparison_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard runs there with a different config")
     p.set_defaults(func=_compare_branches)
 
+    p = sub.add_parser("cold-start", help="rank a line's items for its cold-start users (no training row there) "
+                       "and its warm users: popularity, ItemKNN and EASE within the line and across lines, EMCDR, "
+                       "and any retrieval runs; full and sampled (999) protocols, gains with user-bootstrap "
+                       "intervals")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--train", required=True, help="a split from `mdrec data split --by cold_users`")
+    p.add_argument("--valid", required=True, help="settings of the sanity rows and of EMCDR are chosen here")
+    p.add_argument("--test", required=True)
+    p.add_argument("--target-line", required=True)
+    p.add_argument("--run", action="append", default=[], metavar="NAME=PATH[:alone]",
+                   help="a finished retrieval run on this split; ':alone' marks one trained on the target line "
+                        "only (no transfer); repeatable")
+    p.add_argument("--seed", type=int, default=0, help="seed of EMCDR and of the sampled negatives")
+    p.add_argument("--out", help="write the table and the gains as CSV files into this folder")
+    p.set_defaults(func=_cold_start)
+
     p = sub.add_parser("evaluate", help="per-domain metrics of a trained run on a log")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True)
@@ -484,7 +510,9 @@ def _data_split(args) -> int:
 
     for name, (rows, path) in split_files(args.spec, args.data, args.out, by=args.by,
                                           valid_fraction=args.valid_fraction,
-                                          test_fraction=args.test_fraction, seed=args.seed).items():
+                                          test_fraction=args.test_fraction, seed=args.seed,
+                                          source_line=args.source_line, target_line=args.target_line,
+                                          cold_fraction=args.cold_fraction).items():
         print(f"{name}: {rows:,} rows -> {path}")
     return 0
 
@@ -536,7 +564,7 @@ def _train(args) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                          patience=args.patience, seed=args.seed, checkpoint_every=args.checkpoint_every,
                          stream=args.stream, domain_batches=args.domain_batches, warm_start=args.warm_start,
-                         strategy=args.strategy,
+                         strategy=args.strategy, cross_line_share=args.cross_line_share,
                          hyperparameters={**hyperparameters, **_params(args.param)})
     metrics = train_run(args.spec, config, args.out, overwrite=args.overwrite)
     if metrics.get("family") == "retrieval":
@@ -678,6 +706,32 @@ def _compare(args) -> int:
         atomic_write_text(args.out, table.to_csv())
     if comparison.files:
         print(f"\nreport: {', '.join(comparison.files.values())}")
+    return 0
+
+
+def _cold_start(args) -> int:
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.fileio import atomic_write_text
+    from mdrec.workflows.cold_start import cold_start_evaluation
+
+    runs = {}
+    for item in args.run:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise MdrecError(f"--run {item!r} is not NAME=PATH", hint="e.g. --run joint=runs/tt or "
+                             "--run alone=runs/tt-target:alone")
+        path, alone = (path[:-len(":alone")], True) if path.endswith(":alone") else (path, False)
+        runs[name] = (path, not alone)
+    result = cold_start_evaluation(args.spec, args.train, args.valid, args.test, target=args.target_line,
+                                   runs=runs, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    table, gains = result.table(), result.intervals()
+    print(format_table(table))
+    print(f"\ngain over {result.best_without_transfer()} (the best row without transfer on cold users' NDCG@10), "
+          "user-bootstrap 95% interval:")
+    print(format_table(gains))
+    if args.out:
+        atomic_write_text(Path(args.out) / "cold_start.csv", table.to_csv())
+        atomic_write_text(Path(args.out) / "gains.csv", gains.to_csv())
     return 0
 
 

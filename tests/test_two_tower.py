@@ -141,11 +141,17 @@ def test_sampled_ranking_counts_ties_half_and_skips_known_items():
     constant = sampled_ranking(lambda p: np.zeros((len(p), 50)), queries, membership, ks=(10, 30),
                                negatives=40, seed=1)
     assert constant["hr@10"].tolist() == [0.0] and constant["hr@30"].tolist() == [1.0]  # rank 20 of 41
+    assert constant["mrr"].tolist() == [1 / 21]  # 0-based rank 20 (40 ties counted half)
     # Items 7 and 8 (the user's own) outscore the positive; they must never be drawn as negatives.
     scores = np.zeros((1, 50))
     scores[0, 3], scores[0, [7, 8]] = 1.0, 10.0
     best = sampled_ranking(lambda p: np.repeat(scores, len(p), 0), queries, membership, ks=(1,), negatives=46)
-    assert best["hr@1"].tolist() == [1.0] and best["ndcg@1"].tolist() == [1.0]
+    assert best["hr@1"].tolist() == [1.0] and best["ndcg@1"].tolist() == [1.0] and best["mrr"].tolist() == [1.0]
+    # A line of 6 items offers each of the 5 others once, however many negatives are asked for:
+    # constant scores then rank the positive in the middle of 6 (0-based 2.5), not of 1,000.
+    small = sampled_ranking(lambda p: np.zeros((len(p), 6)), _queries(relevant=[[0]], excluded=[[]], domain=[0]),
+                            np.ones((1, 6), bool), ks=(2, 3), negatives=999)
+    assert small["hr@2"].tolist() == [0.0] and small["hr@3"].tolist() == [1.0] and small["mrr"].tolist() == [1 / 3.5]
 
 
 def test_ranking_queries_use_first_click_and_remove_seen_items(tiny_spec_path):

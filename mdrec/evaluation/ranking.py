@@ -9,7 +9,8 @@ user clicked in the evaluated log, minus those removed; a relevant item absent f
 (never seen in training) stays in the denominator, since the full catalogue cannot return it.
 
 Sampled protocol (DisenCDR's, labelled as sampled): each relevant catalogue item is ranked against
-``negatives`` items drawn uniformly from the line's catalogue among items the user never clicked.
+``negatives`` items drawn uniformly from the line's catalogue among items the user never clicked
+(a line with fewer items draws at most its size less one).
 Sampled metrics are much higher than full ones and are comparable only with other sampled numbers.
 """
 from __future__ import annotations
@@ -42,6 +43,12 @@ class RankingQueries:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def subset(self, keep: np.ndarray) -> "RankingQueries":
+        """The queries at ``keep`` (positions, or a boolean mask [Q]), in that order."""
+        keep = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, np.int64)
+        return RankingQueries(self.rows[keep], self.domain[keep], self.users[keep],
+                              [self.relevant[i] for i in keep], [self.excluded[i] for i in keep])
 
 
 def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[Log] = ()) -> RankingQueries:
@@ -117,8 +124,9 @@ def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: n
 def sampled_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: np.ndarray,
                     ks: Sequence[int] = KS, negatives: int = 999, seed: int = 0,
                     block: int = 256) -> dict[str, np.ndarray]:
-    """Per (query, relevant catalogue item): sampled hr@K and ndcg@K, float [P] each, plus "query"
-    (the query position of each pair). Ties count half, so constant scores rank in the middle."""
+    """Per (query, relevant catalogue item): sampled hr@K, ndcg@K and mrr (1 / rank), float [P]
+    each, plus "query" (the query position of each pair). Ties count half, so constant scores rank
+    in the middle."""
     from mdrec.data.prepare import sample_negatives
 
     rng = np.random.default_rng(seed)
@@ -141,13 +149,18 @@ def sampled_ranking(score_block: ScoreBlock, queries: RankingQueries, membership
                     item_of_pair.append(int(item))
         if not q_of_pair:
             continue
-        drawn = sample_negatives(np.asarray(q_of_pair), negatives, len(members),
+        # A line with fewer items than negatives + 1 offers each of its other items once (drawing
+        # with replacement would count one item many times and sink the positive's rank).
+        k = max(min(negatives, len(members) - 1), 1)
+        drawn = sample_negatives(np.asarray(q_of_pair), k, len(members),
                                  np.unique(np.asarray(known_keys, np.int64)), rng)
+        drawn = np.pad(drawn, ((0, 0), (0, negatives - k)), constant_values=-1)
         pairs_q.append(in_line[q_of_pair])
         pairs_item.append(np.asarray(item_of_pair))
         negs.append(np.where(drawn >= 0, members[np.maximum(drawn, 0)], -1))
     if not pairs_q:
-        return {"query": np.zeros(0, np.int64), **{f"{m}@{k}": np.zeros(0) for k in ks for m in ("hr", "ndcg")}}
+        return {"query": np.zeros(0, np.int64), **{f"{m}@{k}": np.zeros(0) for k in ks for m in ("hr", "ndcg")},
+                "mrr": np.zeros(0)}
     pair_query, pair_item, pair_negs = np.concatenate(pairs_q), np.concatenate(pairs_item), np.concatenate(negs)
     rank = np.zeros(len(pair_query))
     for start in range(0, len(pair_query), block):
@@ -163,6 +176,7 @@ def sampled_ranking(score_block: ScoreBlock, queries: RankingQueries, membership
         inside = rank < k
         out[f"hr@{k}"] = inside.astype(float)
         out[f"ndcg@{k}"] = np.where(inside, 1.0 / np.log2(rank + 2.0), 0.0)
+    out["mrr"] = 1.0 / (rank + 1.0)
     return out
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, Log
+from mdrec.errors import MdrecError
 from mdrec.data.pipeline import model_inputs, predict_dataset
 from mdrec.evaluation.baselines.retrieval import FittedBaseline
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
@@ -136,6 +137,36 @@ def comparison(tables: dict[str, pd.DataFrame], model_name: str, metrics=("recal
     frame = pd.DataFrame(rows).T
     frame.index.name = "model"
     return frame
+
+
+def cross_line_histories(history: np.ndarray, lines: np.ndarray, catalogue: Catalogue, share: float,
+                         seed: int) -> np.ndarray:
+    """A seeded ``share`` of the rows with their own line's items taken out of their history.
+
+    history: object [N, L] of item keys, left-aligned with "" padding; lines: object [N] each
+    row's line. A user the line has never seen queries it with a history from other lines only;
+    these rows train exactly that query (the other rows keep the whole history, as warm users
+    send it). Items not in the catalogue stay: they belong to no line. Returns a new [N, L],
+    still left-aligned.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise MdrecError(f"the cross-line share must be in [0, 1], got {share}")
+    out = np.array(history, dtype=object, copy=True)
+    if share == 0.0 or out.size == 0:
+        return out
+    keys, inverse = np.unique(out.ravel(), return_inverse=True)
+    index = catalogue.index_of(keys)
+    line_of = {d: i for i, d in enumerate(catalogue.domains)}
+    row_line = np.array([line_of.get(d, -1) for d in np.asarray(lines, dtype=object).tolist()])
+    member = np.zeros((len(catalogue.domains) + 1, len(keys)), bool)  # last row: a line outside the catalogue
+    member[:-1, index >= 0] = catalogue.membership[:, index[index >= 0]]
+    own = member[row_line[:, None], inverse.reshape(out.shape)]
+    chosen = np.random.default_rng(seed).random(len(out)) < share
+    drop = own & chosen[:, None]
+    out[drop] = ""
+    # Left-align again: kept items first, in their order (a stable sort on "is padding").
+    order = np.argsort(out == "", axis=1, kind="stable")
+    return np.take_along_axis(out, order, axis=1)
 
 
 def train_inputs(train_log: Log, spec: Spec, history: np.ndarray | None) -> tuple[dict, np.ndarray, np.ndarray]:

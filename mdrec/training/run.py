@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,25 @@ class TrainConfig:
     domain_batches: bool = False
     warm_start: str | None = None  # a trained run whose embedding rows start this one's (by ID)
     strategy: str | None = None  # tf.distribute: mirrored, multi_worker, parameter_server (None: one process)
+    # Retrieval: the share of training clicks whose history keeps only the user's other lines' items,
+    # so the query a cold-start user sends (a history from other lines only) is one it trained on.
+    cross_line_share: float = 0.0
 
     def resumable_fields(self) -> dict[str, Any]:
         # Paths may be given relative or absolute; what must match is everything that shapes training.
         out = asdict(self)
         return out
+
+
+def _defaults(config: Any) -> dict[str, Any]:
+    """The JSON form of the default of every field of a config dataclass that has one."""
+    out = {}
+    for f in fields(config):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out, default=str))
 
 
 class RunDir:
@@ -91,6 +105,8 @@ class RunDir:
         raw = json.loads(self.config_path.read_text())
         previous = raw.get("config", {})
         current = json.loads(json.dumps(asdict(config), default=str))  # tuples as lists, as stored
+        # A field added after the run was written counts as its default there.
+        previous = {**_defaults(config), **previous}
         changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
         stored = raw.get("data_fingerprints", {})
         changed += [f"the {name} {'data' if name in ('train', 'valid', 'test') else 'file'} ({inputs[name]})"

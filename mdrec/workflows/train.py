@@ -90,6 +90,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     config.valid = _resolve(config.valid)
     config.test = _resolve(config.test)
     config.warm_start = _resolve(config.warm_start)
+    if config.cross_line_share and model_family(config.model) != "retrieval":
+        raise MdrecError(f"--cross-line-share shapes a retrieval model's queries; '{config.model}' is a CTR model",
+                         hint="drop the flag, or train --model two_tower")
     if config.hyperparameters.get("pretrained"):
         from mdrec.transfer.user_feature import TRANSFER_DEFAULTS
 
@@ -290,7 +293,14 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, spec: Spec, transf
     from mdrec.training import retrieval
     from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
 
-    inputs, labels, domains = retrieval.train_inputs(logs["train"], spec, histories["train"])
+    history = histories["train"]
+    if config.cross_line_share:
+        if history is None:
+            raise MdrecError("--cross-line-share reshapes the behaviour sequence, and the spec has none",
+                             path=spec.source, hint="add `sequence: {item: item_id, max_length: 50}` to the spec")
+        history = retrieval.cross_line_histories(history, logs["train"].domains, catalogue, config.cross_line_share,
+                                                 config.seed)
+    inputs, labels, domains = retrieval.train_inputs(logs["train"], spec, history)
     if len(labels) == 0:
         raise MdrecError("the training data has no clicks (label 1) for a retrieval model to learn from",
                          path=config.train)

@@ -118,9 +118,8 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
     if valid is not None and not chosen:
         queries = ranking_queries(valid, spec, catalogue, [train])
         if len(queries) > max_valid_queries:
-            keep = np.sort(np.random.default_rng(0).choice(len(queries), max_valid_queries, replace=False))
-            queries = RankingQueries(queries.rows[keep], queries.domain[keep], queries.users[keep],
-                                     [queries.relevant[i] for i in keep], [queries.excluded[i] for i in keep])
+            queries = queries.subset(np.sort(np.random.default_rng(0).choice(len(queries), max_valid_queries,
+                                                                             replace=False)))
     fitted = []
     for kind in kinds:
         for scope in scopes:

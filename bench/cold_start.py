@@ -1,0 +1,200 @@
+"""Cold-start transfer: a new line ranks its items for users only the big line knows.
+
+    python bench/cold_start.py --data ../shared/data/amazon-cdr-disencdr --dataset amazon-cloth-sport \
+        --source-line cloth --target-line sport
+    python bench/cold_start.py --data ../shared/data/douban-book-music --dataset douban-book-music \
+        --source-line book --target-line music
+
+``--data`` is the raw shared folder (prepared into OUT/data with the shipped spec of --dataset) or
+a prepared folder (log.parquet). The log is split once (``mdrec data split --by cold_users``,
+--cold-fraction of the users with clicks in both lines, split seed 0); the seeds vary the learned
+methods only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
+target line alone and over both lines (settings chosen on validation), EMCDR (rank and mapping
+chosen on the cold validation users), and two-tower models with the README's recommended towers
+(``towers=shared``, temperature 0.1): one over both lines (transfer) and one over the target line
+alone (no transfer). Every row faces the same sampled negatives.
+
+JSON lines on stdout:
+  {"method", "transfer", "learned", "users": "cold"|"warm", "seed", "count", "recall@10", "recall@50",
+   "ndcg@10", "sampled_hr@10", "sampled_ndcg@10", "sampled_mrr"}          one per method, seed, group
+  {"summary": METHOD, "users", "<metric>_mean", "<metric>_std", "gain_over", "gain <metric>",
+   "ci95 <metric>", "ratio <metric>"}            per method and group: seeds' mean ± std, and the
+                                                 user-bootstrap interval of the seed-averaged gain
+                                                 over the group's best row without transfer
+Progress goes to stderr. Finished runs in OUT are reused (delete a run folder to retrain it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from mdrec.data.io import read_file  # noqa: E402
+from mdrec.data.prepare import prepare  # noqa: E402
+from mdrec.data.splits import split_files  # noqa: E402
+from mdrec.evaluation.cold_start import METRICS, gain_intervals  # noqa: E402
+from mdrec.fileio import atomic_write_table  # noqa: E402
+from mdrec.progress import quiet_progress  # noqa: E402
+from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
+from mdrec.training.run import RunDir, TrainConfig  # noqa: E402
+from mdrec.workflows import train as train_workflow  # noqa: E402
+from mdrec.workflows.cold_start import ColdStartResult, ColdStartTask, json_rows  # noqa: E402
+
+JOINT = "two_tower (both lines)"
+ALONE = "two_tower (target line only)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--dataset", required=True, help="a shipped spec's name, e.g. amazon-cloth-sport")
+    parser.add_argument("--spec", help="a spec for the same prepared log (default: the shipped spec of --dataset)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="two-tower hyperparameter (default with a behaviour sequence in the spec: the README's "
+                             "towers=shared and temperature=0.1; without one, the model's defaults)")
+    parser.add_argument("--source-line", required=True)
+    parser.add_argument("--target-line", required=True)
+    parser.add_argument("--cold-fraction", type=float, default=0.1)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default="/tmp/bench-cold-start")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--learning-rate", type=float, default=4e-3, help="the README's Amazon recipe")
+    parser.add_argument("--cross-line-share", type=float, default=0.0,
+                        help="the joint model's `mdrec train --cross-line-share` (0: off, the kit's default)")
+    parser.add_argument("--no-models", action="store_true", help="kNN, EASE, popularity and EMCDR only")
+    args = parser.parse_args()
+    err = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+
+    out = Path(args.out)
+    spec_path = Path(args.spec) if args.spec else SHIPPED_SPECS / f"{args.dataset}.yaml"
+    spec = load_spec(spec_path)
+    params = {"towers": "shared", "temperature": 0.1} if spec.sequence else {}
+    params.update({k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)})
+    data = Path(args.data)
+    if not (data / "log.parquet").is_file():
+        if not (out / "data" / "prepare.json").is_file():
+            prepare(args.dataset, data, out / "data")
+        data = out / "data"
+    split = out / f"split-{args.source_line}-{args.target_line}-{args.cold_fraction}"
+    if not (split / "cold_users.tsv").is_file():
+        split_files(spec_path, data / "log.parquet", split, by="cold_users", source_line=args.source_line,
+                    target_line=args.target_line, cold_fraction=args.cold_fraction, seed=0)
+    paths = {name: split / f"{name}.parquet" for name in ("train", "valid", "test")}
+    alone = _target_only(paths, spec.domain.column, args.target_line, split / "target-only")
+
+    with quiet_progress():
+        task = ColdStartTask(spec_path, paths["train"], paths["valid"], paths["test"], target=args.target_line,
+                             log=err)
+        fixed = _cached_baselines(task, split / "baselines")
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        results = []
+        for seed in seeds:
+            scored = list(fixed) + [task.emcdr(seed)]
+            if not args.no_models:
+                joint = JOINT + (f", cross-line share {args.cross_line_share}" if args.cross_line_share else "")
+                for name, files, transfer in ((joint, paths, True), (ALONE, alone, False)):
+                    share = args.cross_line_share if transfer else 0.0
+                    tag = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
+                    tag += f",cross_line_share={share}" if share else ""
+                    run = out / "runs" / f"{split.name}-{'joint' if transfer else 'alone'}-{tag}-seed{seed}"
+                    _train(spec_path, files, run, seed, params, share, args, err)
+                    scored.append(task.run(name, run, transfer))
+            result = task.result(scored)
+            results.append(result)
+            for row in json_rows(result, seed, args.dataset):
+                print(json.dumps(row), flush=True)
+    for row in summary(results, seeds):
+        print(json.dumps(row), flush=True)
+
+
+def _cached_baselines(task: ColdStartTask, folder: Path) -> list:
+    """The rows that do not depend on the seed, computed once per split (about 10 minutes on
+    Amazon) and kept in ``folder`` (methods.json, per_user.npz)."""
+    from mdrec.workflows.cold_start import Method
+
+    if (folder / "methods.json").is_file():
+        methods = [Method(**m) for m in json.loads((folder / "methods.json").read_text())]
+        with np.load(folder / "per_user.npz", allow_pickle=False) as stored:
+            return [(m, {k: stored[f"{i}/{k}"] for k in METRICS}) for i, m in enumerate(methods)]
+    fixed = task.baselines()
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "per_user.npz", **{f"{i}/{k}": v[k] for i, (_, v) in enumerate(fixed) for k in METRICS})
+    (folder / "methods.json").write_text(json.dumps([m.__dict__ for m, _ in fixed], default=str))
+    return fixed
+
+
+def _target_only(paths: dict[str, Path], column: str, target: str, folder: Path) -> dict[str, Path]:
+    """The split's files restricted to the target line (the no-transfer model's data)."""
+    out = {}
+    for name, path in paths.items():
+        out[name] = folder / f"{name}.parquet"
+        if not out[name].is_file():
+            frame = read_file(path)
+            atomic_write_table(frame[frame[column].astype(str) == target].reset_index(drop=True), out[name])
+    return out
+
+
+def _train(spec_path: Path, files: dict[str, Path], run: Path, seed: int, params: dict, share: float, args,
+           err) -> None:
+    if RunDir(run).metrics_path.is_file():
+        return
+    config = TrainConfig(model="two_tower", train=str(files["train"]), valid=str(files["valid"]),
+                         test=str(files["test"]), epochs=args.epochs, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, patience=args.patience, seed=seed,
+                         hyperparameters=dict(params), cross_line_share=share)
+    # The bench fits the sanity rows once for every method (ColdStartTask.baselines); a run's own
+    # copy of them would cost minutes per seed and is not read here.
+    fit = train_workflow.fit_baselines
+    train_workflow.fit_baselines = lambda *a, **k: []
+    try:
+        train_workflow.train_run(spec_path, config, run, log=err)
+    finally:
+        train_workflow.fit_baselines = fit
+
+
+def summary(results: list[ColdStartResult], seeds: list[int]) -> list[dict]:
+    """Per method and user group: mean ± std over seeds; the gain over the group's best row
+    without transfer (by NDCG@10 of the seed-averaged per-user metrics) with a user-bootstrap 95%
+    interval, and the ratio of the means."""
+    names = [m.name for m in results[0].methods]
+    averaged = {name: {m: np.mean([r.per_user[name][m] for r in results], 0) for m in METRICS} for name in names}
+    first = results[0]
+    plain = [m.name for m in first.methods if not m.transfer]
+    rows = []
+    for group in ("cold", "warm"):
+        mask = first.groups == group
+        if not mask.any():
+            continue
+        reference = max(plain, key=lambda name: averaged[name]["ndcg@10"][mask].mean())
+        gains = gain_intervals(averaged, reference, first.groups, first.users, metrics=("recall@10", "ndcg@10"))
+        for method in first.methods:
+            per_seed = pd.DataFrame([{m: r.per_user[method.name][m][mask].mean() for m in METRICS} for r in results])
+            row = {"summary": method.name, "transfer": method.transfer, "learned": method.learned, "users": group,
+                   "seeds": len(seeds), "gain_over": reference}
+            for m in METRICS:
+                row[f"{m}_mean"] = round(float(per_seed[m].mean()), 5)
+                row[f"{m}_std"] = round(float(per_seed[m].std(ddof=1)), 5) if len(per_seed) > 1 else 0.0
+            if (method.name, group) in gains.index:
+                g = gains.loc[(method.name, group)]
+                for m in ("recall@10", "ndcg@10"):
+                    base = averaged[reference][m][mask].mean()
+                    row[f"gain {m}"] = round(float(g[f"gain {m}"]), 5)
+                    row[f"ci95 {m}"] = [round(float(g[f"low {m}"]), 5), round(float(g[f"high {m}"]), 5)]
+                    row[f"ratio {m}"] = round(float(averaged[method.name][m][mask].mean() / base), 3) if base else None
+            if method.settings:
+                row["settings"] = {k: v for k, v in method.settings.items() if k != "validation_grid"}
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

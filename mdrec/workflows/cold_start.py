@@ -1,0 +1,244 @@
+"""The cold-start transfer table: every method ranked for the target line's cold and warm users.
+
+Input: a split written by ``mdrec data split --by cold_users`` (train/valid/test files) and,
+optionally, finished retrieval runs trained on it. Each row of the table is one method:
+
+- no transfer (``transfer: false``): popularity in the target line, ItemKNN and EASE fitted on
+  the target line's clicks alone, and any run trained on the target line alone;
+- transfer, not learned: ItemKNN and EASE over every line's clicks (co-occurrence through the users
+  active in both lines is what carries a user across);
+- transfer, learned: EMCDR (:mod:`mdrec.transfer.mapping`, its rank and mapping chosen on the cold
+  validation users) and the runs trained over every line (the joint two-tower).
+
+Every setting is chosen on the validation split; the test split is scored once. Metrics and
+intervals: :mod:`mdrec.evaluation.cold_start`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.catalogue import Catalogue
+from mdrec.data.log import DOMAIN, Log, load_log
+from mdrec.errors import MdrecError
+from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs
+from mdrec.evaluation.baselines.retrieval import fit_baselines
+from mdrec.evaluation.cold_start import (GROUPS, gain_intervals, group_table, line_queries, per_user_metrics,
+                                         user_groups)
+from mdrec.evaluation.ranking import RankingQueries, ScoreBlock, full_ranking, popularity_scores, ranking_queries
+from mdrec.spec import Spec, load_spec
+
+POPULARITY = "popularity (target line)"
+EMCDR_NAME = "EMCDR (PureSVD + mapping)"
+EMCDR_GRID = [{"rank": r, "mapping": m} for m in ("linear", "mlp") for r in (32, 64, 128, 256)]
+
+
+@dataclass
+class Method:
+    """A row of the table: its name, what kind of method it is, and the settings it was fitted with."""
+
+    name: str
+    transfer: bool
+    learned: bool
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ColdStartResult:
+    """Per-method metrics of the test split's target-line users (:func:`cold_start_evaluation`)."""
+
+    methods: list[Method]
+    per_user: dict[str, dict[str, np.ndarray]]  # method -> metric -> float [users]
+    users: np.ndarray                            # object [users]
+    groups: np.ndarray                           # "cold" / "warm" [users]
+
+    def table(self) -> pd.DataFrame:
+        return group_table(self.per_user, self.groups)
+
+    def best_without_transfer(self, metric: str = "ndcg@10") -> str:
+        """The strongest no-transfer row on the cold users (on every user when there is no cold
+        one): what transfer has to beat. Ties go to the row listed first."""
+        cold = self.groups == "cold"
+        users = cold if cold.any() else np.ones(len(cold), bool)
+        plain = [m.name for m in self.methods if not m.transfer]
+        return max(plain, key=lambda name: self.per_user[name][metric][users].mean())
+
+    def intervals(self, reference: str | None = None, **kwargs) -> pd.DataFrame:
+        return gain_intervals(self.per_user, reference or self.best_without_transfer(), self.groups, self.users,
+                              **kwargs)
+
+
+class ColdStartTask:
+    """One cold-start split, read once: the target line's test users, their groups, and the
+    scoring of each method on them (the same sampled negatives for every method)."""
+
+    def __init__(self, spec_path: str | Path, train: str | Path, valid: str | Path, test: str | Path, *,
+                 target: str, negatives: int = 999, sample_seed: int = 0,
+                 log: Callable[[str], None] = lambda *_: None):
+        self.spec = load_spec(spec_path)
+        self.test_path, self.target, self.log = test, target, log
+        self.negatives, self.sample_seed = negatives, sample_seed
+        self.logs = {name: load_log(path, self.spec) for name, path in (("train", train), ("valid", valid),
+                                                                         ("test", test))}
+        domains = self.spec.domain.values or sorted(set(self.logs["train"].frame[DOMAIN].tolist()))
+        self.catalogue = Catalogue.from_log(self.logs["train"], self.spec, list(domains))
+        if target not in self.catalogue.domains:
+            raise MdrecError(f"the target line '{target}' has no training rows",
+                             hint=f"lines: {', '.join(self.catalogue.domains)}")
+        self.seen = [self.logs["train"], self.logs["valid"]]
+        self.queries = line_queries(ranking_queries(self.logs["test"], self.spec, self.catalogue, self.seen),
+                                    self.catalogue, target)
+        self.groups = user_groups(self.queries, self.logs["train"], self.spec, self.catalogue)
+        log(f"{len(self.queries):,} test users of '{target}': {(self.groups == 'cold').sum():,} cold, "
+            f"{(self.groups == 'warm').sum():,} warm")
+
+    def score(self, method: Method, scorer: ScoreBlock) -> tuple[Method, dict[str, np.ndarray]]:
+        values = per_user_metrics(scorer, self.queries, self.catalogue.membership, negatives=self.negatives,
+                                  seed=self.sample_seed)
+        means = {g: values["recall@10"][self.groups == g].mean() if (self.groups == g).any() else np.nan
+                 for g in GROUPS}
+        self.log(f"{method.name}: cold recall@10 {means['cold']:.4f}, warm {means['warm']:.4f}")
+        return method, values
+
+    def baselines(self) -> list[tuple[Method, dict[str, np.ndarray]]]:
+        """Popularity, and ItemKNN and EASE in both scopes, settings chosen on the target line's
+        validation users."""
+        out = [self.score(Method(POPULARITY, transfer=False, learned=False),
+                          popularity_scores(self.catalogue, self.queries))]
+        valid = self.logs["valid"]
+        in_target = valid.take(np.flatnonzero(valid.frame[DOMAIN].to_numpy(dtype=object) == self.target))
+        for fitted in fit_baselines(self.spec, self.catalogue, self.logs["train"], in_target, log=self.log):
+            if fitted.skipped:
+                self.log(f"{fitted.name}: skipped ({fitted.skipped})")
+                continue
+            method = Method(fitted.name, transfer=fitted.scope == "all lines", learned=False, settings=fitted.settings)
+            out.append(self.score(method, fitted.scorer(self.queries, self.seen, self.spec, self.catalogue)))
+        return out
+
+    def emcdr(self, seed: int) -> tuple[Method, dict[str, np.ndarray]]:
+        model, settings = _fit_emcdr(self.spec, self.catalogue, self.logs, self.target, seed, self.log)
+        return self.score(Method(EMCDR_NAME, transfer=True, learned=True, settings=settings),
+                          emcdr_scorer(model, self.spec, self.catalogue, self.queries, self.seen, self.target))
+
+    def run(self, name: str, run: str | Path, transfer: bool) -> tuple[Method, dict[str, np.ndarray]]:
+        """A finished retrieval run trained on this split (``transfer``: it saw other lines)."""
+        return self.score(Method(name, transfer=transfer, learned=True),
+                          run_scorer(run, self.test_path, self.catalogue, self.queries, self.target))
+
+    def result(self, scored: list[tuple[Method, dict[str, np.ndarray]]]) -> ColdStartResult:
+        return ColdStartResult([m for m, _ in scored], {m.name: v for m, v in scored}, self.queries.users,
+                               self.groups)
+
+
+def cold_start_evaluation(spec_path: str | Path, train: str | Path, valid: str | Path, test: str | Path, *,
+                          target: str, runs: Mapping[str, tuple[str | Path, bool]] | None = None,
+                          seed: int = 0, negatives: int = 999,
+                          log: Callable[[str], None] = lambda *_: None) -> ColdStartResult:
+    """Every method on ``test``'s ``target``-line users. ``runs``: name -> (a finished retrieval
+    run trained on this split, whether it saw lines other than ``target``)."""
+    task = ColdStartTask(spec_path, train, valid, test, target=target, negatives=negatives, log=log)
+    scored = task.baselines() + [task.emcdr(seed)]
+    scored += [task.run(name, run, transfer) for name, (run, transfer) in (runs or {}).items()]
+    return task.result(scored)
+
+
+def _line_columns(catalogue: Catalogue, line: str) -> np.ndarray:
+    return np.flatnonzero(catalogue.membership[catalogue.domains.index(line)])
+
+
+def emcdr_scorer(model, spec: Spec, catalogue: Catalogue, queries: RankingQueries, seen: list[Log],
+                 target: str) -> ScoreBlock:
+    """Scores [q, N] of a fitted :class:`~mdrec.transfer.mapping.EMCDR` (target columns only;
+    the ranking masks the other lines' items anyway)."""
+    source_cols = np.setdiff1d(np.arange(len(catalogue)), _line_columns(catalogue, target))
+    target_cols = _line_columns(catalogue, target)
+    users = list(pd.unique(queries.users))
+    row = pd.Index(users).get_indexer(queries.users)
+    source = click_matrix(click_pairs(seen, spec, catalogue), users, len(catalogue))[:, source_cols]
+    mine = click_matrix(click_pairs(seen, spec, catalogue, target), users, len(catalogue))[:, target_cols]
+    scores = model.score(source, mine)
+
+    def score(positions: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(positions), len(catalogue)), np.float32)
+        out[:, target_cols] = scores[row[positions]]
+        return out
+
+    return score
+
+
+def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, seed: int,
+               log: Callable[[str], None]):
+    """EMCDR fitted on the training clicks, its rank and mapping chosen by the NDCG@10 of the
+    validation split's cold users (all its target-line users when none is cold)."""
+    from mdrec.transfer.mapping import EMCDR
+
+    valid_queries = line_queries(ranking_queries(logs["valid"], spec, catalogue, [logs["train"]]), catalogue, target)
+    pairs = click_pairs([logs["train"]], spec, catalogue)
+    users = list(pd.unique(pairs["user"].to_numpy(dtype=object)))
+    matrix = click_matrix(pairs, users, len(catalogue))
+    target_cols = _line_columns(catalogue, target)
+    source_cols = np.setdiff1d(np.arange(len(catalogue)), target_cols)
+    cold = user_groups(valid_queries, logs["train"], spec, catalogue) == "cold"
+    chosen = valid_queries.subset(cold) if cold.any() else valid_queries
+    if len(chosen) == 0:
+        log(f"{EMCDR_NAME}: no '{target}' validation users; the first grid point is used")
+    best, best_score, grid = None, -np.inf, []
+    for settings in EMCDR_GRID if len(chosen) else EMCDR_GRID[:1]:
+        try:
+            model = EMCDR(**settings, seed=seed).fit(matrix[:, source_cols], matrix[:, target_cols])
+        except ValueError as error:
+            raise MdrecError(f"{EMCDR_NAME}: {error}", hint="the lines need users with clicks in both") from None
+        if not len(chosen):
+            return model, {**model.settings(), "validation_grid": []}
+        scorer = emcdr_scorer(model, spec, catalogue, chosen, [logs["train"]], target)
+        value = float(full_ranking(scorer, chosen, catalogue.membership, (10,))["ndcg@10"].mean())
+        log(f"{EMCDR_NAME} {settings}: valid cold ndcg@10 {value:.4f}")
+        grid.append({**settings, "valid_ndcg@10": round(value, 5)})
+        if value > best_score:
+            best, best_score = model, value
+    return best, {**best.settings(), "validation_grid": grid}
+
+
+def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries: RankingQueries,
+               target: str) -> ScoreBlock:
+    """Scores [q, N] of a finished retrieval run for ``queries``' users, in ``catalogue``'s columns
+    (the run's own catalogue may hold fewer items: those score -inf)."""
+    from mdrec.training.retrieval import model_scores
+    from mdrec.workflows.train import restore_for
+
+    r = restore_for(run, test, need_context=True)
+    own = r.model.catalogue
+    seen = [r.context[n] for n in ("train", "valid") if n in r.context]
+    run_queries = line_queries(ranking_queries(r.log, r.spec, own, seen), own, target)
+    position = pd.Index(run_queries.users).get_indexer(queries.users)
+    if (position < 0).any():
+        raise MdrecError(f"the run has no '{target}' query for {int((position < 0).sum())} of the test users",
+                         path=str(run), hint="score a run trained on this split, with this test file")
+    scores = model_scores(r.model, r.spec, own, r.log, r.history, run_queries)
+    column = own.index_of(catalogue.keys)
+
+    def score(positions: np.ndarray) -> np.ndarray:
+        theirs = scores(position[positions])
+        out = np.full((len(positions), len(catalogue)), -np.inf, np.float32)
+        present = column >= 0
+        out[:, present] = theirs[:, column[present]]
+        return out
+
+    return score
+
+
+def json_rows(result: ColdStartResult, seed: int, dataset: str) -> list[dict]:
+    """The bench contract's JSON lines: one per method and user group."""
+    table = result.table()
+    kinds = {m.name: m for m in result.methods}
+    rows = []
+    for (method, users), values in table.iterrows():
+        rows.append({"dataset": dataset, "method": method, "transfer": kinds[method].transfer,
+                     "learned": kinds[method].learned, "users": users, "seed": seed, "count": int(values["count"]),
+                     **{k: round(float(values[k]), 5) for k in table.columns if k != "count"}})
+    return rows
+
