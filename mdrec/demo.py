@@ -6,7 +6,8 @@ popularity); 5. index its catalogue with ScaNN and brute force; 6. export the CT
 models for TF Serving and write the serving config; 7. an offline A/B of STAR against
 shared-bottom with intervals and a verdict; 8. pretrain a user encoder on the big line of a
 second synthetic log (next-click test table beside most popular) and transfer it to the smallest
-line (no transfer, scratch, frozen, adapter, finetune), by the users' history length there; 9. the two-tower model with the item
+line (no transfer, scratch, frozen, adapter, finetune), by the users' history length there, and
+rank that line's items for its cold-start users (known only from the big line); 9. the two-tower model with the item
 ID, the item's content, and both, on a split holding 10% of the items out of training (warm and
 cold items); 10. TFRecord shards and STAR trained by a local parameter-server cluster;
 11. three Conure tasks on one encoder (the step-8 log) and the forgetting table.
@@ -80,7 +81,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
 
     ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
                  n_bootstrap=200 if quick else 500)
-    pretraining, transfer = _transfer_step(spec_path, out, quick=quick, log=log)
+    pretraining, transfer, cold_start = _transfer_step(spec_path, out, quick=quick, log=log)
     branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
     scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
                                 log=log)
@@ -94,13 +95,14 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     log(f"curves of every run (loss, AUC / recall per line, score histograms, embedding projector): "
         f"tensorboard --logdir {out}")
     return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
-            "pretraining": pretraining, "transfer": transfer,
+            "pretraining": pretraining, "transfer": transfer, "cold_start": cold_start,
             "branches": branches, "scale_out": scale_out, "lifelong": lifelong}
 
 
-def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Pretrain a user encoder on the big line (its next-click test table), transfer it to the
-    smallest line (the transfer table, by history length)."""
+    smallest line (the transfer table, by history length), and rank that line's items for its
+    cold-start users (the cold-start table)."""
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.progress import quiet_progress
@@ -149,7 +151,38 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     report = write_variants_report(rows, out / "transfer_report",
                                    title=f"shared-bottom on '{target_line}': test AUC by the user's history")
     log(f"report: {report['report.md']}, {report['report.html']}")
-    return pretraining, table
+    cold_start = _cold_start_table(spec_path, data, out, source, target_line, log=log)
+    return pretraining, table, cold_start
+
+
+def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, target: str, *, log) -> pd.DataFrame:
+    """The target line's cold-start users (known only from the source line) against its warm ones:
+    popularity, ItemKNN and EASE within the line and across lines, EMCDR."""
+    from mdrec.data.splits import split_files
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.workflows.cold_start import EMCDR_GRID, ColdStartTask
+
+    split = out / "cold_start_data"
+    log(f"\ncold-start users of '{target}' (mdrec data split --by cold_users --source-line {source} --target-line "
+        f"{target} --cold-fraction 0.2; mdrec cold-start): a fifth of the users with clicks in both lines lose "
+        f"their '{target}' training rows; their '{target}' clicks are ranked against the line's whole catalogue "
+        "(full) and against 999 sampled items (sampled, or every other item of a smaller line):")
+    split_files(spec_path, data / "log.parquet", split, by="cold_users", source_line=source, target_line=target,
+                cold_fraction=0.2)
+    task = ColdStartTask(spec_path, split / "train.parquet", split / "valid.parquet", split / "test.parquet",
+                         target=target)
+    # The demo fits EMCDR's linear maps only (the MLP maps cost most of the step): bench/cold_start.py
+    # and `mdrec cold-start` search both.
+    result = task.result(task.baselines() + [task.emcdr(0, grid=[g for g in EMCDR_GRID if g["mapping"] == "linear"])])
+    table = result.table()
+    shown = table[["count", "recall@10", "recall@50", "ndcg@10", "sampled_hr@10", "sampled_mrr"]]
+    log(format_table(shown.set_axis([f"{method}, {users}" for method, users in shown.index]).rename_axis("method, users")))
+    transfer = {m.name for m in result.methods if m.transfer}
+    gains = result.intervals().xs("cold", level="users")
+    log(f"cold users, NDCG@10 over {result.best_without_transfer()} (user-bootstrap 95% interval): " + "; ".join(
+        f"{name} {row['gain ndcg@10']:+.4f} [{row['low ndcg@10']:+.4f}, {row['high ndcg@10']:+.4f}]"
+        for name, row in gains.iterrows() if name in transfer))
+    return table
 
 
 def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:
@@ -164,7 +197,7 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
         "the items out of training")
     with quiet_progress():
         report = compare_branches(spec_path, out / "branches", model="two_tower", data=paths["log"],
-                                  cold_items=0.1, seeds=(0,), epochs=1 if quick else 8, batch_size=512,
+                                  cold_items=0.1, seeds=(0,), epochs=1 if quick else 6, batch_size=512,
                                   learning_rate=3e-3, patience=2, hyperparameters=dict(TWO_TOWER),
                                   overwrite=True, log=lambda *_: None)
     tables = {}
@@ -216,7 +249,7 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
     run = out / "scale_out" / "star_ps"
     argv = [sys.executable, "-m", "mdrec.cli", "train", "--spec", str(flat), "--train", str(shards),
             "--valid", str(paths["valid"]), "--test", str(paths["test"]), "--model", "star", "--out", str(run),
-            "--epochs", "1" if quick else "3", "--batch-size", "1024", "--learning-rate", "2e-3",
+            "--epochs", "1" if quick else "2", "--batch-size", "1024", "--learning-rate", "2e-3",
             "--hidden", "256,128,64", "--dropout", "0.1", "--embeddings-l2", "3e-4",
             "--strategy", "parameter_server", "--overwrite"]
     started = time.time()

@@ -51,6 +51,14 @@ def test_quick_demo(tmp_path):
                                     "baseline: first-order logistic (user, item, line)", "scratch", "frozen",
                                     "adapter", "finetune"]
     assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)
+    # Cold start: the small line's cold and warm test users, every method of the table, the
+    # transfer rows reading the big line's clicks.
+    cold_start = result["cold_start"]
+    assert set(cold_start.index.get_level_values("users")) == {"cold", "warm"}
+    assert {"popularity (target line)", "baseline: ItemKNN (all lines)", "EMCDR (PureSVD + mapping)"} <= set(
+        cold_start.index.get_level_values("method"))
+    assert ((cold_start["recall@10"] >= 0) & (cold_start["recall@10"] <= 1)).all()
+    assert any("cold users, NDCG@10 over" in line for line in lines)
     # ID vs content: warm and cold test items scored by each item encoder beside popularity.
     branches = result["branches"]
     for subset in ("warm", "cold"):

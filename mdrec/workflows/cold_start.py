@@ -119,8 +119,10 @@ class ColdStartTask:
             out.append(self.score(method, fitted.scorer(self.queries, self.seen, self.spec, self.catalogue)))
         return out
 
-    def emcdr(self, seed: int) -> tuple[Method, dict[str, np.ndarray]]:
-        model, settings = _fit_emcdr(self.spec, self.catalogue, self.logs, self.target, seed, self.log)
+    def emcdr(self, seed: int, grid: list[dict] | None = None) -> tuple[Method, dict[str, np.ndarray]]:
+        """EMCDR, its setting chosen on the cold validation users among ``grid`` (default EMCDR_GRID)."""
+        model, settings = _fit_emcdr(self.spec, self.catalogue, self.logs, self.target, seed, grid or EMCDR_GRID,
+                                     self.log)
         return self.score(Method(EMCDR_NAME, transfer=True, learned=True, settings=settings),
                           emcdr_scorer(model, self.spec, self.catalogue, self.queries, self.seen, self.target))
 
@@ -171,7 +173,7 @@ def emcdr_scorer(model, spec: Spec, catalogue: Catalogue, queries: RankingQuerie
 
 
 def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, seed: int,
-               log: Callable[[str], None]):
+               grid_points: list[dict], log: Callable[[str], None]):
     """EMCDR fitted on the training clicks, its rank and mapping chosen by the NDCG@10 of the
     validation split's cold users (all its target-line users when none is cold)."""
     from mdrec.transfer.mapping import EMCDR
@@ -187,7 +189,7 @@ def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: s
     if len(chosen) == 0:
         log(f"{EMCDR_NAME}: no '{target}' validation users; the first grid point is used")
     best, best_score, grid = None, -np.inf, []
-    for settings in EMCDR_GRID if len(chosen) else EMCDR_GRID[:1]:
+    for settings in grid_points if len(chosen) else grid_points[:1]:
         try:
             model = EMCDR(**settings, seed=seed).fit(matrix[:, source_cols], matrix[:, target_cols])
         except ValueError as error:
