@@ -712,7 +712,7 @@ def _compare(args) -> int:
 def _cold_start(args) -> int:
     from mdrec.evaluation.metrics import format_table
     from mdrec.fileio import atomic_write_text
-    from mdrec.workflows.cold_start import cold_start_evaluation
+    from mdrec.workflows.cold_start import cold_start_evaluation, readable
 
     runs = {}
     for item in args.run:
@@ -725,10 +725,10 @@ def _cold_start(args) -> int:
     result = cold_start_evaluation(args.spec, args.train, args.valid, args.test, target=args.target_line,
                                    runs=runs, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     table, gains = result.table(), result.intervals()
-    print(format_table(table))
-    print(f"\ngain over {result.best_without_transfer()} (the best row without transfer on cold users' NDCG@10), "
+    print(format_table(readable(table)))
+    print("\ngain over the reference, the best row without transfer for those users (by NDCG@10), with its "
           "user-bootstrap 95% interval:")
-    print(format_table(gains))
+    print(format_table(readable(gains)))
     if args.out:
         atomic_write_text(Path(args.out) / "cold_start.csv", table.to_csv())
         atomic_write_text(Path(args.out) / "gains.csv", gains.to_csv())

@@ -160,7 +160,7 @@ def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, targe
     popularity, ItemKNN and EASE within the line and across lines, EMCDR."""
     from mdrec.data.splits import split_files
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.cold_start import EMCDR_GRID, ColdStartTask
+    from mdrec.workflows.cold_start import EMCDR_GRID, ColdStartTask, readable
 
     split = out / "cold_start_data"
     log(f"\ncold-start users of '{target}' (mdrec data split --by cold_users --source-line {source} --target-line "
@@ -175,8 +175,7 @@ def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, targe
     # and `mdrec cold-start` search both.
     result = task.result(task.baselines() + [task.emcdr(0, grid=[g for g in EMCDR_GRID if g["mapping"] == "linear"])])
     table = result.table()
-    shown = table[["count", "recall@10", "recall@50", "ndcg@10", "sampled_hr@10", "sampled_mrr"]]
-    log(format_table(shown.set_axis([f"{method}, {users}" for method, users in shown.index]).rename_axis("method, users")))
+    log(format_table(readable(table[["count", "recall@10", "recall@50", "ndcg@10", "sampled_hr@10", "sampled_mrr"]])))
     transfer = {m.name for m in result.methods if m.transfer}
     gains = result.intervals().xs("cold", level="users")
     log(f"cold users, NDCG@10 over {result.best_without_transfer()} (user-bootstrap 95% interval): " + "; ".join(

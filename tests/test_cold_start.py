@@ -162,7 +162,15 @@ def test_cold_start_command_scores_every_method_for_cold_and_warm_users(tmp_path
     # Within the line, a cold user has nothing to go on: the per-line rows fall back to popularity.
     assert table.loc[("baseline: ItemKNN (per line)", "cold"), "recall@10"] == \
         table.loc[("popularity (target line)", "cold"), "recall@10"]
-    assert "gain over popularity (target line)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gain over the reference" in out and "EMCDR (PureSVD + mapping), cold" in out
+    gains = pd.read_csv(tmp_path / "report" / "gains.csv").set_index(["method", "users"])
+    # Each group is compared with its own best row without transfer (cold: popularity, which the
+    # per-line rows tie and which is listed first).
+    assert set(gains.xs("cold", level="users")["reference"]) == {"popularity (target line)"}
+    warm_best = table.xs("warm", level="users")
+    plain = ["popularity (target line)", "baseline: ItemKNN (per line)", "baseline: EASE (per line)"]
+    assert set(gains.xs("warm", level="users")["reference"]) == {warm_best.loc[plain, "ndcg@10"].idxmax()}
     assert main(["cold-start", "--spec", str(tmp_path / "spec.yaml"), *files, "--target-line", "new",
                  "--run", "nonsense"]) == 2
     assert "is not NAME=PATH" in capsys.readouterr().err

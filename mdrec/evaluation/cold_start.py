@@ -66,8 +66,8 @@ def per_user_metrics(score: ScoreBlock, queries: RankingQueries, membership: np.
 
 
 def group_table(per_method: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray) -> pd.DataFrame:
-    """Mean of each metric per method and user group: rows (method, users), columns ``users``
-    (the count) and :data:`METRICS`."""
+    """Mean of each metric per method and user group: rows (method, users), columns ``count``
+    (users in the group) and :data:`METRICS`."""
     records = []
     for method, values in per_method.items():
         for group in GROUPS:

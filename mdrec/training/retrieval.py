@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, Log
-from mdrec.errors import MdrecError
 from mdrec.data.pipeline import model_inputs, predict_dataset
+from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines.retrieval import FittedBaseline
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)

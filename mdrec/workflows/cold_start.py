@@ -59,17 +59,32 @@ class ColdStartResult:
     def table(self) -> pd.DataFrame:
         return group_table(self.per_user, self.groups)
 
-    def best_without_transfer(self, metric: str = "ndcg@10") -> str:
-        """The strongest no-transfer row on the cold users (on every user when there is no cold
-        one): what transfer has to beat. Ties go to the row listed first."""
-        cold = self.groups == "cold"
-        users = cold if cold.any() else np.ones(len(cold), bool)
+    def best_without_transfer(self, group: str = "cold", metric: str = "ndcg@10") -> str:
+        """The strongest row without transfer for ``group``'s users (every user when the group is
+        empty): what transfer has to beat there. Ties go to the row listed first."""
+        users = self.groups == group
+        users = users if users.any() else np.ones(len(users), bool)
         plain = [m.name for m in self.methods if not m.transfer]
         return max(plain, key=lambda name: self.per_user[name][metric][users].mean())
 
-    def intervals(self, reference: str | None = None, **kwargs) -> pd.DataFrame:
-        return gain_intervals(self.per_user, reference or self.best_without_transfer(), self.groups, self.users,
-                              **kwargs)
+    def intervals(self, **kwargs) -> pd.DataFrame:
+        """Each method's gain over its group's best row without transfer (column ``reference``),
+        with paired user-bootstrap intervals (:func:`gain_intervals`)."""
+        parts = []
+        for group in GROUPS:
+            if not (self.groups == group).any():
+                continue
+            reference = self.best_without_transfer(group)
+            gains = gain_intervals(self.per_user, reference, self.groups, self.users, **kwargs)
+            if len(gains):
+                gains = gains[gains.index.get_level_values("users") == group]
+                parts.append(gains.assign(reference=reference))
+        return pd.concat(parts) if parts else pd.DataFrame()
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its (method, users) rows named "method, users", for a terminal table."""
+    return frame.set_axis([f"{method}, {users}" for method, users in frame.index]).rename_axis("method, users")
 
 
 class ColdStartTask:
