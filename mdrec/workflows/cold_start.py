@@ -170,7 +170,8 @@ def _line_columns(catalogue: Catalogue, line: str) -> np.ndarray:
 def emcdr_scorer(model, spec: Spec, catalogue: Catalogue, queries: RankingQueries, seen: list[Log],
                  target: str) -> ScoreBlock:
     """Scores [q, N] of a fitted :class:`~mdrec.transfer.mapping.EMCDR` (target columns only;
-    the ranking masks the other lines' items anyway)."""
+    the ranking masks the other lines' items anyway). The source side is every other line's items:
+    with more than two lines, EMCDR maps from all of them at once."""
     source_cols = np.setdiff1d(np.arange(len(catalogue)), _line_columns(catalogue, target))
     target_cols = _line_columns(catalogue, target)
     users = list(pd.unique(queries.users))
