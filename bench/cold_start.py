@@ -39,7 +39,7 @@ import yaml  # noqa: E402
 from mdrec.data.io import read_file  # noqa: E402
 from mdrec.data.prepare import prepare  # noqa: E402
 from mdrec.data.splits import split_files  # noqa: E402
-from mdrec.evaluation.cold_start import METRICS, gain_intervals  # noqa: E402
+from mdrec.evaluation.cold_start import METRICS  # noqa: E402
 from mdrec.fileio import atomic_write_table  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
@@ -168,14 +168,14 @@ def summary(results: list[ColdStartResult], seeds: list[int]) -> list[dict]:
     names = [m.name for m in results[0].methods]
     averaged = {name: {m: np.mean([r.per_user[name][m] for r in results], 0) for m in METRICS} for name in names}
     first = results[0]
-    plain = [m.name for m in first.methods if not m.transfer]
+    seed_mean = ColdStartResult(first.methods, averaged, first.users, first.groups)
+    gains = seed_mean.intervals(metrics=("recall@10", "ndcg@10"))
     rows = []
     for group in ("cold", "warm"):
         mask = first.groups == group
         if not mask.any():
             continue
-        reference = max(plain, key=lambda name: averaged[name]["ndcg@10"][mask].mean())
-        gains = gain_intervals(averaged, reference, first.groups, first.users, metrics=("recall@10", "ndcg@10"))
+        reference = seed_mean.best_without_transfer(group)
         for method in first.methods:
             per_seed = pd.DataFrame([{m: r.per_user[method.name][m][mask].mean() for m in METRICS} for r in results])
             row = {"summary": method.name, "transfer": method.transfer, "learned": method.learned, "users": group,

@@ -75,9 +75,10 @@ class ColdStartResult:
             if not (self.groups == group).any():
                 continue
             reference = self.best_without_transfer(group)
-            gains = gain_intervals(self.per_user, reference, self.groups, self.users, **kwargs)
+            # Only this group's users: gain_intervals skips a label outside GROUPS.
+            only = np.where(self.groups == group, self.groups, "")
+            gains = gain_intervals(self.per_user, reference, only, self.users, **kwargs)
             if len(gains):
-                gains = gains[gains.index.get_level_values("users") == group]
                 parts.append(gains.assign(reference=reference))
         return pd.concat(parts) if parts else pd.DataFrame()
 
@@ -172,16 +173,26 @@ def emcdr_scorer(model, spec: Spec, catalogue: Catalogue, queries: RankingQuerie
     """Scores [q, N] of a fitted :class:`~mdrec.transfer.mapping.EMCDR` (target columns only;
     the ranking masks the other lines' items anyway). The source side is every other line's items:
     with more than two lines, EMCDR maps from all of them at once."""
-    source_cols = np.setdiff1d(np.arange(len(catalogue)), _line_columns(catalogue, target))
+    source, mine, row = _query_clicks(spec, catalogue, queries, seen, target)
+    return _in_target_columns(model.score(source, mine), row, _line_columns(catalogue, target), len(catalogue))
+
+
+def _query_clicks(spec: Spec, catalogue: Catalogue, queries: RankingQueries, seen: list[Log], target: str):
+    """The queries' users' clicks in ``seen``: (other lines' items csr [u, N_source], the target
+    line's items csr [u, N_target], each query's row [Q])."""
     target_cols = _line_columns(catalogue, target)
+    source_cols = np.setdiff1d(np.arange(len(catalogue)), target_cols)
     users = list(pd.unique(queries.users))
-    row = pd.Index(users).get_indexer(queries.users)
     source = click_matrix(click_pairs(seen, spec, catalogue), users, len(catalogue))[:, source_cols]
     mine = click_matrix(click_pairs(seen, spec, catalogue, target), users, len(catalogue))[:, target_cols]
-    scores = model.score(source, mine)
+    return source, mine, pd.Index(users).get_indexer(queries.users)
 
+
+def _in_target_columns(scores: np.ndarray, row: np.ndarray, target_cols: np.ndarray, n_items: int) -> ScoreBlock:
+    """A ScoreBlock placing each query's ``scores[row[q]]`` [N_target] in the catalogue's target
+    columns (0 elsewhere)."""
     def score(positions: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(positions), len(catalogue)), np.float32)
+        out = np.zeros((len(positions), n_items), np.float32)
         out[:, target_cols] = scores[row[positions]]
         return out
 
@@ -204,6 +215,7 @@ def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: s
     chosen = valid_queries.subset(cold) if cold.any() else valid_queries
     if len(chosen) == 0:
         log(f"{EMCDR_NAME}: no '{target}' validation users; the first grid point is used")
+    source, mine, row = _query_clicks(spec, catalogue, chosen, [logs["train"]], target)
     best, best_score, grid = None, -np.inf, []
     for settings in grid_points if len(chosen) else grid_points[:1]:
         try:
@@ -212,7 +224,7 @@ def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: s
             raise MdrecError(f"{EMCDR_NAME}: {error}", hint="the lines need users with clicks in both") from None
         if not len(chosen):
             return model, {**model.settings(), "validation_grid": []}
-        scorer = emcdr_scorer(model, spec, catalogue, chosen, [logs["train"]], target)
+        scorer = _in_target_columns(model.score(source, mine), row, target_cols, len(catalogue))
         value = float(full_ranking(scorer, chosen, catalogue.membership, (10,))["ndcg@10"].mean())
         log(f"{EMCDR_NAME} {settings}: valid cold ndcg@10 {value:.4f}")
         grid.append({**settings, "valid_ndcg@10": round(value, 5)})
