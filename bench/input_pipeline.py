@@ -164,7 +164,7 @@ def cluster_role(args) -> None:
     from mdrec.data.transform import Transform
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec
-    from mdrec.training import distribute
+    from mdrec.training import cluster, distribute
     from mdrec.training.loop import build
     from mdrec.training.run import TrainConfig
 
@@ -220,14 +220,14 @@ def cluster_role(args) -> None:
     started = time.perf_counter()
     run(args.steps)
     seconds = time.perf_counter() - started
-    if distribute.is_chief():
+    if cluster.is_chief():
         emit(measure="cluster_train_rows_per_s", strategy=name, workers=workers, batch=args.batch_size,
              steps=args.steps, rows_per_s=round(args.steps * rows_per_step / seconds),
              ms_per_step=round(1000 * seconds / args.steps, 1))
 
 
 def cluster_throughput(work: Path, args, strategy: str, workers: int) -> dict | None:
-    from mdrec.training.distribute import LocalCluster
+    from mdrec.training.cluster import LocalCluster
 
     argv = [sys.executable, __file__, "--work", str(work), "--batch-size", str(args.batch_size),
             "--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps)]
@@ -261,7 +261,7 @@ def big_table(work: Path, args) -> None:
 
     from mdrec.data.shards import convert
     from mdrec.spec import load_spec
-    from mdrec.training.distribute import LocalCluster
+    from mdrec.training.cluster import LocalCluster
 
     big = work / "big"
     big.mkdir(exist_ok=True)

@@ -226,7 +226,7 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
     from mdrec.data.shards import convert
     from mdrec.evaluation.metrics import format_table
     from mdrec.spec import load_spec
-    from mdrec.training.distribute import LocalCluster
+    from mdrec.training.cluster import LocalCluster
 
     log(f"\n[10/{STEPS}] scaling out: mdrec data convert (TFRecord shards), then mdrec train --strategy "
         "parameter_server on a local cluster\n(chief + 2 workers + 2 parameter servers on loopback ports, "

@@ -22,6 +22,7 @@ from mdrec.data.shards import convert
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training import distribute
+from mdrec.training.cluster import LocalCluster, check_cluster
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.train import evaluate_run, train_run
 from conftest import TINY_SPEC, tiny_frame
@@ -49,7 +50,7 @@ def test_cluster_from_tf_config_is_checked(monkeypatch, value, strategy, message
     else:
         monkeypatch.setenv("TF_CONFIG", value)
     with pytest.raises(MdrecError, match=message):
-        distribute.check_cluster(strategy)
+        check_cluster(strategy)
 
 
 def test_setup_refuses_what_a_strategy_cannot_do(monkeypatch, tmp_path, tiny_splits, tiny_spec_path):
@@ -148,7 +149,7 @@ def test_parameter_server_cluster_trains_star_resumes_and_restores_in_one_proces
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     deadline = time.time() + CLUSTER_TIMEOUT
     run = data / "run_ps"
-    with distribute.LocalCluster(workers=2, ps=2, log_dir=logs) as cluster:
+    with LocalCluster(workers=2, ps=2, log_dir=logs) as cluster:
         # The same training in one process (on the CSV), alongside: the reference loss curve.
         single = cluster.launch(MDREC + _train_args(data, data / "train.csv", data / "run_single"), "chief", 0,
                                 logs / "single.log", cluster_env=False)
@@ -197,7 +198,7 @@ def test_multi_worker_cluster_trains_from_parquet_shards(sharded, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     deadline = time.time() + CLUSTER_TIMEOUT
     run = data / "run_mw"
-    with distribute.LocalCluster(workers=2, ps=0, chief=False, log_dir=logs) as cluster:
+    with LocalCluster(workers=2, ps=0, chief=False, log_dir=logs) as cluster:
         argv = MDREC + _train_args(data, data / "train_parquet", run, strategy="multi_worker", epochs=2,
                                    batch_size=256, learning_rate=2e-2)
         workers = [cluster.launch(argv, "worker", i, logs / f"worker{i}.log") for i in range(2)]

@@ -7,9 +7,11 @@ mid-epoch and started again continues with exactly the batches it had not yet se
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
 
 import numpy as np
 import pandas as pd
@@ -258,29 +260,73 @@ def learning_rate_now(optimizer) -> float:
 LOSS_NOTE = "loss: the mean training loss of the epoch's batches so far (bar) and of the whole epoch (summary)"
 
 
-def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
-        validate: Callable[[], float] | None, *, metric: str = "valid_auc",
-        log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
-        after_build: Callable[[tf_keras.Model], None] | None = None, jit_compile: bool = False,
-        decay_steps: int | None = None) -> FitResult:
-    """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
+class Steps(Protocol):
+    """How one epoch's training steps run: in this process (:class:`LocalSteps`) or under a
+    tf.distribute strategy (:class:`mdrec.training.distribute.StrategySteps`). :func:`fit` owns
+    everything else: checkpoints, resume, history, validation, early stopping."""
 
-    ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
-    (recorded in history.json under ``metric``), checked after every epoch for early stopping.
-    ``after_build(model)`` initialises weights once they exist (ID warm start); a checkpoint, if
-    there is one, then overrides them. ``jit_compile``: the training step is compiled with XLA (one
-    compilation per batch shape; the pretraining batches have few). ``decay_steps``: the learning
-    rate follows a cosine from ``config.learning_rate`` down to 0 over that many steps (the
-    optimizer's step count is in the checkpoint, so a resumed run continues the curve).
-    """
-    tf_keras.utils.set_random_seed(config.seed)
-    build(model, train.sample())
-    if after_build is not None:
-        after_build(model)
-    rate = (tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, int(decay_steps)) if decay_steps
-            else config.learning_rate)
-    optimizer = tf_keras.optimizers.Adam(rate)
-    state = {
+    chief: bool  # writes the run's curves (a multi-worker non-chief does not)
+    batches_per_epoch: int | None  # None: unknown before the pass (streamed files)
+
+    def scope(self) -> ContextManager[Any]:
+        """Where variables are created (the strategy's scope)."""
+
+    def compile(self, model: tf_keras.Model, optimizer: tf_keras.optimizers.Optimizer) -> None:
+        """Build the step function (and, under a strategy, the optimizer's slots before a restore)."""
+
+    def run_epoch(self, epoch: int, skip: int, after_step: Callable[[float | None], None]) -> float | None:
+        """Run epoch ``epoch`` from batch ``skip``, calling ``after_step(loss)`` after each step
+        (``None`` when the loss arrives later, from :meth:`flush`). Returns the seconds spent
+        inside the steps, or None when they are not measured (asynchronous steps)."""
+
+    def flush(self) -> list[float]:
+        """Wait for steps still running; their losses (before a checkpoint and at the epoch's end)."""
+
+
+class LocalSteps:
+    """Training steps in this process: one tf.function over ``model.training_loss``."""
+
+    chief = True
+
+    def __init__(self, train: "InMemoryEpochs | StreamingEpochs", jit_compile: bool = False):
+        self.train, self.jit_compile = train, jit_compile
+        self.batches_per_epoch = train.batches_per_epoch
+        self._step: Callable[[Any, Any], tf.Tensor] | None = None
+
+    def scope(self) -> ContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def compile(self, model: tf_keras.Model, optimizer: tf_keras.optimizers.Optimizer) -> None:
+        # jit_compile: one XLA compilation per batch shape (the pretraining batches have few).
+        @tf.function(reduce_retracing=not self.jit_compile, jit_compile=self.jit_compile,
+                     autograph=uses_autograph(model))
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(model.training_loss(x, y))
+                total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
+            grads = tape.gradient(total, model.trainable_variables)
+            # A variable the objective does not read (e.g. the item bias of contrastive-only pretraining) has no gradient.
+            optimizer.apply_gradients((g, v) for g, v in zip(grads, model.trainable_variables) if g is not None)
+            return loss
+
+        self._step = train_step
+
+    def run_epoch(self, epoch: int, skip: int, after_step: Callable[[float | None], None]) -> float:
+        assert self._step is not None, "compile() first"
+        in_steps = 0.0  # seconds inside the training steps; the rest of the epoch is input and bookkeeping
+        for x, y in self.train.epoch(epoch, skip):
+            started = time.perf_counter()
+            loss = float(self._step(x, y))
+            in_steps += time.perf_counter() - started
+            after_step(loss)
+        return in_steps
+
+    def flush(self) -> list[float]:
+        return []
+
+
+def _loop_state() -> dict[str, tf.Variable]:
+    return {
         "step": tf.Variable(0, dtype=tf.int64, trainable=False),
         "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
         "batch": tf.Variable(0, dtype=tf.int64, trainable=False),
@@ -289,72 +335,114 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         "best_epoch": tf.Variable(-1, dtype=tf.int64, trainable=False),
         "bad_epochs": tf.Variable(0, dtype=tf.int64, trainable=False),
     }
+
+
+def _restore(checkpoint: tf.train.Checkpoint, source: str, run: RunDir) -> None:
+    try:
+        checkpoint.restore(source).assert_existing_objects_matched()
+    except AssertionError:
+        raise MdrecError("the run's checkpoint does not fit the model its config.json describes (was it "
+                         "written by another mdrec version?); it will not resume from it", path=str(run.checkpoints),
+                         hint="use a new --out, or --overwrite to start over") from None
+
+
+def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
+        validate: Callable[[], Any] | None, *, metric: str = "valid_auc",
+        log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
+        after_build: Callable[[tf_keras.Model], None] | None = None, jit_compile: bool = False,
+        decay_steps: int | None = None, steps: Steps | None = None, resume_from: Path | None = None) -> FitResult:
+    """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
+
+    ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
+    (recorded in history.json under ``metric``), checked after every epoch for early stopping.
+    ``after_build(model)`` initialises weights once they exist (ID warm start); a checkpoint, if
+    there is one, then overrides them. ``jit_compile``: the one-process step is compiled with XLA.
+    ``decay_steps``: the learning rate follows a cosine from ``config.learning_rate`` down to 0 over
+    that many steps (the optimizer's step count is in the checkpoint, so a resumed run continues the
+    curve). ``steps``: how the steps run (default: :class:`LocalSteps` over ``train``; a
+    tf.distribute strategy's :class:`~mdrec.training.distribute.StrategySteps`); ``train`` then
+    only provides the rows that build the model. ``resume_from``: the checkpoints folder to resume
+    from when it is not ``run``'s (a multi-worker non-chief restores the chief's, writes to scratch).
+    """
+    steps = steps if steps is not None else LocalSteps(train, jit_compile)
+    tf_keras.utils.set_random_seed(config.seed)
+    with steps.scope():
+        build(model, train.sample())
+        if after_build is not None:
+            after_build(model)
+        rate = (tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, int(decay_steps)) if decay_steps
+                else config.learning_rate)
+        optimizer = tf_keras.optimizers.Adam(rate)
+        steps.compile(model, optimizer)
+    state = _loop_state()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
     manager = tf.train.CheckpointManager(checkpoint, str(run.checkpoints), max_to_keep=2)
-    resumed_from = None
-    if manager.latest_checkpoint:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except AssertionError:
-            raise MdrecError("the run's checkpoint does not fit the model its config.json describes (was it "
-                             "written by another mdrec version?); it will not resume from it", path=str(run.checkpoints),
-                             hint="use a new --out, or --overwrite to start over") from None
-        resumed_from = manager.latest_checkpoint
-        log(f"resuming from {resumed_from}: epoch {int(state['epoch']) + 1}, "
+    source = tf.train.latest_checkpoint(str(resume_from)) if resume_from is not None else manager.latest_checkpoint
+    if source:
+        _restore(checkpoint, source, run)
+        log(f"resuming from {source}: epoch {int(state['epoch']) + 1}, "
             f"batch {int(state['batch'])}, step {int(state['step'])}")
     history = [h for h in run.read_history() if h["epoch"] < int(state["epoch"])]
-
-    @tf.function(reduce_retracing=not jit_compile, jit_compile=jit_compile, autograph=uses_autograph(model))
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model.training_loss(x, y))
-            total = loss + (tf.add_n(model.losses) if model.losses else 0.0)
-        grads = tape.gradient(total, model.trainable_variables)
-        # A variable the objective does not read (e.g. the item bias of contrastive-only pretraining) has no gradient.
-        optimizer.apply_gradients((g, v) for g, v in zip(grads, model.trainable_variables) if g is not None)
-        return loss
-
-    batches_per_epoch = train.batches_per_epoch
     stopped_early = int(state["bad_epochs"]) >= config.patience and int(state["epoch"]) < config.epochs
     verbose = progress_verbosity()
-    board = Board(run.path)
+    board = Board(run.path) if steps.chief else None  # one set of curves per run: the chief's
     if verbose:
         log(LOSS_NOTE)
     while int(state["epoch"]) < config.epochs and not stopped_early:
-        epoch = int(state["epoch"])
-        skip = int(state["batch"])
-        dataset = train.epoch(epoch, skip)
+        epoch, skip = int(state["epoch"]), int(state["batch"])
         log(f"epoch {epoch + 1}/{config.epochs}")
-        bar = tf_keras.utils.Progbar(batches_per_epoch, verbose=verbose)  # shows the running epoch mean
-        started = last_note = time.time()
-        losses = []
-        in_steps = 0.0  # seconds inside the training steps; the rest of the epoch is input and bookkeeping
-        for x, y in dataset:
-            step_started = time.perf_counter()
-            loss = float(train_step(x, y))
-            in_steps += time.perf_counter() - step_started
-            losses.append(loss)
-            state["step"].assign_add(1)
-            state["batch"].assign_add(1)
-            bar.update(int(state["batch"]), values=[("loss", loss)])
-            if verbose == 2 and time.time() - last_note >= PROGRESS_SECONDS:
-                # No live bar into a file or pipe: a line now and then, so a long epoch shows it moves.
-                last_note = time.time()
-                total = f"/{batches_per_epoch}" if batches_per_epoch else ""
-                log(f"  batch {int(state['batch'])}{total}, mean loss {np.mean(losses):.4f}, "
-                    f"{last_note - started:.0f} s")
-            if int(state["step"]) % config.checkpoint_every == 0:
-                manager.save(checkpoint_number=int(state["step"]))
-            if on_batch is not None:
-                on_batch(int(state["step"]))
-        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                 "seconds": round(time.time() - started, 2), "step_seconds": round(in_steps, 2),
-                 "steps": len(losses), "learning_rate": learning_rate_now(optimizer)}
+        started = time.time()
+        losses = _EpochSteps(steps, state, config, manager, verbose, on_batch, log, started)
+        in_steps = steps.run_epoch(epoch, skip, losses.after_step)
+        losses.extend(steps.flush())
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses.values)) if losses.values else None,
+                 "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip,
+                 "learning_rate": learning_rate_now(optimizer)}
+        if in_steps is not None:
+            entry["step_seconds"] = round(in_steps, 2)
         stopped_early = finish_epoch(model, run, config, state, manager, history, entry, validate, metric, log,
                                      board)
-    board.close()
+    if board is not None:
+        board.close()
     if not run.best.exists():
         save_weights(model, run.best)
     return FitResult(epochs_run=int(state["epoch"]), best_epoch=int(state["best_epoch"]),
-                     best_score=float(state["best_auc"]), resumed_from=resumed_from,
+                     best_score=float(state["best_auc"]), resumed_from=source or None,
                      stopped_early=stopped_early)
+
+
+class _EpochSteps:
+    """One epoch's bookkeeping after each step: counters, progress, periodic checkpoints, losses."""
+
+    def __init__(self, steps: Steps, state: dict[str, tf.Variable], config: TrainConfig,
+                 manager: tf.train.CheckpointManager, verbose: int, on_batch: Callable[[int], None] | None,
+                 log: Callable[[str], None], started: float):
+        self.steps, self.state, self.config, self.manager = steps, state, config, manager
+        self.verbose, self.on_batch, self.log = verbose, on_batch, log
+        self.started = self.last_note = started
+        self.values: list[float] = []
+        self.bar = tf_keras.utils.Progbar(steps.batches_per_epoch, verbose=verbose)  # shows the running epoch mean
+
+    def extend(self, losses: list[float]) -> None:
+        self.values.extend(losses)
+        if losses:
+            self.bar.update(int(self.state["batch"]))
+
+    def after_step(self, loss: float | None) -> None:
+        state = self.state
+        state["step"].assign_add(1)
+        state["batch"].assign_add(1)
+        if loss is not None:
+            self.values.append(loss)
+            self.bar.update(int(state["batch"]), values=[("loss", loss)])
+        if self.verbose == 2 and self.values and time.time() - self.last_note >= PROGRESS_SECONDS:
+            # No live bar into a file or pipe: a line now and then, so a long epoch shows it moves.
+            self.last_note = time.time()
+            total = f"/{self.steps.batches_per_epoch}" if self.steps.batches_per_epoch else ""
+            self.log(f"  batch {int(state['batch'])}{total}, mean loss {np.mean(self.values):.4f}, "
+                     f"{self.last_note - self.started:.0f} s")
+        if int(state["step"]) % self.config.checkpoint_every == 0:
+            self.extend(self.steps.flush())  # asynchronous steps finish before their state is saved
+            self.manager.save(checkpoint_number=int(state["step"]))
+        if self.on_batch is not None:
+            self.on_batch(int(state["step"]))

@@ -171,11 +171,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         validate = auc_validation(model, model_inputs(valid_log, spec, histories["valid"]), labels_of(valid_log),
                                   valid_log.domains, train=sample)
     warm = _warm_start_hook(config, log)
-    if dist is not None:
-        result = distribute.fit(dist, model, run, config, spec, train, validate, rows=transform.rows, log=log,
-                                on_batch=on_batch, after_build=warm, resume_from=resume_from)
-    else:
-        result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm)
+    steps = distribute.StrategySteps(dist, config, spec, train, rows=transform.rows) if dist is not None else None
+    result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm, steps=steps,
+                 resume_from=resume_from)
     restore_weights(model, run.best)
     if dist is None or dist.chief:
         write_projector(run.path, encoder_tables(model_encoders(model), spec,
