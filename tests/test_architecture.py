@@ -12,7 +12,7 @@ import mdrec
 ROOT = Path(mdrec.__file__).resolve().parent
 # Bottom to top. Packages on one row are siblings: neither may import the other.
 LAYERS = [
-    ("errors", "fileio", "progress", "records"),
+    ("errors", "fileio", "progress", "records", "ranking_stats"),
     ("encoding",),
     ("spec",),
     ("data",),
