@@ -31,8 +31,10 @@ import mdrec  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 from tensorflow_recommenders.layers import factorized_top_k  # noqa: E402
 
-from mdrec.retrieval.index import (ScannSettings, build_index, exact_top_k, measure_qps,  # noqa: E402
-                                   recall_against_exact, tune)
+from mdrec.retrieval.domain_index import build_index  # noqa: E402
+from mdrec.retrieval.exact import exact_top_k  # noqa: E402
+from mdrec.retrieval.scann import ScannSettings  # noqa: E402
+from mdrec.retrieval.tuning import measure_qps, recall_against_exact, tune  # noqa: E402
 
 K = 10
 BATCHES = (1, 256)

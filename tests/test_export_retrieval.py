@@ -20,7 +20,8 @@ import tensorflow as tf
 from mdrec.cli import main
 from mdrec.data.pipeline import model_inputs
 from mdrec.models.two_tower import candidate_signature, query_signature
-from mdrec.retrieval.index import exact_top_k, load_scann_searcher
+from mdrec.retrieval.exact import exact_top_k
+from mdrec.retrieval.searcher import load_scann_searcher
 from mdrec.training.retrieval import candidate_embeddings, query_embeddings
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.export import export_run

@@ -14,9 +14,11 @@ import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from mdrec.errors import MdrecError
-from mdrec.retrieval.index import (DomainIndex, ScannSettings, build_index, exact_top_k, load_domain_index,
-                                   load_scann_searcher, measure_qps, recall_against_exact, save_options, tune,
-                                   write_scann_searcher)
+from mdrec.retrieval.domain_index import DomainIndex, build_index, load_domain_index, save_options
+from mdrec.retrieval.exact import exact_top_k
+from mdrec.retrieval.scann import ScannSettings
+from mdrec.retrieval.searcher import load_scann_searcher, write_scann_searcher
+from mdrec.retrieval.tuning import measure_qps, recall_against_exact, tune
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -144,7 +146,7 @@ def test_domain_index_routes_each_query_to_its_line_and_survives_reload(catalogu
         np.save(tmp_path / "domain.npy", domain)
         script = textwrap.dedent(f"""
             import numpy as np, mdrec, tensorflow as tf
-            from mdrec.retrieval.index import load_domain_index
+            from mdrec.retrieval.domain_index import load_domain_index
             index = load_domain_index({str(tmp_path / "index")!r})
             q, d = np.load({str(tmp_path / "queries.npy")!r}), np.load({str(tmp_path / "domain.npy")!r})
             scores, ids = index.search(tf.constant(q), tf.constant(d))

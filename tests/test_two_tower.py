@@ -272,7 +272,7 @@ def test_two_tower_resumes_after_a_crash_exactly(tmp_path, tiny_spec_path, tiny_
 
 
 def test_index_command_reports_and_saves_a_routed_index(tmp_path, tiny_spec_path, tiny_splits, capsys):
-    from mdrec.retrieval.index import load_domain_index
+    from mdrec.retrieval.domain_index import load_domain_index
 
     train_run(tiny_spec_path, _tt_config(tiny_splits, epochs=1), tmp_path / "tt", log=lambda *_: None)
     assert main(["index", "--run", str(tmp_path / "tt"), "--kind", "brute_force", "--k", "3",

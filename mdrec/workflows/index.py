@@ -22,7 +22,9 @@ from mdrec.errors import MdrecError
 from mdrec.evaluation.ranking import ranking_queries
 from mdrec.fileio import atomic_write_json
 from mdrec.records import recorded_path
-from mdrec.retrieval.index import KINDS, DomainIndex, exact_top_k, measure_qps, recall_against_exact, tune
+from mdrec.retrieval.domain_index import KINDS, DomainIndex
+from mdrec.retrieval.exact import exact_top_k
+from mdrec.retrieval.tuning import measure_qps, recall_against_exact, tune
 
 Printer = Callable[[str], None]
 

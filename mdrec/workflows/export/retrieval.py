@@ -33,7 +33,8 @@ INDEX_KINDS = ("brute_force", "scann")
 
 def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 100) -> FamilyExport:
     from mdrec.models.two_tower import candidate_signature, query_signature
-    from mdrec.retrieval.index import DomainIndex, save_options, write_scann_searcher
+    from mdrec.retrieval.domain_index import DomainIndex, save_options
+    from mdrec.retrieval.searcher import write_scann_searcher
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
     from mdrec.training.run import RunDir
     from mdrec.workflows.export.families import first_existing
