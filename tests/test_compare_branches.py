@@ -14,7 +14,8 @@ from mdrec.data.log import load_log
 from mdrec.data.splits import cold_item_split, split_files, time_split
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
-from mdrec.workflows.branches import Items, compare_branches, extend_catalogue, parse_branches
+from mdrec.workflows.branches import compare_branches, parse_branches
+from mdrec.workflows.branches_items import Items, extend_catalogue
 from conftest import TINY_SPEC, tiny_frame
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from mdrec.data.log import load_log
 from mdrec.errors import MdrecError
 from mdrec.evaluation.plots import RELIABILITY_BINS, reliability_points
+from mdrec.evaluation.tables import mean_std_table
 
 BASELINE = "baseline"  # the ``model`` of the sanity rows
 
@@ -49,7 +50,7 @@ def run_comparison(runs: Sequence[str | Path], data: str | Path, *, report: str 
     table.csv, written as a whole (:mod:`mdrec.workflows.compare_report`); a folder holding other
     files is refused before any run is evaluated."""
     from mdrec.training.run import RunDir
-    from mdrec.workflows.train import CtrEvaluation, ctr_baseline_tables, evaluate_run
+    from mdrec.workflows.evaluate import CtrEvaluation, ctr_baseline_tables, evaluate_run
 
     if not runs:
         raise MdrecError("give at least one run folder with --runs")
@@ -122,13 +123,16 @@ def model_groups(table: pd.DataFrame) -> pd.Series:
 
 
 def aggregate_by_model(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over the runs of each model type (e.g. several seeds), as strings."""
+    """Mean ± std over the runs of each model type (e.g. several seeds), as strings
+    (:func:`mdrec.evaluation.tables.mean_std_table`: sample std, one run no spread, none "-").
+    Rows "<model> (n=<runs>)" in the table's order; columns those of ``table`` but ``model``."""
     numeric = table.drop(columns=["model"]).astype(float)
-    out = {}
-    for model, part in numeric.groupby(model_groups(table), sort=False):
-        mean, std = part.mean(), part.std(ddof=1) if len(part) > 1 else part.mean() * np.nan
-        out[f"{model} (n={len(part)})"] = {c: (f"{mean[c]:.4f}" if np.isnan(std[c]) else f"{mean[c]:.4f} ± {std[c]:.4f}")
-                                          for c in numeric.columns}
-    frame = pd.DataFrame(out).T
+    groups = model_groups(table)
+    # long: one value per (model, column, run); a run is one seed of its model
+    values = numeric.assign(row=groups.to_numpy(), seed=table.index.to_numpy()).melt(
+        id_vars=["row", "seed"], var_name="column", value_name="value")
+    frame = mean_std_table(values, rows=list(dict.fromkeys(groups)), columns=list(numeric.columns))
+    runs = groups.value_counts(sort=False)
+    frame.index = [f"{model} (n={runs[model]})" for model in frame.index]
     frame.index.name = "model"
     return frame

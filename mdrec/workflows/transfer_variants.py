@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
+
+from mdrec.evaluation.tables import mean_std_table
 
 VARIANTS = ("no transfer", "ID warm start", "scratch", "frozen", "finetune", "adapter")
 SLICES = ("ALL", "target history 0", "target history 1-3", "target history 4+", "with source history",
@@ -46,10 +47,10 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
             source_users = {u for u, items in load_pretrained(pretrained).sequences.items() if len(items)}
         table = ctr_slices(out, target["test"], source_users)
     else:
-        metrics = transfer_run(pretrained, spec_path, out, task="ctr", mode=variant, train=target["train"],
-                               valid=target["valid"], test=target["test"], model=model,
-                               hyperparameters=hyperparameters, overwrite=True, log=log, **training)
-        table = metrics["_slices"]
+        result = transfer_run(pretrained, spec_path, out, task="ctr", mode=variant, train=target["train"],
+                              valid=target["valid"], test=target["test"], model=model,
+                              hyperparameters=hyperparameters, overwrite=True, log=log, **training)
+        metrics, table = result.metrics, result.table
     rows = []
     for scorer in table["model"].unique():
         name = variant if scorer == "model" else scorer
@@ -63,18 +64,16 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
 
 
 def summary(rows: list[dict]) -> pd.DataFrame:
-    """Variant x slice: "mean ± std" over seeds (the baseline once per seed)."""
+    """Variant x slice: "mean ± std" of the test AUC over seeds
+    (:func:`mdrec.evaluation.tables.mean_std_table`; "-" where a slice has no AUC).
+
+    rows: :func:`run_variant`'s; each variant run repeats the sanity rows, so a (variant, seed)
+    counts once.
+    """
     frame = pd.DataFrame(rows).drop_duplicates(subset=["variant", "seed"])
     columns = [s for s in SLICES if s in frame.columns]
-    out = {}
-    for variant, group in frame.groupby("variant", sort=False):
-        cells = {}
-        for column in columns:
-            values = group[column].dropna().to_numpy()
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            cells[column] = f"{values.mean():.4f} ± {std:.4f}" if len(values) > 1 else f"{values.mean():.4f}" \
-                if len(values) else "n/a"
-        out[variant] = cells
-    table = pd.DataFrame(out).T
+    values = frame.rename(columns={"variant": "row"}).melt(id_vars=["row", "seed"], value_vars=columns,
+                                                           var_name="column", value_name="value")
+    table = mean_std_table(values, rows=list(dict.fromkeys(frame["variant"])), columns=columns)
     table.index.name = "variant"
     return table
