@@ -58,7 +58,7 @@ def main() -> None:
                 metrics = train_profile(str(pretrained), args.spec, str(args.data / "train.parquet"), target,
                                         args.out / f"{target}-{mode}-{seed}", mode=mode, epochs=args.epochs,
                                         seed=seed, overwrite=True, log=lambda *_: None)
-                table = metrics["_table"].loc["ALL"]
+                table = metrics.table.loc["ALL"]
                 for scorer in ("model", "majority class"):
                     part = table[table["model"] == scorer].iloc[0]
                     row = {"target": target, "variant": mode if scorer == "model" else scorer, "seed": seed,

@@ -63,8 +63,9 @@ def test_training_flags_default_to_what_the_workflow_itself_uses():
     checked = 0
     for command, defaults in expected.items():
         parsed = {a.dest: a.default for a in commands[command]._actions}
-        for key in ("model", "epochs", "batch_size", "learning_rate", "patience", "seed", "checkpoint_every"):
+        for key in ("model", "epochs", "batch_size", "learning_rate", "patience", "seed", "checkpoint_every",
+                    "adapter_dim"):
             if key in defaults and key in parsed and parsed[key] is not None:
                 assert parsed[key] == defaults[key], (command, key, parsed[key], defaults[key])
                 checked += 1
-    assert checked >= 15
+    assert checked >= 16

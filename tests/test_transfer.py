@@ -138,10 +138,10 @@ def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setu
     from mdrec.workflows.transfer import transfer_run
 
     paths = setup["paths"]
-    metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "run", task="ctr", mode="adapter",
+    result = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "run", task="ctr", mode="adapter",
                            train=str(paths["train"]), valid=str(paths["valid"]), test=str(paths["test"]),
                            epochs=2, batch_size=64, hyperparameters={"hidden": [8]}, log=lambda *_: None)
-    slices = metrics["_slices"]
+    metrics, slices = result.metrics, result.table
     assert {"ALL", "with source history"} <= set(slices.index)
     assert any(str(i).startswith("target history") for i in slices.index)
     model_all = slices[slices["model"] == "model"].loc["ALL", "auc"]
@@ -154,10 +154,10 @@ def test_transfer_ctr_run_reports_slices_and_reloads_and_serves_identically(setu
 def test_profile_task_reports_model_and_majority_rows(setup, tmp_path):
     from mdrec.workflows.transfer import transfer_run
 
-    metrics = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "profile", task="profile",
+    result = transfer_run(setup["pretrained"], setup["spec"], tmp_path / "profile", task="profile",
                            mode="frozen", train=str(setup["paths"]["train"]), target="city", epochs=2,
                            batch_size=16, log=lambda *_: None)
-    table = metrics["_table"]
+    metrics, table = result.metrics, result.table
     assert set(table["model"]) == {"model", "majority class"}
     assert sum(metrics["users"].values()) == 40  # every user of the log, split 80/10/10
     assert metrics["users"]["test"] == 4

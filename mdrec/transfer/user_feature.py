@@ -26,6 +26,7 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.models.user_encoder import UserEncoder
+from mdrec.transfer.settings import ADAPTER_DIM
 
 MODES = ("frozen", "finetune", "adapter", "scratch")
 
@@ -81,7 +82,7 @@ class PretrainedUser(tf_keras.layers.Layer):
     ``mode``: see the module doc.
     """
 
-    def __init__(self, source: Any, mode: str = "finetune", adapter_dim: int = 16, **kwargs):
+    def __init__(self, source: Any, mode: str = "finetune", adapter_dim: int = ADAPTER_DIM, **kwargs):
         super().__init__(**kwargs)
         self.mode = check_mode(mode)
         if source.encoder.time_buckets:
@@ -119,6 +120,3 @@ class PretrainedUser(tf_keras.layers.Layer):
         has_history = tf.cast(tf.reduce_any(tf.not_equal(history, ""), axis=1), vector.dtype)[:, None]
         return tf.gather(tf.concat([vector * has_history, has_history], axis=-1), row_user)   # [B, dim + 1]
 
-
-# What a run records beside ``pretrained`` (its folder) when it transfers, with their defaults.
-TRANSFER_DEFAULTS = {"transfer_mode": "finetune", "adapter_dim": 16}

@@ -2,10 +2,12 @@
 run folder (:mod:`mdrec.transfer.profile` holds the model and its report)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 import mdrec  # noqa: F401
 import tf_keras
@@ -17,15 +19,24 @@ from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
 from mdrec.training.run import RunDir, TrainConfig
 from mdrec.transfer.profile import (USER, ProfileModel, profile_logits, profile_report, split_users,
                                     user_labels)
+from mdrec.transfer.settings import ADAPTER_DIM
 from mdrec.transfer.user_feature import PretrainedUser, trainable_share
 from mdrec.workflows.pretrain import load_pretrained
 
 
+@dataclass
+class ProfileResult:
+    """What :func:`train_profile` returns."""
+
+    metrics: dict[str, Any]   # as written to out/metrics.json
+    table: pd.DataFrame       # held-out users' accuracy and macro F1 per line, model and majority-class rows
+
+
 def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: str | Path, *,
-                  mode: str = "frozen", adapter_dim: int = 16, hidden: Sequence[int] = (64,),
+                  mode: str = "frozen", adapter_dim: int = ADAPTER_DIM, hidden: Sequence[int] = (64,),
                   dropout: float = 0.1, epochs: int = 30, batch_size: int = 128, learning_rate: float = 3e-3,
                   patience: int = 3, seed: int = 0, overwrite: bool = False,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print) -> ProfileResult:
     """Train the profile head (and the encoder, as ``mode`` says) in run folder ``out``."""
     labels_by_user = user_labels(data, spec_path, target)
     classes = sorted(labels_by_user.unique())
@@ -73,5 +84,4 @@ def train_profile(pretrained: str, spec_path: str, data: str, target: str, out: 
                "transfer": {"mode": mode, "source_users": model.user.known_users, **trainable_share(model.user.encoder)},
                "tables": {"test": table.reset_index().to_dict(orient="records")}}
     atomic_write_json(run.metrics_path, metrics)
-    metrics["_table"] = table
-    return metrics
+    return ProfileResult(metrics, table)

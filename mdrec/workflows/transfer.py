@@ -8,21 +8,35 @@ RUN/report/ (report.md, report.html): its test AUC by the user's history, beside
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import pandas as pd
 
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import model_family
 from mdrec.training.schedule import TRANSFER
-from mdrec.transfer.user_feature import MODES, TRANSFER_DEFAULTS
+from mdrec.transfer.settings import ADAPTER_DIM
+from mdrec.transfer.user_feature import MODES
 
 TASKS = ("ctr", "retrieval", "profile")
 
 
+@dataclass
+class TransferResult:
+    """What :func:`transfer_run` returns."""
+
+    metrics: dict[str, Any]      # as written to out/metrics.json (a train_run's metrics for ctr and retrieval)
+    # profile: the held-out users' table (model and majority-class rows); ctr with a test log: test
+    # AUC by the user's history (model and sanity rows); otherwise None.
+    table: pd.DataFrame | None = None
+
+
 def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path, *, task: str, mode: str,
                  train: str, valid: str | None = None, test: str | None = None, model: str | None = None,
-                 target: str | None = None, adapter_dim: int = TRANSFER_DEFAULTS["adapter_dim"],
+                 target: str | None = None, adapter_dim: int = ADAPTER_DIM,
                  epochs: int = TRANSFER["epochs"], batch_size: int = TRANSFER["batch_size"],
                  learning_rate: float = TRANSFER["learning_rate"], patience: int = TRANSFER["patience"],
                  seed: int = TRANSFER["seed"],
@@ -40,10 +54,11 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
 
         if not target:
             raise MdrecError("--task profile needs --target COLUMN (a user attribute, e.g. gender)")
-        return train_profile(str(pretrained), str(spec_path), train, target, out, mode=mode,
-                             adapter_dim=adapter_dim, epochs=epochs, batch_size=batch_size,
-                             learning_rate=learning_rate, patience=patience, seed=seed, overwrite=overwrite,
-                             log=log, **(hyperparameters or {}))
+        profile = train_profile(str(pretrained), str(spec_path), train, target, out, mode=mode,
+                                adapter_dim=adapter_dim, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, patience=patience, seed=seed, overwrite=overwrite,
+                                log=log, **(hyperparameters or {}))
+        return TransferResult(profile.metrics, profile.table)
     from mdrec.training.run import TrainConfig
     from mdrec.workflows.train import train_run
 
@@ -57,7 +72,7 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                          learning_rate=learning_rate, patience=patience, seed=seed, warm_start=warm_start,
                          hyperparameters={**(hyperparameters or {}), "pretrained": str(pretrained),
                                           "transfer_mode": mode, "adapter_dim": adapter_dim})
-    metrics = train_run(spec_path, config, out, overwrite=overwrite, log=log)
+    metrics: dict[str, Any] = dict(train_run(spec_path, config, out, overwrite=overwrite, log=log))
     if task == "ctr" and test:
         from mdrec.records import recorded_path
         from mdrec.workflows.transfer_report import write_slices_report
@@ -69,6 +84,6 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                                      title=f"{model} + pretrained user encoder ({mode}): test by history")
         # relative to metrics.json (mdrec.records): the run folder may move as a whole
         metrics["report"] = {name: recorded_path(path, Path(out) / "metrics.json") for name, path in report.items()}
-        atomic_write_json(Path(out) / "metrics.json", {k: v for k, v in metrics.items() if not k.startswith("_")})
-        metrics["_slices"] = table
-    return metrics
+        atomic_write_json(Path(out) / "metrics.json", metrics)
+        return TransferResult(metrics, table)
+    return TransferResult(metrics)
