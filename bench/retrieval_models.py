@@ -33,7 +33,8 @@ from mdrec.data.prepare import prepare  # noqa: E402
 from mdrec.fileio import atomic_write_table  # noqa: E402
 from mdrec.spec import load_spec  # noqa: E402
 from mdrec.training.run import RunDir, TrainConfig  # noqa: E402
-from mdrec.workflows.train import evaluate_retrieval_run, train_run  # noqa: E402
+from mdrec.workflows.evaluate import evaluate_retrieval_run  # noqa: E402
+from mdrec.workflows.train import train_run  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10", "recall@50", "hr@10")
 JOINT = "two_tower (joint)"

@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 from mdrec.data.pipeline import model_inputs  # noqa: E402
 from mdrec.data.signature import input_signature  # noqa: E402
 from mdrec.workflows.export import export_run  # noqa: E402
-from mdrec.workflows.train import evaluation_log, load_trained, restore_trained  # noqa: E402
+from mdrec.workflows.restore import evaluation_log, load_trained, restore_trained  # noqa: E402
 
 SPEC = Path(__file__).resolve().parent.parent / "feature_specs" / "synthetic.yaml"
 CALLS = {1: 200, 256: 40}   # calls per variant per round

@@ -25,7 +25,7 @@ _PUBLIC = {
     "Star": "mdrec.models.ctr", "SharedBottom": "mdrec.models.ctr", "MMoE": "mdrec.models.ctr",
     "Separate": "mdrec.models.ctr", "TwoTower": "mdrec.models.two_tower", "UserEncoder": "mdrec.models.user_encoder",
     "build_model": "mdrec.models.registry",
-    "TrainConfig": "mdrec.training.run", "train_run": "mdrec.workflows.train", "evaluate_run": "mdrec.workflows.train",
+    "TrainConfig": "mdrec.training.run", "train_run": "mdrec.workflows.train", "evaluate_run": "mdrec.workflows.evaluate",
     "compare_runs": "mdrec.workflows.compare", "pretrain_run": "mdrec.workflows.pretrain",
     "load_pretrained": "mdrec.workflows.pretrain", "transfer_run": "mdrec.workflows.transfer",
     "lifelong_run": "mdrec.workflows.lifelong", "index_run": "mdrec.workflows.index", "ab_test": "mdrec.workflows.ab",

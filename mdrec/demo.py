@@ -33,7 +33,8 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     from mdrec.evaluation.metrics import format_table
     from mdrec.training.run import TrainConfig
     from mdrec.workflows.compare import run_comparison
-    from mdrec.workflows.train import table_from_records, train_run
+    from mdrec.workflows.run_tables import table_from_records
+    from mdrec.workflows.train import train_run
 
     out = Path(out)
     started = time.time()
@@ -188,7 +189,8 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
     """ID vs content vs hybrid item encoders in the two-tower model, on a split with cold items."""
     from mdrec.evaluation.metrics import format_table
     from mdrec.progress import quiet_progress
-    from mdrec.workflows.branches import SUBSETS, bucket_table, compare_branches, findings, summary_table
+    from mdrec.workflows.branches import compare_branches
+    from mdrec.workflows.branches_report import SUBSETS, bucket_table, findings, summary_table
 
     log(f"\n[9/{STEPS}] ID vs content item encoders (mdrec compare-branches --model two_tower --data "
         "runs/demo/data/log.parquet --cold-items 0.1): the same two-tower model with the item ID, the item's "
@@ -297,7 +299,8 @@ def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, lo
     from mdrec.training.retrieval import comparison
     from mdrec.training.run import TrainConfig
     from mdrec.workflows.index import format_report, index_run
-    from mdrec.workflows.train import retrieval_rows, train_run
+    from mdrec.workflows.run_tables import retrieval_rows
+    from mdrec.workflows.train import train_run
 
     log(f"\n[4/{STEPS}] training a two-tower retrieval model across the lines (towers=shared: the user's "
         "history against the item, rows of one item table; in-batch softmax with logQ correction)")

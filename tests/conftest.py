@@ -103,7 +103,7 @@ def reload_and_serve(run_path, test_path, tmp_path):
 
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.loop import predict
-    from mdrec.workflows.train import restore_for
+    from mdrec.workflows.restore import restore_for
 
     r = restore_for(run_path, test_path)
     model, spec, inputs = r.model, r.spec, r.inputs

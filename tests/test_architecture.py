@@ -98,3 +98,15 @@ def test_the_public_api_resolves_lazily_to_the_library_objects():
     assert set(mdrec.__all__) <= set(dir(mdrec))
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         mdrec.no_such_thing
+
+
+def test_typed_results_declare_the_early_stopping_score_they_record():
+    """train_run's and pretrain_run's results are TypedDicts; the score key is built from the
+    early-stopping metric's name, so a renamed metric must rename the declared key too."""
+    from mdrec.pretraining.evaluation import EARLY_STOPPING as SEQUENCE_SCORE
+    from mdrec.training.retrieval import EARLY_STOPPING as RETRIEVAL_SCORE
+    from mdrec.workflows.pretrain import PretrainMetrics
+    from mdrec.workflows.train import TrainMetrics
+
+    assert f"best_valid_{SEQUENCE_SCORE}" in PretrainMetrics.__annotations__
+    assert f"best_valid_{RETRIEVAL_SCORE}" in TrainMetrics.__annotations__

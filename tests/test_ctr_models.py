@@ -126,7 +126,7 @@ def test_models_train_and_round_trip_savedmodel(tmp_path, tiny_spec_path, tiny_s
 def _a_step_of_your_own_loop_is_served_fresh(run, test):
     """STAR trained further by a plain GradientTape loop, then called directly: the scores are those
     of the new weights (they once came from the fused weights of the kit's last fuse())."""
-    from mdrec.workflows.train import restore_for
+    from mdrec.workflows.restore import restore_for
 
     restored = restore_for(run, test)
     model = restored.model

@@ -24,7 +24,8 @@ from mdrec.spec import load_spec
 from mdrec.training import distribute
 from mdrec.training.cluster import LocalCluster, check_cluster
 from mdrec.training.run import TrainConfig
-from mdrec.workflows.train import evaluate_run, train_run
+from mdrec.workflows.evaluate import evaluate_run
+from mdrec.workflows.train import train_run
 from conftest import TINY_SPEC, tiny_frame
 
 FLAT_SPEC = TINY_SPEC.replace("sequence: {item: item_id, max_length: 5}\n", "")

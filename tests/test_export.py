@@ -32,7 +32,8 @@ from mdrec.training.loop import predict
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.export import export_run
 from mdrec.workflows.export import saved_model as saved_model_module
-from mdrec.workflows.train import evaluation_log, load_trained, restore_trained, train_run
+from mdrec.workflows.restore import evaluation_log, load_trained, restore_trained
+from mdrec.workflows.train import train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 PYTHON = sys.executable

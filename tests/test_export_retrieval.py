@@ -25,7 +25,8 @@ from mdrec.retrieval.searcher import load_scann_searcher
 from mdrec.training.retrieval import candidate_embeddings, query_embeddings
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.export import export_run
-from mdrec.workflows.train import evaluation_log, load_trained, restore_trained, train_run
+from mdrec.workflows.restore import evaluation_log, load_trained, restore_trained
+from mdrec.workflows.train import train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 PYTHON = sys.executable

@@ -21,7 +21,8 @@ from mdrec.export.versions import staged_version, versions
 from mdrec.fileio import atomic_directory, writer_mark
 from mdrec.lifelong.tasks import parse_tasks
 from mdrec.spec import load_spec
-from mdrec.workflows.train import evaluate_run, train_run
+from mdrec.workflows.evaluate import evaluate_run
+from mdrec.workflows.train import train_run
 from conftest import Crashed, crash_at, tiny_config, tiny_frame
 
 QUIET = lambda *_: None  # noqa: E731

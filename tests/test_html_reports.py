@@ -155,7 +155,7 @@ def test_compare_report_holds_the_tables_and_one_plot_per_line(runs, tmp_path, c
 
 
 def test_compare_refuses_a_report_folder_with_other_files_before_evaluating(tmp_path, capsys, monkeypatch):
-    import mdrec.workflows.train as workflow
+    import mdrec.workflows.evaluate as workflow
 
     def never(*_args, **_kwargs):
         raise AssertionError("evaluated a run before checking the report folder")

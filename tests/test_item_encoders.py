@@ -23,7 +23,8 @@ from mdrec.models.registry import build_model
 from mdrec.models.two_tower import TwoTower, candidate_signature
 from mdrec.spec import load_spec, parse_spec, with_domain_values
 from mdrec.training.run import TrainConfig
-from mdrec.workflows.train import restore_for, train_run
+from mdrec.workflows.restore import restore_for
+from mdrec.workflows.train import train_run
 from conftest import TINY_SPEC, write_tiny_splits
 
 

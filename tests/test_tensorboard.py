@@ -89,7 +89,7 @@ def test_ctr_run_writes_curves_per_line(trained_run):
 
 
 def test_projector_shows_the_best_weights_with_metadata(trained_run):
-    from mdrec.workflows.train import load_trained
+    from mdrec.workflows.restore import load_trained
 
     out, paths = trained_run
     folder = out / "tensorboard" / "embeddings"

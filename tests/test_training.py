@@ -13,7 +13,8 @@ from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streamin
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training.loop import logloss_rising
-from mdrec.workflows.train import evaluate_run, train_run
+from mdrec.workflows.evaluate import evaluate_run
+from mdrec.workflows.train import train_run
 from conftest import Crashed, crash_at, reload_and_serve, tiny_config
 
 

@@ -23,7 +23,9 @@ from mdrec.models.two_tower import TwoTower
 from mdrec.spec import load_spec, with_domain_values
 from mdrec.training.retrieval import in_batch_loss, train_inputs
 from mdrec.training.run import TrainConfig
-from mdrec.workflows.train import evaluate_retrieval_run, load_trained, train_run
+from mdrec.workflows.evaluate import evaluate_retrieval_run
+from mdrec.workflows.restore import load_trained
+from mdrec.workflows.train import train_run
 from conftest import events, TINY_SPEC
 
 
@@ -236,9 +238,9 @@ def test_two_tower_rejects_bad_parameters(tmp_path, tiny_spec_path, tiny_splits,
 
 
 def test_params_read_numbers_lists_and_words():
-    from mdrec.cli import _params
+    from mdrec.cli.commands import parse_params
 
-    assert _params(["embeddings_l2=1e-4", "hidden=[64, 32]", "logq=none", "item_bias=false", "k=3"]) == {
+    assert parse_params(["embeddings_l2=1e-4", "hidden=[64, 32]", "logq=none", "item_bias=false", "k=3"]) == {
         "embeddings_l2": 1e-4, "hidden": [64, 32], "logq": "none", "item_bias": False, "k": 3}
 
 
@@ -307,7 +309,7 @@ def report_dim(index) -> int:
 
 
 def test_specs_without_time_use_training_profiles_and_never_held_out_clicks(tmp_path, tiny_splits):
-    from mdrec.workflows.train import evaluation_context, load_trained
+    from mdrec.workflows.restore import evaluation_context, load_trained
 
     spec_path = tmp_path / "no_time.yaml"
     spec_path.write_text(TINY_SPEC.replace("time: {column: ts}\n", ""))

@@ -8,7 +8,8 @@ import mdrec  # noqa: F401
 from conftest import tiny_frame
 from mdrec.errors import MdrecError
 from mdrec.training.run import TrainConfig
-from mdrec.workflows.train import load_trained, restore_trained, train_run
+from mdrec.workflows.restore import load_trained, restore_trained
+from mdrec.workflows.train import train_run
 
 
 def _splits(folder, frame):

@@ -129,3 +129,25 @@ def add_history(log: Log, spec: Spec, *, folds: bool = True) -> np.ndarray | Non
     include = log.frame[LABEL].to_numpy() == 1 if seq.positives_only else None
     return build_history(log.frame[spec.user_id.name].to_numpy(dtype=object), _history_keys(log, spec),
                          log.frame[TIME].to_numpy(), seq.max_length, include)
+
+
+def split_histories(spec: Spec, logs: list[Log], train: int | None = 0, *, folds: bool = True) -> list[np.ndarray | None]:
+    """Behaviour sequences for several splits.
+
+    With time, computed over their union so that an event's history may use any earlier event
+    (from any split) but never one at or after its own time. Without time (profiles), every split's
+    history comes from the training split ``logs[train]`` alone (its own rows read the other
+    profile fold, or with ``folds=False`` every item but their own); with ``train`` None, each log
+    profiles itself.
+    """
+    if spec.sequence is None:
+        return [None] * len(logs)
+    if spec.time is None:
+        return [add_profile(logs[train] if train is not None else log, log, spec, folds=folds) for log in logs]
+    combined = Log.concat(logs)
+    history = add_history(combined, spec)
+    out, start = [], 0
+    for log in logs:
+        out.append(history[start:start + len(log)])
+        start += len(log)
+    return out

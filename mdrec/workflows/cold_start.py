@@ -238,7 +238,7 @@ def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries:
     """Scores [q, N] of a finished retrieval run for ``queries``' users, in ``catalogue``'s columns
     (the run's own catalogue may hold fewer items: those score -inf)."""
     from mdrec.training.retrieval import model_scores
-    from mdrec.workflows.train import restore_for
+    from mdrec.workflows.restore import restore_for
 
     r = restore_for(run, test, need_context=True)
     own = r.model.catalogue

@@ -36,7 +36,7 @@ def index_run(run_path: str | Path, *, kind: str = "scann", k: int = 10, recall_
     from mdrec.models.registry import model_family
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
     from mdrec.training.run import RunDir
-    from mdrec.workflows.train import evaluation_context, load_trained, restore_trained
+    from mdrec.workflows.restore import evaluation_context, load_trained, restore_trained
 
     if kind not in KINDS:
         raise MdrecError(f"unknown index kind '{kind}'", hint=f"use one of {', '.join(KINDS)}")

@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -156,12 +156,29 @@ def _check_schedule(epochs: int, batch_size: int, learning_rate: float, patience
         raise MdrecError(f"--patience must be at least 1, got {patience}")
 
 
+# What pretrain_run returns and writes to metrics.json.
+PretrainMetrics = TypedDict("PretrainMetrics", {
+    "model": str,
+    "objective": str, "architecture": str, "pooling": str, "causal": bool,
+    "negatives": int, "exclude_seen": bool, "softmax": str,   # "full" or "sampled (N)"
+    "best_epoch": int,
+    "best_valid_ndcg@10": float,            # the early-stopping score (evaluation.EARLY_STOPPING)
+    "epochs_run": int, "stopped_early": bool,
+    "early_stopping": str,                  # what was watched: the item head's or the user-vector kNN's
+    "user_vector": str,                     # which representation transfer and the user_encoder export use
+    "data": dict[str, Any],                 # users, items, events of the training sequences
+    "protocols": dict[str, Any],            # per split: the queries ranked and how
+    "tables": dict[str, list[dict]],        # per split: ranking rows (model, popularity, kNN) as records
+    "training_seconds": float, "training_events_per_s": float | None, "seconds": float,
+})
+
+
 def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, valid: str | Path | None = None,
                  test: str | Path | None = None, epochs: int = TRAINING["epochs"],
                  batch_size: int = TRAINING["batch_size"], learning_rate: float = TRAINING["learning_rate"],
                  patience: int = TRAINING["patience"], seed: int = TRAINING["seed"],
                  checkpoint_every: int = TRAINING["checkpoint_every"], overwrite: bool = False, log: Printer = print,
-                 on_batch: Callable[[int], None] | None = None, **hyperparameters) -> dict:
+                 on_batch: Callable[[int], None] | None = None, **hyperparameters) -> PretrainMetrics:
     """Pretrain a user encoder on ``data``'s click sequences into run folder ``out`` (resumes)."""
     from mdrec.training.loop import fit, restore_weights
 
@@ -248,7 +265,7 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
                                              neighbours=hp["knn_neighbours"])
         tables["test"] = evaluate_test.table(hp["objective"], model.predicts_items)
         protocols["test"] = _protocol(held.test, evaluate_test, vocabulary)
-    metrics = {"model": MODEL, "objective": hp["objective"], "architecture": hp["architecture"],
+    metrics: PretrainMetrics = {"model": MODEL, "objective": hp["objective"], "architecture": hp["architecture"],
                "pooling": hp["pooling"], "causal": hp["causal"], "negatives": negatives, "exclude_seen": exclude_seen,
                "softmax": "full" if negatives == 0 or negatives >= len(vocabulary) else f"sampled ({negatives})",
                "best_epoch": result.best_epoch, f"best_valid_{evaluation.EARLY_STOPPING}": result.best_score,

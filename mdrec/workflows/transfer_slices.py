@@ -46,7 +46,8 @@ def ctr_slices(run_path: str | Path, data: str | Path, source_users: set | froze
     ``model`` says which scorer ("model" or the sanity row's name). The source-history slices use the
     run's pretrained users, or ``source_users`` (to slice a run without transfer the same way)."""
     from mdrec.training.loop import predict
-    from mdrec.workflows.train import ctr_baselines_of, restore_for
+    from mdrec.workflows.evaluate import ctr_baselines_of
+    from mdrec.workflows.restore import restore_for
 
     r = restore_for(run_path, data, need_context=True)
     train = r.context["train"].frame

@@ -67,7 +67,7 @@ def build_ctr(run_path: Path) -> FamilyExport:
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.loop import predict
     from mdrec.training.run import RunDir
-    from mdrec.workflows.train import restore_for
+    from mdrec.workflows.restore import restore_for
 
     run = RunDir(run_path).require()
     run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work

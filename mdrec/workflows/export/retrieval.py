@@ -38,7 +38,7 @@ def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
     from mdrec.training.run import RunDir
     from mdrec.workflows.export.families import first_existing
-    from mdrec.workflows.train import restore_for
+    from mdrec.workflows.restore import restore_for
 
     if index not in INDEX_KINDS:
         raise MdrecError(f"unknown index kind '{index}'", hint=f"use one of {', '.join(INDEX_KINDS)}")

@@ -1,0 +1,6 @@
+"""``python -m mdrec.cli``: the ``mdrec`` command."""
+import sys
+
+from mdrec.cli import main
+
+sys.exit(main())
