@@ -48,7 +48,7 @@ import tf_keras  # noqa: E402
 from mdrec.data.transform import Transform  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
-from mdrec.training import loop  # noqa: E402
+from mdrec.training import loop, validation  # noqa: E402
 from mdrec.training.run import TrainConfig  # noqa: E402
 from mdrec.workflows.train import train_run  # noqa: E402
 from ctr_models import prepared  # noqa: E402
@@ -106,7 +106,7 @@ def measure_kit(model: str, batch: int, data: Path, spec_path: Path, work: Path,
     last = json.loads((run / "history.json").read_text())[-1]
     rows = timings["train_rows"]
     # Validation scores the validation split and a fixed sample of training rows (the train curves).
-    valid_rows = _rows(data / "valid.parquet") + min(loop.TRAIN_SAMPLE, rows)
+    valid_rows = _rows(data / "valid.parquet") + min(validation.TRAIN_SAMPLE, rows)
     base = {"model": model, "batch": batch}
     return [
         {**base, "phase": "input_pipeline", "ex_per_s": rows / timings["input_pipeline"],

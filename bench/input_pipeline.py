@@ -165,7 +165,7 @@ def cluster_role(args) -> None:
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec
     from mdrec.training import cluster, distribute
-    from mdrec.training.loop import build
+    from mdrec.training.inference import build
     from mdrec.training.run import TrainConfig
 
     work = Path(args.work)
@@ -259,7 +259,7 @@ def cluster_throughput(work: Path, args, strategy: str, workers: int) -> dict | 
 def big_table(work: Path, args) -> None:
     import pandas as pd
 
-    from mdrec.data.shards import convert
+    from mdrec.data.shard_convert import convert
     from mdrec.spec import load_spec
     from mdrec.training.cluster import LocalCluster
 
@@ -346,7 +346,7 @@ def main() -> None:
     emit(measure="setup", work=str(work), cores=os.cpu_count(), load_average=os.getloadavg())
 
     from mdrec.data import synthetic
-    from mdrec.data.shards import convert
+    from mdrec.data.shard_convert import convert
     from mdrec.spec import load_spec
 
     (work / "spec.yaml").write_text(spec_text())

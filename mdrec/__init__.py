@@ -27,7 +27,7 @@ _PUBLIC = {
     "build_model": "mdrec.models.registry",
     "TrainConfig": "mdrec.training.run", "train_run": "mdrec.workflows.train", "evaluate_run": "mdrec.workflows.evaluate",
     "compare_runs": "mdrec.workflows.compare", "pretrain_run": "mdrec.workflows.pretrain",
-    "load_pretrained": "mdrec.workflows.pretrain", "transfer_run": "mdrec.workflows.transfer",
+    "load_pretrained": "mdrec.workflows.pretrained", "transfer_run": "mdrec.workflows.transfer",
     "lifelong_run": "mdrec.workflows.lifelong", "index_run": "mdrec.workflows.index", "ab_test": "mdrec.workflows.ab",
     "compare_branches": "mdrec.workflows.branches", "export_run": "mdrec.workflows.export",
     "ServedModel": "mdrec.export", "MdrecError": "mdrec.errors",

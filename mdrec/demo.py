@@ -29,15 +29,41 @@ def default_spec_path() -> Path:
 
 
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -> dict:
-    from mdrec.data import synthetic
-    from mdrec.evaluation.metrics import format_table
-    from mdrec.training.run import TrainConfig
-    from mdrec.workflows.compare import run_comparison
-    from mdrec.workflows.run_tables import table_from_records
-    from mdrec.workflows.train import train_run
+    from mdrec.workflows.ab import ab_step
+    from mdrec.workflows.lifelong_demo import lifelong_step
 
     out = Path(out)
     started = time.time()
+    data_dir, paths, bayes = _data_step(out, quick=quick, log=log)
+    spec_path = data_dir / "spec.yaml"
+    runs, table = _ctr_steps(spec_path, paths, out, bayes, quick=quick, log=log)
+    comparison = _compare_step(list(runs.values()), paths["test"], out / "compare", bayes, log=log)
+    retrieval = _retrieval_steps(spec_path, paths, out, quick=quick, log=log)
+    exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
+    log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
+        "--data runs/demo/data/test.parquet --out runs/demo/ab")
+    ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
+                 n_bootstrap=200 if quick else 500)
+    pretraining, transfer, cold_start = _transfer_step(spec_path, out, quick=quick, log=log)
+    branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
+    scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
+                                log=log)
+    lifelong = lifelong_step(spec_path, out / "transfer_data", out, quick=quick, log=log,
+                             header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
+                                    "tasks learned one after another on one encoder")
+    log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
+        f"({time.time() - started:.0f} s)")
+    log(f"curves of every run (loss, AUC / recall per line, score histograms, embedding projector): "
+        f"tensorboard --logdir {out}")
+    return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
+            "pretraining": pretraining, "transfer": transfer, "cold_start": cold_start,
+            "branches": branches, "scale_out": scale_out, "lifelong": lifelong}
+
+
+def _data_step(out: Path, *, quick: bool, log) -> tuple[Path, dict, dict[str, float]]:
+    """Step 1: the synthetic log's splits with a copy of the shipped spec, and the test split's Bayes AUC."""
+    from mdrec.data import synthetic
+
     config = synthetic.SyntheticConfig(num_impressions=30_000, num_users=1500, num_items=800) if quick \
         else synthetic.SyntheticConfig()
     log(f"[1/{STEPS}] generating the synthetic log ({config.num_impressions:,} impressions, "
@@ -45,9 +71,17 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     data_dir = out / "data"
     generated = synthetic.generate(config)
     paths = synthetic.write(generated, data_dir)
-    spec_path = data_dir / "spec.yaml"
-    atomic_write_text(spec_path, default_spec_path().read_text(encoding="utf-8"))
-    bayes = bayes_auc_on_test(generated)
+    atomic_write_text(data_dir / "spec.yaml", default_spec_path().read_text(encoding="utf-8"))
+    return data_dir, paths, bayes_auc_on_test(generated)
+
+
+def _ctr_steps(spec_path: Path, paths: dict, out: Path, bayes: dict[str, float], *, quick: bool,
+               log) -> tuple[dict[str, Path], pd.DataFrame]:
+    """Steps 2-3: STAR and shared-bottom (default settings); STAR's test table beside the Bayes ceiling."""
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.training.run import TrainConfig
+    from mdrec.workflows.run_tables import table_from_records
+    from mdrec.workflows.train import train_run
 
     runs = {}
     for step, (model, what) in enumerate((("star", "STAR: shared + per-line towers, partitioned norm, aux net"),
@@ -63,9 +97,16 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
             log("\nSTAR on the test split (the newest 10% of time), per business line:")
             log(format_table(table[["rows", "ctr", "pred_ctr", "calibration", "auc", "bayes_auc", "gauc",
                                     "logloss"]]))
+    return runs, table
+
+
+def _compare_step(runs: list[Path], test: Path, report: Path, bayes: dict[str, float], *, log) -> pd.DataFrame:
+    """The CTR runs and the sanity baselines on the test split, with the Bayes ceiling as a last row."""
+    from mdrec.evaluation.metrics import format_table
+    from mdrec.workflows.compare import run_comparison
 
     log("\ncompare on the test split (mdrec compare --report runs/demo/compare):")
-    compared = run_comparison(list(runs.values()), paths["test"], report=out / "compare")
+    compared = run_comparison(runs, test, report=report)
     comparison = compared.table
     ceiling = {"model": "bayes", "auc": bayes["ALL"], **{f"auc[{d}]": v for d, v in bayes.items() if d != "ALL"}}
     comparison = pd.concat([comparison, pd.DataFrame([ceiling], index=["bayes ceiling (true probabilities)"])])
@@ -74,30 +115,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
     log("bayes ceiling: AUC of the generator's true click probabilities, the best any model can reach;\n"
         "calib[d]: mean predicted / observed click rate.")
     log(f"report with plots (AUC per line, reliability diagram per line): {compared.files['report.html']}")
-    retrieval = _retrieval_steps(spec_path, paths, out, quick=quick, log=log)
-    exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
-    log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
-        "--data runs/demo/data/test.parquet --out runs/demo/ab")
-    from mdrec.workflows.ab import ab_step
-
-    ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
-                 n_bootstrap=200 if quick else 500)
-    pretraining, transfer, cold_start = _transfer_step(spec_path, out, quick=quick, log=log)
-    branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
-    scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
-                                log=log)
-    from mdrec.workflows.lifelong_demo import lifelong_step
-
-    lifelong = lifelong_step(spec_path, out / "transfer_data", out, quick=quick, log=log,
-                             header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
-                                    "tasks learned one after another on one encoder")
-    log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
-        f"({time.time() - started:.0f} s)")
-    log(f"curves of every run (loss, AUC / recall per line, score histograms, embedding projector): "
-        f"tensorboard --logdir {out}")
-    return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
-            "pretraining": pretraining, "transfer": transfer, "cold_start": cold_start,
-            "branches": branches, "scale_out": scale_out, "lifelong": lifelong}
+    return comparison
 
 
 def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -107,7 +125,8 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     from mdrec.data import synthetic
     from mdrec.evaluation.metrics import format_table
     from mdrec.progress import quiet_progress
-    from mdrec.workflows.pretrain import pretrain_run, results_table
+    from mdrec.workflows.pretrain import pretrain_run
+    from mdrec.workflows.pretrained import results_table
     from mdrec.workflows.transfer_variants import run_variant, summary
 
     config = synthetic.preset("transfer", num_impressions=60_000, num_users=1000) if quick \
@@ -220,19 +239,42 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
 def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Path, quick: bool, log) -> dict:
     """TFRecord shards, then STAR on a local parameter-server cluster, beside the one-process STAR."""
     import json
-    import subprocess
-    import sys
 
-    import yaml
-
-    from mdrec.data.shards import convert
+    from mdrec.data.shard_convert import convert
     from mdrec.evaluation.metrics import format_table
     from mdrec.spec import load_spec
-    from mdrec.training.cluster import LocalCluster
 
     log(f"\n[10/{STEPS}] scaling out: mdrec data convert (TFRecord shards), then mdrec train --strategy "
         "parameter_server on a local cluster\n(chief + 2 workers + 2 parameter servers on loopback ports, "
         "TF_CONFIG as on a real cluster)")
+    flat = _flat_spec(spec_path, out / "scale_out" / "spec.yaml")
+    shards = out / "scale_out" / "train_shards"
+    manifest = convert(load_spec(flat), paths["train"], shards, fmt="tfrecord", shards=4, overwrite=True,
+                       log=lambda *_: None)
+    log(f"{manifest.get('rows', 0):,} training rows -> {len(list(shards.glob('part-*')))} TFRecord shards in {shards}")
+    run, logs = out / "scale_out" / "star_ps", out / "scale_out" / "logs"
+    started = time.time()
+    _train_on_cluster(flat, shards, paths, run, logs, quick=quick)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    table = _scale_out_table(json.loads(star_metrics.read_text(encoding="utf-8")), metrics)
+    log(format_table(table))
+    sharded = metrics["strategy"].get("sharded_tables", {})
+    log("embedding tables split over the parameter servers (rows per server): " +
+        (", ".join(f"{k} {v['rows']}" for k, v in sharded.items()) or "none"))
+    hashing = metrics.get("hashing", {}).get("user_id")
+    if hashing:
+        log(f"user_id hashed into {hashing['buckets']:,} buckets: {hashing['distinct_ids']:,} training ids, "
+            f"{hashing['collisions']:,} collisions ({100 * hashing['collision_rate']:.2f}%)")
+    log("the cluster's spec has no behaviour history (sharded input cannot carry each user's past), so it "
+        "scores below step 2's STAR, which reads it")
+    log(f"cluster run: {run}  ({time.time() - started:.0f} s; worker and server logs in {logs})")
+    return {"table": table, "metrics": metrics}
+
+
+def _flat_spec(spec_path: Path, flat: Path) -> Path:
+    """The demo's spec rewritten for sharded input, at ``flat``."""
+    import yaml
+
     # Sharded input carries no behaviour histories (they need each user's past), and user_id is
     # hashed as a 10^7-id vocabulary would be: the spec is the demo's without the sequence.
     raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
@@ -240,21 +282,23 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
     for feature in raw["features"]:
         if feature["name"] == "user_id":
             feature["hash_buckets"] = 200_000
-    flat = out / "scale_out" / "spec.yaml"
     flat.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(flat, yaml.safe_dump(raw, sort_keys=False))
-    shards = out / "scale_out" / "train_shards"
-    manifest = convert(load_spec(flat), paths["train"], shards, fmt="tfrecord", shards=4, overwrite=True,
-                       log=lambda *_: None)
-    log(f"{manifest.get('rows', 0):,} training rows -> {len(list(shards.glob('part-*')))} TFRecord shards in {shards}")
-    run = out / "scale_out" / "star_ps"
-    argv = [sys.executable, "-m", "mdrec.cli", "train", "--spec", str(flat), "--train", str(shards),
+    return flat
+
+
+def _train_on_cluster(spec: Path, shards: Path, paths: dict, run: Path, logs: Path, *, quick: bool) -> None:
+    """`mdrec train` as the chief of a local parameter-server cluster; a failed or stalled chief raises."""
+    import subprocess
+    import sys
+
+    from mdrec.training.cluster import LocalCluster
+
+    argv = [sys.executable, "-m", "mdrec.cli", "train", "--spec", str(spec), "--train", str(shards),
             "--valid", str(paths["valid"]), "--test", str(paths["test"]), "--model", "star", "--out", str(run),
             "--epochs", "1" if quick else "2", "--batch-size", "1024", "--learning-rate", "2e-3",
             "--hidden", "256,128,64", "--dropout", "0.1", "--embeddings-l2", "3e-4",
             "--strategy", "parameter_server", "--overwrite"]
-    started = time.time()
-    logs = out / "scale_out" / "logs"
     with LocalCluster(workers=2, ps=2, log_dir=logs) as cluster:
         # Tables above 64 KiB are split by rows over both servers (4 MiB by default) to show sharding.
         cluster_env = {"MDREC_MIN_SHARD_BYTES": str(64 * 1024)}
@@ -269,29 +313,20 @@ def _scale_out_step(spec_path: Path, paths: dict, out: Path, *, star_metrics: Pa
         what = f"did not finish in {CLUSTER_TIMEOUT} s" if code is None else f"exited with status {code}"
         raise MdrecError(f"the parameter-server chief {what}", path=str(logs / "chief.log"),
                          hint="see the chief's, workers' and servers' logs in that folder")
-    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    single = json.loads(star_metrics.read_text(encoding="utf-8"))
+
+
+def _scale_out_table(single: dict, cluster: dict) -> pd.DataFrame:
+    """Step 2's one-process STAR beside the cluster's, from their metrics.json."""
     rows = {}
     for name, m in (("STAR, one process (step 2; with history)", single),
-                    ("STAR, parameter-server cluster", metrics)):
+                    ("STAR, parameter-server cluster", cluster)):
         test = {r["domain"]: r for r in m["tables"]["test"]}
         rows[name] = {"epochs": len(m.get("history", [])) or m.get("epochs_run"), "best valid auc": m["best_valid_auc"],
                       "test auc": test["ALL"]["auc"], "test logloss": test["ALL"]["logloss"],
                       **{f"auc[{d}]": r["auc"] for d, r in test.items() if d != "ALL"}}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "run"
-    log(format_table(table))
-    sharded = metrics["strategy"].get("sharded_tables", {})
-    log("embedding tables split over the parameter servers (rows per server): " +
-        (", ".join(f"{k} {v['rows']}" for k, v in sharded.items()) or "none"))
-    hashing = metrics.get("hashing", {}).get("user_id")
-    if hashing:
-        log(f"user_id hashed into {hashing['buckets']:,} buckets: {hashing['distinct_ids']:,} training ids, "
-            f"{hashing['collisions']:,} collisions ({100 * hashing['collision_rate']:.2f}%)")
-    log("the cluster's spec has no behaviour history (sharded input cannot carry each user's past), so it "
-        "scores below step 2's STAR, which reads it")
-    log(f"cluster run: {run}  ({time.time() - started:.0f} s; worker and server logs in {logs})")
-    return {"table": table, "metrics": metrics}
+    return table
 
 
 def _retrieval_steps(spec_path: Path, paths: dict, out: Path, *, quick: bool, log) -> dict:

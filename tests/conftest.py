@@ -102,7 +102,7 @@ def reload_and_serve(run_path, test_path, tmp_path):
     import tensorflow as tf
 
     from mdrec.export.signatures import ctr_signature
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.workflows.restore import restore_for
 
     r = restore_for(run_path, test_path)

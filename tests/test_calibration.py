@@ -73,7 +73,7 @@ def test_a_ctr_model_serves_its_calibrated_scores(tmp_path, tiny_spec_path, tiny
     from mdrec.export.signatures import ctr_signature
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec, with_domain_values
-    from mdrec.training.loop import build, predict
+    from mdrec.training.inference import build, predict
 
     spec = load_spec(tiny_spec_path)
     log = load_log(tiny_splits["train"], spec)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mdrec.data.shards import convert
+from mdrec.data.shard_convert import convert
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training import distribute

@@ -28,7 +28,7 @@ from mdrec.export import ServedModel, format_tree
 from mdrec.export.serving_config import batching_parameters_class
 from mdrec.export.warmup import read_warmup, request_inputs
 from mdrec.spec import load_spec
-from mdrec.training.loop import predict
+from mdrec.training.inference import predict
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.export import export_run
 from mdrec.workflows.export import saved_model as saved_model_module

@@ -223,7 +223,7 @@ def test_item_encoder_mistakes_name_the_problem_and_the_fix(tiny_spec_path, tiny
 
 
 def test_content_and_hybrid_exports_carry_the_vocabulary_and_serve_raw_text(content_run, tmp_path):
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.workflows.export import export_run
 
     folder, spec_path, splits = content_run

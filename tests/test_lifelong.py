@@ -17,9 +17,11 @@ import tf_keras
 
 from mdrec.errors import MdrecError
 from mdrec.lifelong.masks import prune
-from mdrec.lifelong.tasks import build_task_data, parse_tasks
+from mdrec.lifelong.task_data import build_task_data
+from mdrec.lifelong.tasks import parse_tasks
 from mdrec.spec import load_spec
-from mdrec.workflows.lifelong import World, learn_conure, lifelong_run, task_scores
+from mdrec.workflows.lifelong import World, learn_conure, lifelong_run
+from mdrec.workflows.lifelong_eval import task_scores
 
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "synthetic.yaml"
 TASKS = """
@@ -110,7 +112,8 @@ def test_bad_task_files_give_one_error_naming_task_and_field(tmp_path, text, exp
     assert expected in str(error.value) and str(path) in str(error.value)
 
 def test_repeats_add_random_windows_of_the_whole_history():
-    from mdrec.lifelong.tasks import Task, TaskData, training_rows
+    from mdrec.lifelong.task_data import TaskData, training_rows
+    from mdrec.lifelong.tasks import Task
 
     task = Task(index=2, name="t", kind="profile", line=None, target="g", prune=0.5, epochs=1, retrain_epochs=0,
                 batch_size=2, learning_rate=0.1, repeats=3)

@@ -25,7 +25,8 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import Queries, SourceData, held_out_queries
 from mdrec.pretraining.evaluation import RankingTask, encoder_vectors, ranking_metrics
 from mdrec.pretraining.model import PretrainModel
-from mdrec.workflows.pretrain import load_pretrained, pretrain_run
+from mdrec.workflows.pretrain import pretrain_run
+from mdrec.workflows.pretrained import load_pretrained
 
 SEQ_SPEC = textwrap.dedent("""
     name: sequences
@@ -483,7 +484,7 @@ def test_length_batched_vectors_equal_the_full_width_ones(kwargs):
 
 
 def test_exclude_seen_is_on_by_default_only_for_next_item_training_over_the_full_softmax():
-    from mdrec.workflows.pretrain import resolve_exclude_seen
+    from mdrec.workflows.pretrain_hyperparameters import resolve_exclude_seen
 
     assert resolve_exclude_seen(None, "autoregressive", 0, 3416) is True        # SASRec's case: measured
     assert resolve_exclude_seen(None, "mlm", 0, 3416) is False                  # not measured there

@@ -14,7 +14,9 @@ import tensorflow as tf
 from mdrec.cli import main
 from mdrec.data.log import DOMAIN, LABEL, TIME, load_log
 from mdrec.data.pipeline import labels_of, model_inputs
-from mdrec.data.shards import convert, shard_files, tfrecord_dataset, worker_files
+from mdrec.data.shard_convert import convert
+from mdrec.data.shards import shard_files, worker_files
+from mdrec.data.tfrecord import tfrecord_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from conftest import TINY_SPEC, tiny_frame

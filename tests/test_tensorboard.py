@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from conftest import events, tiny_config
 from mdrec.evaluation.metrics import auc, logloss
 from mdrec.training.board import Board, Validation
-from mdrec.training.loop import ctr_scalars
+from mdrec.training.validation import ctr_scalars
 from mdrec.training.projector import IdCounts
 
 

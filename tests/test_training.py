@@ -178,7 +178,7 @@ def test_output_into_a_file_gets_a_line_now_and_then_and_the_last_epoch_is_no_ea
 def test_the_counted_batches_are_all_the_epoch_has(domain_batches):
     # batches_per_epoch (the progress bar's total, the distributed step count) is every batch of
     # the epoch, after a resume's skip too.
-    from mdrec.training.loop import InMemoryEpochs
+    from mdrec.training.epochs import InMemoryEpochs
 
     rng = np.random.default_rng(0)
     n = 1000

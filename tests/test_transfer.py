@@ -32,9 +32,9 @@ def _model(setup, mode: str):
     from mdrec.data.transform import Transform
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec
-    from mdrec.training.loop import build
+    from mdrec.training.inference import build
     from mdrec.transfer.user_feature import PretrainedUser
-    from mdrec.workflows.pretrain import load_pretrained
+    from mdrec.workflows.pretrained import load_pretrained
 
     spec = load_spec(setup["spec"])
     log = load_log(setup["paths"]["train"], spec)

@@ -52,7 +52,7 @@ def test_warm_start_copies_shared_ids_and_keeps_new_ones_fresh(tmp_path, tiny_sp
     from mdrec.data.transform import Transform
     from mdrec.models.registry import build_model
     from mdrec.spec import load_spec
-    from mdrec.training.loop import build
+    from mdrec.training.inference import build
     from mdrec.transfer.warm_start import warm_start
 
     spec = load_spec(tiny_spec_path)

@@ -55,7 +55,7 @@ def run_data_split(args) -> int:
 
 
 def run_data_convert(args) -> int:
-    from mdrec.data.shards import convert
+    from mdrec.data.shard_convert import convert
     from mdrec.spec import load_spec
 
     manifest = convert(load_spec(args.spec), args.data, args.out, fmt=args.format, shards=args.shards,
@@ -308,7 +308,7 @@ def run_evaluate_pretrained(args) -> int:
     import pandas as pd
 
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.pretrain import evaluate_pretrained
+    from mdrec.workflows.pretrained import evaluate_pretrained
 
     if args.sampled:
         raise MdrecError("--sampled is for retrieval runs (two_tower); a pretraining run ranks the full vocabulary",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def print_pretrain_metrics(metrics: dict) -> None:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.pretrain import results_table
+    from mdrec.workflows.pretrained import results_table
 
     for split in ("valid", "test"):
         if split not in metrics["protocols"]:

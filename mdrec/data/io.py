@@ -63,7 +63,7 @@ def read_file(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
         if kind == "parquet":
             frame = pd.read_parquet(path)
         elif kind == "tfrecord":
-            from mdrec.data.shards import read_tfrecord_chunks
+            from mdrec.data.tfrecord import read_tfrecord_chunks
 
             parts = list(read_tfrecord_chunks(path, 1 << 20))
             frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -93,7 +93,7 @@ def iter_chunks(path: str | Path, chunk_rows: int = 65536,
     for file in table_files(path):
         kind = _kind(file)
         if kind == "tfrecord":
-            from mdrec.data.shards import read_tfrecord_chunks
+            from mdrec.data.tfrecord import read_tfrecord_chunks
 
             start = 0
             for chunk in read_tfrecord_chunks(file, chunk_rows, columns):

@@ -16,8 +16,6 @@ it runs on parameter-server workers, which execute graphs and cannot call back i
 :func:`sharded_dataset` also reads Parquet / CSV shards through Python (single process,
 mirrored, multi-worker). Both take a worker's share of the files (``shard=(count, index)``; the
 index may be a tensor, e.g. ``tf.distribute.coordinator.experimental_get_current_worker_index()``).
-
-The names of the other modules are re-exported here, where callers import them from.
 """
 from __future__ import annotations
 
@@ -27,17 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mdrec.data.shard_convert import convert
-from mdrec.data.shard_format import (COMPRESSIONS, FORMATS, MANIFEST, TFRECORD_SUFFIXES, column_kinds, count_rows,
-                                     is_tfrecord, read_manifest)
-from mdrec.data.tfrecord import BLOCK, parse_fn, read_tfrecord_chunks, tfrecord_dataset, tfrecord_schema
+from mdrec.data.shard_format import is_tfrecord
+from mdrec.data.tfrecord import parse_fn, tfrecord_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import Spec
-
-__all__ = ["BLOCK", "COMPRESSIONS", "FORMATS", "MANIFEST", "TFRECORD_SUFFIXES", "column_kinds", "convert",
-           "count_rows", "is_tfrecord", "parse_fn", "python_dataset", "read_manifest", "read_tfrecord_chunks",
-           "shard_files", "sharded_dataset", "steps_per_epoch", "tfrecord_dataset", "tfrecord_schema",
-           "worker_files"]
 
 
 def shard_files(path: str | Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The tasks file of ``mdrec lifelong`` and each task's data.
+"""The tasks file of ``mdrec lifelong``, read and checked (each task's examples:
+:mod:`mdrec.lifelong.task_data`).
 
     # TASKS.yaml
     data: ../data/synthetic          # optional (else --data); relative to this file
@@ -33,12 +34,10 @@ property of the whole history). Task 1 always uses the last state.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from mdrec.encoding import read_utf8
@@ -119,6 +118,32 @@ def _number(path, where, key, value, kind, low=None, high=None, high_open=False)
 def parse_tasks(path: str | Path) -> TaskFile:
     """Read and check a tasks file; every mistake is one MdrecError naming the task and the field."""
     path = Path(path)
+    raw = _read_top_level(path)
+    p = str(path)
+    encoder = _encoder(p, raw.get("encoder") or {})
+    defaults = _defaults(p, raw.get("defaults") or {})
+    items = raw.get("tasks")
+    if not isinstance(items, list) or not items:
+        _fail(p, "top level", "field 'tasks' must be a non-empty list of tasks",
+              hint="e.g. tasks: [{name: next_item, kind: next_item, line: main}]")
+    tasks: list[Task] = []
+    names: set[str] = set()
+    for i, item in enumerate(items, start=1):
+        tasks.append(_task(p, i, item, defaults, names))
+    data = raw.get("data")
+    if data is not None:
+        data = str((path.parent / str(data)) if not Path(str(data)).is_absolute() else Path(str(data)))
+    out = TaskFile(path=p, data=data, encoder=encoder, tasks=tasks)
+    out.seed = _number(p, "top level", "seed", raw.get("seed", 0), int, 0)
+    out.negatives = _number(p, "top level", "negatives", raw.get("negatives", 0), int, 0)
+    out.max_eval_users = _number(p, "top level", "max_eval_users", raw.get("max_eval_users", 2000), int, 1)
+    out.adapter_bottleneck = _number(p, "top level", "adapter_bottleneck", raw.get("adapter_bottleneck", 8), int, 1)
+    out.baselines = bool(raw.get("baselines", True))
+    return out
+
+
+def _read_top_level(path: Path) -> dict:
+    """The file's YAML mapping, its keys all in TOP_FIELDS."""
     if not path.is_file():
         raise MdrecError("no such tasks file", path=str(path), hint="pass --tasks TASKS.yaml (see "
                          "task_files/lifelong-synthetic.yaml)")
@@ -132,13 +157,16 @@ def parse_tasks(path: str | Path) -> TaskFile:
     unknown = sorted(set(raw) - TOP_FIELDS)
     if unknown:
         _fail(p, "top level", f"unknown field(s) {', '.join(unknown)}", hint=f"fields: {', '.join(sorted(TOP_FIELDS))}")
-    encoder = dict(ENCODER_DEFAULTS)
-    given = raw.get("encoder") or {}
+    return raw
+
+
+def _encoder(p: str, given: Any) -> dict[str, Any]:
+    """ENCODER_DEFAULTS updated by the file's ``encoder`` mapping, checked."""
     if not isinstance(given, dict) or set(given) - set(ENCODER_DEFAULTS):
         _fail(p, "encoder", f"expected a mapping of {', '.join(ENCODER_DEFAULTS)}",
               hint=f"unknown: {', '.join(sorted(set(given) - set(ENCODER_DEFAULTS)))}" if isinstance(given, dict)
               else None)
-    encoder.update(given)
+    encoder = {**ENCODER_DEFAULTS, **given}
     if encoder["architecture"] not in ("nextitnet", "transformer"):
         _fail(p, "encoder", f"field 'architecture' must be nextitnet or transformer, got {encoder['architecture']!r}")
     if encoder["pooling"] not in POOLINGS:
@@ -148,218 +176,60 @@ def parse_tasks(path: str | Path) -> TaskFile:
     encoder["dropout"] = _number(p, "encoder", "dropout", encoder["dropout"], float, 0.0, 1.0, True)
     if encoder["architecture"] == "transformer" and encoder["dim"] % encoder["heads"]:
         _fail(p, "encoder", f"field 'dim' ({encoder['dim']}) must be divisible by 'heads' ({encoder['heads']})")
-    defaults = dict(TRAIN_DEFAULTS)
-    given = raw.get("defaults") or {}
+    return encoder
+
+
+def _defaults(p: str, given: Any) -> dict[str, Any]:
+    """TRAIN_DEFAULTS updated by the file's ``defaults`` (which may also set ``prune``); checked per task."""
     if not isinstance(given, dict) or set(given) - set(TRAIN_DEFAULTS) - {"prune"}:
         _fail(p, "defaults", f"expected a mapping of {', '.join(TRAIN_DEFAULTS)}")
-    defaults.update(given)
-    items = raw.get("tasks")
-    if not isinstance(items, list) or not items:
-        _fail(p, "top level", "field 'tasks' must be a non-empty list of tasks",
-              hint="e.g. tasks: [{name: next_item, kind: next_item, line: main}]")
-    tasks, names = [], set()
-    for i, item in enumerate(items, start=1):
-        label = f"task {i}"
-        if not isinstance(item, dict):
-            _fail(p, label, f"expected a mapping (name, kind, ...), got {item!r}")
-        name = item.get("name")
-        if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
-            _fail(p, label, f"field 'name' must be a non-empty identifier (letters, digits, _ or -), got {name!r}")
-        label = f"task {i} '{name}'"
-        if name in names:
-            _fail(p, label, "field 'name' repeats an earlier task's name", hint="give every task its own name")
-        names.add(name)
-        unknown = sorted(set(item) - TASK_FIELDS)
-        if unknown:
-            _fail(p, label, f"unknown field(s) {', '.join(unknown)}", hint=f"fields: {', '.join(sorted(TASK_FIELDS))}")
-        kind = item.get("kind")
-        if kind not in KINDS:
-            _fail(p, label, f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
-        if i == 1 and kind != "next_item":
-            _fail(p, label, f"field 'kind': task 1 is the pretraining task and must be next_item, got {kind!r}")
-        if i > 1 and kind == "next_item":
-            _fail(p, label, "field 'kind': next_item (pretraining) is task 1 only",
-                  hint="later tasks are line_items or profile")
-        if kind == "line_items" and not item.get("line"):
-            _fail(p, label, "field 'line' is required for a line_items task (the target business line)")
-        if kind == "profile" and not item.get("target"):
-            _fail(p, label, "field 'target' is required for a profile task (a user column, e.g. age_group)")
-        for key in ("line", "target"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                _fail(p, label, f"field '{key}' must be a string, got {item[key]!r}")
-        prune = item.get("prune", defaults.get("prune", FIRST_PRUNE if i == 1 else LATER_PRUNE))
-        prune = _number(p, label, "prune", prune, float, 0.0, 1.0, True)
-        values = {k: item.get(k, defaults[k]) for k in TRAIN_DEFAULTS}
-        tasks.append(Task(index=i, name=name, kind=kind, line=item.get("line"), target=item.get("target"),
-                          prune=prune, epochs=_number(p, label, "epochs", values["epochs"], int, 1),
-                          retrain_epochs=_number(p, label, "retrain_epochs", values["retrain_epochs"], int, 0),
-                          batch_size=_number(p, label, "batch_size", values["batch_size"], int, 1),
-                          learning_rate=_number(p, label, "learning_rate", values["learning_rate"], float, 0.0),
-                          repeats=_number(p, label, "repeats", values["repeats"], int, 1)))
-        if tasks[-1].learning_rate <= 0:
-            _fail(p, label, "field 'learning_rate' must be positive")
-    data = raw.get("data")
-    if data is not None:
-        data = str((path.parent / str(data)) if not Path(str(data)).is_absolute() else Path(str(data)))
-    out = TaskFile(path=p, data=data, encoder=encoder, tasks=tasks)
-    out.seed = _number(p, "top level", "seed", raw.get("seed", 0), int, 0)
-    out.negatives = _number(p, "top level", "negatives", raw.get("negatives", 0), int, 0)
-    out.max_eval_users = _number(p, "top level", "max_eval_users", raw.get("max_eval_users", 2000), int, 1)
-    out.adapter_bottleneck = _number(p, "top level", "adapter_bottleneck", raw.get("adapter_bottleneck", 8), int, 1)
-    out.baselines = bool(raw.get("baselines", True))
-    return out
+    return {**TRAIN_DEFAULTS, **given}
 
 
-# ---- data -----------------------------------------------------------------------------------------
-
-@dataclass
-class TaskData:
-    """One task's examples. ``x`` the user input sequences (strings [N, L]), ``y`` int labels
-    (next_item: unused zeros); eval: ``eval_x`` and per-kind targets."""
-
-    task: Task
-    x: np.ndarray
-    y: np.ndarray
-    eval_x: np.ndarray
-    eval_targets: list  # next_item: target vocabulary index; line_items: clicked index arrays; profile: class
-    excluded: list = field(default_factory=list)  # next_item: history indices removed from the ranking
-    classes: list[str] = field(default_factory=list)  # line_items: the line's items; profile: class values
-    popularity: np.ndarray | None = None  # counts over training users (line_items / next_item)
-    histories: list = field(default_factory=list)  # per training row (as x): the whole input sequence
-    majority: int = 0
-    info: dict = field(default_factory=dict)
-
-    @property
-    def outputs(self) -> int:
-        return len(self.classes)
-
-
-def _seq_matrix(sequences, max_length: int) -> np.ndarray:
-    from mdrec.pretraining.data import sequence_matrix
-
-    return sequence_matrix(sequences, max_length)
-
-
-def _split(n: int, seed: int, salt: int, test: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng([seed, salt]).permutation(n)
-    n_test = max(1, int(round(test * n)))
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
+def _task(p: str, i: int, item: Any, defaults: dict[str, Any], names: set[str]) -> Task:
+    """Task ``i`` (1-based) of the file's list; adds its name to ``names`` (the earlier tasks')."""
+    if not isinstance(item, dict):
+        _fail(p, f"task {i}", f"expected a mapping (name, kind, ...), got {item!r}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
+        _fail(p, f"task {i}", f"field 'name' must be a non-empty identifier (letters, digits, _ or -), got {name!r}")
+    label = f"task {i} '{name}'"  # every later error names the task by number and name
+    if name in names:
+        _fail(p, label, "field 'name' repeats an earlier task's name", hint="give every task its own name")
+    names.add(name)
+    unknown = sorted(set(item) - TASK_FIELDS)
+    if unknown:
+        _fail(p, label, f"unknown field(s) {', '.join(unknown)}", hint=f"fields: {', '.join(sorted(TASK_FIELDS))}")
+    kind = _task_kind(p, label, i, item)
+    prune = item.get("prune", defaults.get("prune", FIRST_PRUNE if i == 1 else LATER_PRUNE))
+    prune = _number(p, label, "prune", prune, float, 0.0, 1.0, True)
+    values = {k: item.get(k, defaults[k]) for k in TRAIN_DEFAULTS}
+    task = Task(index=i, name=name, kind=kind, line=item.get("line"), target=item.get("target"),
+                prune=prune, epochs=_number(p, label, "epochs", values["epochs"], int, 1),
+                retrain_epochs=_number(p, label, "retrain_epochs", values["retrain_epochs"], int, 0),
+                batch_size=_number(p, label, "batch_size", values["batch_size"], int, 1),
+                learning_rate=_number(p, label, "learning_rate", values["learning_rate"], float, 0.0),
+                repeats=_number(p, label, "repeats", values["repeats"], int, 1))
+    if task.learning_rate <= 0:
+        _fail(p, label, "field 'learning_rate' must be positive")
+    return task
 
 
-def full_log(data: str | Path) -> Path:
-    """The prepared folder's whole log (log.parquet) when there is one, else its train split."""
-    from mdrec.pretraining.data import resolve_source
-
-    data = Path(data)
-    if data.is_dir() and (data / "log.parquet").is_file():
-        return data / "log.parquet"
-    return resolve_source(data)
-
-
-def build_task_data(tasks: TaskFile, spec, data: str | Path, log=print) -> tuple[list[str], list[TaskData]]:
-    """(item vocabulary of task 1's line, one TaskData per task)."""
-    from mdrec.pretraining.data import item_vocabulary, load_source
-    from mdrec.transfer.profile import user_labels
-
-    max_length = tasks.encoder["max_length"]
-    first = tasks.tasks[0]
-    where = f"task 1 '{first.name}'"
-    domains = [first.line] if first.line and spec.domain.column else None
-    try:
-        source = load_source(data, spec, domains=domains)
-    except MdrecError as error:
-        raise MdrecError(f"{where}: field 'line': {error}", path=tasks.path) from None
-    sequences = source.sequences
-    vocabulary = item_vocabulary(sequences)
-    index = {item: i for i, item in enumerate(vocabulary)}
-    users = sorted(sequences)
-    out = []
-    # Task 1: train on every sequence without its last item; evaluate the held-out last item.
-    train_seqs = [sequences[u][:-1] if len(sequences[u]) >= 2 else sequences[u] for u in users]
-    queries = [i for i, u in enumerate(users) if len(sequences[u]) >= 2 and sequences[u][-1] not in
-               set(sequences[u][:-1])]
-    rng = np.random.default_rng([tasks.seed, 1])
-    if len(queries) > tasks.max_eval_users:
-        queries = sorted(rng.choice(queries, tasks.max_eval_users, replace=False).tolist())
-    popularity = np.bincount([index[i] for s in train_seqs for i in s], minlength=len(vocabulary))
-    out.append(TaskData(task=first, x=_seq_matrix(train_seqs, max_length),
-                        y=np.zeros(len(users), np.int64), histories=train_seqs,
-                        eval_x=_seq_matrix([train_seqs[i] for i in queries], max_length),
-                        eval_targets=[index[sequences[users[i]][-1]] for i in queries],
-                        excluded=[np.asarray(sorted({index[v] for v in train_seqs[i]}), np.int64) for i in queries],
-                        classes=vocabulary, popularity=popularity,
-                        info={"users": len(users), "items": len(vocabulary), "eval_users": len(queries),
-                              "line": first.line or "all"}))
-    source_input = {u: sequences[u] for u in users}  # downstream tasks read the whole source sequence
-    log_path = full_log(data)
-
-    def inputs(user_list):
-        return _seq_matrix([source_input.get(str(u), []) for u in user_list], max_length)
-
-    def histories(user_list):
-        return [source_input.get(str(u), []) for u in user_list]
-
-    for task in tasks.tasks[1:]:
-        where = f"task {task.index} '{task.name}'"
-        if task.kind == "line_items":
-            if not spec.domain.column:
-                raise MdrecError(f"{where}: field 'line': spec '{spec.name}' has no domain column, so the log "
-                                 "has one line", path=tasks.path, hint="use a profile task, or a multi-line spec")
-            try:
-                target = load_source(log_path, spec, domains=[task.line], prepared=False)
-            except MdrecError as error:
-                raise MdrecError(f"{where}: field 'line': {error}", path=tasks.path) from None
-            t_users = sorted(target.sequences)
-            items = item_vocabulary(target.sequences)
-            t_index = {item: i for i, item in enumerate(items)}
-            clicked = [np.asarray(sorted({t_index[i] for i in target.sequences[u]}), np.int64) for u in t_users]
-            train, test = _split(len(t_users), tasks.seed, task.index)
-            x = [u for i in train for u in [t_users[i]] * len(clicked[i])]
-            y = np.concatenate([clicked[i] for i in train]) if len(train) else np.zeros(0, np.int64)
-            popularity = np.bincount(y, minlength=len(items))
-            out.append(TaskData(task=task, x=inputs(x), y=y.astype(np.int64), histories=histories(x),
-                                eval_x=inputs([t_users[i] for i in test]), eval_targets=[clicked[i] for i in test],
-                                classes=items, popularity=popularity,
-                                info={"users": len(t_users), "items": len(items), "train_users": len(train),
-                                      "test_users": len(test), "train_examples": int(len(y)),
-                                      "with_source_history": int(sum(u in source_input for u in t_users)),
-                                      "log": str(log_path)}))
-        else:
-            try:
-                labels = user_labels(str(log_path), spec.source, task.target)
-            except MdrecError as error:
-                raise MdrecError(f"{where}: field 'target': {error}", path=tasks.path) from None
-            labels = labels[labels.index.astype(str).isin(source_input)] if len(source_input) else labels
-            classes = sorted(pd.unique(labels.astype(str)))
-            if len(classes) < 2:
-                raise MdrecError(f"{where}: field 'target': column '{task.target}' has fewer than two values among "
-                                 "the source users", path=tasks.path, hint="pick another user column")
-            p_users = labels.index.astype(str).to_numpy()
-            y = labels.astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-            train, test = _split(len(p_users), tasks.seed, task.index)
-            out.append(TaskData(task=task, x=inputs(p_users[train]), y=y[train], histories=histories(p_users[train]),
-                                eval_x=inputs(p_users[test]),
-                                eval_targets=list(y[test]), classes=classes,
-                                majority=int(np.bincount(y[train], minlength=len(classes)).argmax()),
-                                info={"users": len(p_users), "classes": len(classes), "train_users": len(train),
-                                      "test_users": len(test), "log": str(log_path)}))
-    for item in out:
-        log(f"  task {item.task.index} {item.task.name} ({item.task.kind}): " +
-            ", ".join(f"{k} {v}" for k, v in item.info.items() if k not in ("log",)))
-    return vocabulary, out
-
-
-def training_rows(data: TaskData, repeats: int, max_length: int, rng: np.random.Generator) -> tuple[np.ndarray,
-                                                                                                    np.ndarray]:
-    """One epoch's (x [N * repeats, max_length] strings, y [N * repeats]): the rows as they are, then
-    ``repeats - 1`` copies whose windows end at a random point of each row's whole history (a row
-    with at most ``max_length`` items is the same in every copy)."""
-    if repeats <= 1 or not data.histories:
-        return data.x, data.y
-    lengths = np.asarray([len(h) for h in data.histories])
-    windows = []
-    for _ in range(repeats - 1):
-        ends = rng.integers(np.minimum(lengths, max_length), lengths + 1)
-        windows += [h[max(0, e - max_length):e] for h, e in zip(data.histories, ends)]
-    x = np.concatenate([data.x, _seq_matrix(windows, max_length)])
-    return x, np.concatenate([data.y] * repeats)
+def _task_kind(p: str, label: str, i: int, item: dict) -> str:
+    """The task's kind, checked with the fields it needs (``line``, ``target``) and their types."""
+    kind = item.get("kind")
+    if kind not in KINDS:
+        _fail(p, label, f"field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    if i == 1 and kind != "next_item":
+        _fail(p, label, f"field 'kind': task 1 is the pretraining task and must be next_item, got {kind!r}")
+    if i > 1 and kind == "next_item":
+        _fail(p, label, "field 'kind': next_item (pretraining) is task 1 only",
+              hint="later tasks are line_items or profile")
+    if kind == "line_items" and not item.get("line"):
+        _fail(p, label, "field 'line' is required for a line_items task (the target business line)")
+    if kind == "profile" and not item.get("target"):
+        _fail(p, label, "field 'target' is required for a profile task (a user column, e.g. age_group)")
+    for key in ("line", "target"):
+        if item.get(key) is not None and not isinstance(item[key], str):
+            _fail(p, label, f"field '{key}' must be a string, got {item[key]!r}")
+    return kind

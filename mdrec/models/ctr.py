@@ -44,7 +44,7 @@ class ClickModel(tf_keras.Model):
     fits on the validation split after training; the identity until then.
     """
 
-    autograph = False  # calls branch on Python values only (mdrec.training.loop.uses_autograph)
+    autograph = False  # calls branch on Python values only (mdrec.training.inference.uses_autograph)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

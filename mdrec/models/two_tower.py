@@ -67,6 +67,41 @@ def candidate_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
     return {k: v for k, v in input_signature(spec).items() if k in names}
 
 
+def _check_arguments(spec: Spec, *, towers: str, logq: str, negatives: str, temperature: float,
+                     hard_negatives: int) -> None:
+    """Raise ValueError on the first of TwoTower's arguments that does not fit (the item encoder's
+    mode is checked once the encoder has resolved it)."""
+    if towers not in TOWERS:
+        raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
+    if towers == "shared" and spec.sequence is None:
+        raise ValueError(f"towers=shared scores an item against the user's history, and spec '{spec.name}' "
+                         "has no sequence; add one (e.g. sequence: {item: item_id, max_length: 50}) or use "
+                         "towers=mlp")
+    if logq not in LOGQ:
+        raise ValueError(f"logq must be one of {', '.join(LOGQ)}, got {logq!r}")
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if hard_negatives < 0:
+        raise ValueError(f"hard_negatives must be >= 0 (0 keeps every negative), got {hard_negatives}")
+
+
+def _log_frequency_prior(positives: np.ndarray, slots: np.ndarray, vocabulary_size: int,
+                         temperature: float) -> np.ndarray:
+    """The starting per-line offsets [lines, V]: each item's smoothed log click frequency in each line,
+    centred per line and scaled by the temperature the task divides by, so training starts from
+    per-line popularity and the towers learn what differs from it.
+
+    positives: clicks [lines, items] of the catalogue items; slots: their table rows int [items].
+    """
+    clicks = np.zeros((len(positives), vocabulary_size))
+    clicks[:, slots] = positives
+    frequency = (clicks + 0.5) / (clicks + 0.5).sum(1, keepdims=True)
+    prior: np.ndarray = temperature * (np.log(frequency) - np.log(frequency).mean(1, keepdims=True))
+    return prior
+
+
 class TwoTower(tf_keras.Model):
     """call(query inputs) -> query embeddings float32 [B, self.embedding_dim].
 
@@ -86,20 +121,8 @@ class TwoTower(tf_keras.Model):
                  frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if towers not in TOWERS:
-            raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
-        if towers == "shared" and spec.sequence is None:
-            raise ValueError(f"towers=shared scores an item against the user's history, and spec '{spec.name}' "
-                             "has no sequence; add one (e.g. sequence: {item: item_id, max_length: 50}) or use "
-                             "towers=mlp")
-        if logq not in LOGQ:
-            raise ValueError(f"logq must be one of {', '.join(LOGQ)}, got {logq!r}")
-        if negatives not in NEGATIVES:
-            raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if hard_negatives < 0:
-            raise ValueError(f"hard_negatives must be >= 0 (0 keeps every negative), got {hard_negatives}")
+        _check_arguments(spec, towers=towers, logq=logq, negatives=negatives, temperature=temperature,
+                         hard_negatives=hard_negatives)
         self.spec = spec
         self.catalogue = catalogue  # the items it retrieves from (kept for evaluation and export)
         lines = len(catalogue.domains)
@@ -109,60 +132,88 @@ class TwoTower(tf_keras.Model):
         self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)  # width of both towers' output
         self.logq = logq
         self.negatives = negatives
+        # Checkpoints and SavedModels address variables by attribute name: the steps below assign
+        # the sublayers in a fixed order under fixed names; keep both when changing them.
+        self._build_encoders(transform, towers, item_encoder, embeddings_l2=embeddings_l2, user_feature=user_feature,
+                             text_encoder=text_encoder, frozen_text=frozen_text, hybrid_combine=hybrid_combine,
+                             dropout=dropout)
+        self._build_towers(towers, hidden, embedding_dim, dropout, item_bias=item_bias)
+        self.task = tfrs.tasks.Retrieval(
+            loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
+            temperature=temperature, num_hard_negatives=hard_negatives or None,
+            remove_accidental_hits=remove_accidental_hits)
+        vocabulary_size, slots = self._build_item_statistics()
+        self.item_bias = self._item_bias_layer(item_bias, vocabulary_size, slots, temperature)
+        self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
+            if logq == "streaming" else None
+
+    def _build_encoders(self, transform: Transform, towers: str, item_encoder: str, *, embeddings_l2: float,
+                        user_feature: tf_keras.layers.Layer | None, text_encoder: str, frozen_text: str,
+                        hybrid_combine: str, dropout: float) -> None:
+        """The feature encoder (raw inputs -> one embedding per feature, the line and the history)
+        and the item encoder the candidate tower reads the item through."""
         # ``user_feature``: e.g. a pretrained user encoder joins the query tower (mdrec.transfer).
-        self.encoder = FeatureEncoder(spec, transform, embeddings_l2=embeddings_l2, name="features",
+        self.encoder = FeatureEncoder(self.spec, transform, embeddings_l2=embeddings_l2, name="features",
                                       user_feature=user_feature)
         # The candidate tower reads the item through an item encoder: its ID, its content or both
         # (mdrec.layers.item_encoders); in content mode the history is embedded by content too.
         if towers == "shared" and item_encoder == "auto":  # both sides are item-table rows: ids only
             item_encoder = "id"
-        self.item_encoder = ItemEncoder(spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
+        self.item_encoder = ItemEncoder(self.spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
                                         frozen_text=frozen_text, hybrid_combine=hybrid_combine,
-                                        catalogue=catalogue, dropout=dropout, name="item_encoder")
+                                        catalogue=self.catalogue, dropout=dropout, name="item_encoder")
         if self.item_encoder.history_lookup is not None:
             self.encoder.history_items = self.item_encoder.history_items
         if towers == "shared" and self.item_encoder.mode != "id":
             raise ValueError(f"towers=shared reads the item id table, and item_encoder={self.item_encoder.mode}; "
                              "use item_encoder=id with towers=shared")
+
+    def _build_towers(self, towers: str, hidden: Sequence[int], embedding_dim: int, dropout: float, *,
+                      item_bias: bool) -> None:
+        """The query and candidate MLP towers [B, d_in] -> [B, embedding_dim], or none with
+        ``towers="shared"``, where the output width becomes the item id table's."""
         self.towers = towers
         self.query_tower: _Tower | None
         self.candidate_tower: _Tower | None
         if towers == "shared":  # both sides are rows of the item table: its width is the embedding
-            embedding_dim = spec.item_id.embedding_dim
-            self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)
+            self.embedding_dim = int(self.spec.item_id.embedding_dim) + (len(self.catalogue.domains) if item_bias else 0)
             self.query_tower = self.candidate_tower = None
         else:
             self.query_tower = _Tower(hidden, embedding_dim, dropout, name="query_tower")
             self.candidate_tower = _Tower(hidden, embedding_dim, dropout, name="candidate_tower")
-        self.task = tfrs.tasks.Retrieval(
-            loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
-            temperature=temperature, num_hard_negatives=hard_negatives or None,
-            remove_accidental_hits=remove_accidental_hits)
 
-        # Per item-table index: training frequency (logQ) and catalogue membership per line.
-        item_lookup = self.encoder.lookups[spec.item_id.table]
+    def _build_item_statistics(self) -> tuple[int, np.ndarray]:
+        """Per item-table row: the training frequency (logQ) ``item_probability`` [V] and the catalogue
+        membership per line ``item_membership`` bool [lines, V].
+
+        Returns (V, the table row of each catalogue item int [items]).
+        """
+        item_lookup = self.encoder.lookups[self.spec.item_id.table]
         vocabulary_size = int(item_lookup.vocabulary_size())
-        slots = item_lookup(tf.constant(catalogue.keys.astype(str))).numpy()
-        probability = np.full(vocabulary_size, catalogue.sampling_probability().min(), np.float32)
-        probability[slots] = catalogue.sampling_probability()
-        membership = np.zeros((len(catalogue.domains), vocabulary_size), bool)
-        membership[:, slots] = catalogue.membership
+        slots = item_lookup(tf.constant(self.catalogue.keys.astype(str))).numpy()
+        # Rows of no catalogue item (padding, OOV) get the rarest item's probability.
+        probability = np.full(vocabulary_size, self.catalogue.sampling_probability().min(), np.float32)
+        probability[slots] = self.catalogue.sampling_probability()
+        membership = np.zeros((len(self.catalogue.domains), vocabulary_size), bool)
+        membership[:, slots] = self.catalogue.membership
         self.item_probability = tf.constant(probability)
         self.item_membership = tf.constant(membership)
-        # The offsets start at the item's smoothed log click frequency in each line (scaled by the
-        # temperature the task divides by): training starts from per-line popularity and the towers
-        # learn what differs from it.
-        clicks = np.zeros((lines, vocabulary_size))
-        clicks[:, slots] = catalogue.positives
-        frequency = (clicks + 0.5) / (clicks + 0.5).sum(1, keepdims=True)
-        prior = temperature * (np.log(frequency) - np.log(frequency).mean(1, keepdims=True))
+        return vocabulary_size, slots
+
+    def _item_bias_layer(self, item_bias: bool, vocabulary_size: int, slots: np.ndarray, temperature: float
+                         ) -> tf_keras.layers.Layer | None:
+        """The per item and line offsets (None without ``item_bias``): an embedding [V, lines] started
+        at the log-frequency prior, or, in content mode, predicted from the item's content."""
+        if not item_bias:
+            return None
+        lines = len(self.catalogue.domains)
         # A content-mode model reads no ID, so its offsets are predicted from the content instead.
-        self.item_bias = None if not item_bias else ContentOffsets(lines, name="content_bias") \
-            if self.item_encoder.mode == "content" else tf_keras.layers.Embedding(
-                vocabulary_size, lines, embeddings_initializer=tf_keras.initializers.Constant(prior.T),
-                name="item_bias")
-        self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
-            if logq == "streaming" else None
+        if self.item_encoder.mode == "content":
+            return ContentOffsets(lines, name="content_bias")
+        prior = _log_frequency_prior(self.catalogue.positives, slots, vocabulary_size, temperature)
+        return tf_keras.layers.Embedding(vocabulary_size, lines,
+                                         embeddings_initializer=tf_keras.initializers.Constant(prior.T),
+                                         name="item_bias")
 
     # ---- towers -------------------------------------------------------------------------------------
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:

@@ -74,6 +74,55 @@ def default_pooling(architecture: str, causal: bool) -> str:
     return "last" if causal or architecture == "nextitnet" else "mask"
 
 
+def _table_initializer() -> tf_keras.initializers.Initializer:
+    """A fresh initializer per table (one instance reused would repeat its values)."""
+    return tf_keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _checked_arguments(architecture: str, causal: bool | None, pooling: str | None, block: str | None, *,
+                       dim: int, layers: int, heads: int, max_length: int, time_buckets: int
+                       ) -> tuple[bool, str, str]:
+    """Validate the encoder's arguments and fill in the defaults that depend on them.
+
+    Returns (causal, pooling, block); raises ValueError on the first argument that does not fit.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+    causal = architecture == "nextitnet" if causal is None else bool(causal)
+    if architecture == "nextitnet" and not causal:
+        raise ValueError("nextitnet is causal by construction (causal=False is not available)")
+    pooling = pooling or default_pooling(architecture, causal)
+    _check_pooling(pooling, causal, max_length)
+    for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("max_length", max_length)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    block = block or default_block(causal)
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {block!r}")
+    if architecture == "transformer" and dim % heads:
+        raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+    if time_buckets < 0:
+        raise ValueError(f"time_buckets must be >= 0, got {time_buckets}")
+    return causal, pooling, block
+
+
+def _check_pooling(pooling: str, causal: bool, max_length: int) -> None:
+    """A pooling must exist and read states that the encoder's direction gives (see the module doc)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "cls" and causal:
+        raise ValueError("a [CLS] token needs a bidirectional encoder (a causal [CLS] in front sees "
+                         "nothing); use pooling 'last' or 'mean'")
+    if pooling == "last" and not causal:
+        raise ValueError("pooling 'last' is for causal encoders; a bidirectional one uses 'mask', 'cls' or "
+                         "'mean'")
+    if pooling == "mask" and causal:
+        raise ValueError("pooling 'mask' is for bidirectional encoders (a causal encoder's last state "
+                         "already predicts the next item); use 'last'")
+    if pooling == "mask" and int(max_length) < 2:
+        raise ValueError("pooling 'mask' needs max_length >= 2 (the history and the [MASK])")
+
+
 class UserEncoder(tf_keras.Model):
     """call({"items": tf.string [B, L]}, training=False) -> user vector float32 [B, dim].
 
@@ -88,35 +137,8 @@ class UserEncoder(tf_keras.Model):
                  kernel_size: int = 3, adapter_bottleneck: int = 0, block: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
-        causal = architecture == "nextitnet" if causal is None else bool(causal)
-        if architecture == "nextitnet" and not causal:
-            raise ValueError("nextitnet is causal by construction (causal=False is not available)")
-        pooling = pooling or default_pooling(architecture, causal)
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        if pooling == "cls" and causal:
-            raise ValueError("a [CLS] token needs a bidirectional encoder (a causal [CLS] in front sees "
-                             "nothing); use pooling 'last' or 'mean'")
-        if pooling == "last" and not causal:
-            raise ValueError("pooling 'last' is for causal encoders; a bidirectional one uses 'mask', 'cls' or "
-                             "'mean'")
-        if pooling == "mask" and causal:
-            raise ValueError("pooling 'mask' is for bidirectional encoders (a causal encoder's last state "
-                             "already predicts the next item); use 'last'")
-        if pooling == "mask" and int(max_length) < 2:
-            raise ValueError("pooling 'mask' needs max_length >= 2 (the history and the [MASK])")
-        for name, value in (("dim", dim), ("layers", layers), ("heads", heads), ("max_length", max_length)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        block = block or default_block(causal)
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {block!r}")
-        if architecture == "transformer" and dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        if time_buckets < 0:
-            raise ValueError(f"time_buckets must be >= 0, got {time_buckets}")
+        causal, pooling, block = _checked_arguments(architecture, causal, pooling, block, dim=dim, layers=layers,
+                                                    heads=heads, max_length=max_length, time_buckets=time_buckets)
         self.item_vocabulary = [str(v) for v in item_vocabulary]
         self.architecture = architecture
         self.block = block if architecture == "transformer" else None
@@ -127,16 +149,22 @@ class UserEncoder(tf_keras.Model):
         self.attribute_config = {name: {"vocabulary": [str(v) for v in table["vocabulary"]],
                                         "items": [str(v) for v in table["items"]]}
                                  for name, table in (attributes or {}).items()}
+        # Checkpoints and SavedModels address variables by attribute name: the steps below assign
+        # the sublayers in a fixed order under fixed names; keep both when changing them.
+        self._build_item_tables()
+        self._build_token_embeddings()
+        self._build_blocks(adapter_bottleneck)
+        self._build_head()
 
-        # A fresh initializer per table (one instance reused would repeat its values).
-        def init() -> tf_keras.initializers.Initializer:
-            return tf_keras.initializers.TruncatedNormal(stddev=0.02)
-
+    def _build_item_tables(self) -> None:
+        """The item lookup (raw id -> row), the item embedding [V + 3, dim] (padding, OOV, the
+        vocabulary, [MASK]) and per attribute an embedding with its item row -> attribute row map."""
         self.lookup = tf_keras.layers.StringLookup(vocabulary=self.item_vocabulary or [_EMPTY_VOCAB_PLACEHOLDER],
                                                    mask_token="", num_oov_indices=1, name="item_lookup")
         self.num_items = len(self.item_vocabulary) or 1
         self.mask_id = SPECIAL_ROWS + self.num_items
-        self.item_embedding = tf_keras.layers.Embedding(self.mask_id + 1, self.dim, embeddings_initializer=init(),
+        self.item_embedding = tf_keras.layers.Embedding(self.mask_id + 1, self.dim,
+                                                        embeddings_initializer=_table_initializer(),
                                                         name="item_embedding")
         self.attribute_embeddings: dict[str, tf_keras.layers.Embedding] = {}
         self._attribute_rows: dict[str, tf.Tensor] = {}
@@ -150,18 +178,29 @@ class UserEncoder(tf_keras.Model):
             rows += [1] * (self.mask_id - len(rows)) + [mask_row]  # (the empty-vocabulary placeholder)
             self._attribute_rows[name] = tf.constant(np.asarray(rows, np.int32))
             self.attribute_embeddings[name] = tf_keras.layers.Embedding(
-                mask_row + 1, self.dim, embeddings_initializer=init(), name=f"{name}_embedding")
+                mask_row + 1, self.dim, embeddings_initializer=_table_initializer(), name=f"{name}_embedding")
+
+    def _build_token_embeddings(self) -> None:
+        """What is added to the item and attribute rows of a token (positions [max_length + 2, dim]
+        for a transformer, log2-hour gap buckets [time_buckets + 2, dim] when asked for), then the
+        norm and dropout of the sum."""
         self.position_embedding = None
-        if architecture == "transformer":
+        if self.architecture == "transformer":
             self.position_embedding = tf_keras.layers.Embedding(self.max_length + 2, self.dim,
-                                                                embeddings_initializer=init(), name="position_embedding")
-        self.time_embedding = (tf_keras.layers.Embedding(self.time_buckets + 2, self.dim, embeddings_initializer=init(),
+                                                                embeddings_initializer=_table_initializer(),
+                                                                name="position_embedding")
+        self.time_embedding = (tf_keras.layers.Embedding(self.time_buckets + 2, self.dim,
+                                                         embeddings_initializer=_table_initializer(),
                                                          name="time_embedding") if self.time_buckets else None)
         # SASRec scales the item embedding and leaves the sum unnormalised; the others normalise it.
         self.embedding_norm = (None if self.block == "sasrec" else
                                tf_keras.layers.LayerNormalization(epsilon=1e-6, name="embedding_norm"))
         self.embedding_dropout = seeded_dropout(self.dropout_rate)
-        if architecture == "transformer":
+
+    def _build_blocks(self, adapter_bottleneck: int) -> None:
+        """``num_layers`` blocks [B, L, dim] -> [B, L, dim] named block_0, block_1, ...: attention
+        blocks and a final norm (transformer), or dilated convolutions and no final norm (nextitnet)."""
+        if self.architecture == "transformer":
             kind = SASRecBlock if self.block == "sasrec" else TransformerBlock
             self.blocks = [kind(self.dim, self.heads, dropout=self.dropout_rate, adapter_bottleneck=adapter_bottleneck,
                                 name=f"block_{i}") for i in range(self.num_layers)]
@@ -171,7 +210,12 @@ class UserEncoder(tf_keras.Model):
                                           adapter_bottleneck=adapter_bottleneck, name=f"block_{i}")
                            for i, dilation in enumerate(nextitnet_dilations(self.num_layers))]
             self.final_norm = None
-        self.cls = (self.add_weight("cls", shape=[self.dim], initializer=init()) if pooling == "cls" else None)
+
+    def _build_head(self) -> None:
+        """The [CLS] token [dim] (``cls`` pooling only) and the item bias [V] of the tied output
+        layer (``item_scores``)."""
+        self.cls = (self.add_weight("cls", shape=[self.dim], initializer=_table_initializer())
+                    if self.pooling == "cls" else None)
         self.item_bias = self.add_weight("item_bias", shape=[self.num_items], initializer="zeros")
 
     # ---- ids ------------------------------------------------------------------------------------

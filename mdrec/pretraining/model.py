@@ -41,7 +41,7 @@ class PretrainModel(tf_keras.Model):
     :func:`mdrec.training.loop.fit` (x: {"ids": int32 [B, W]} and "times" int64 [B, W] with time
     buckets); ``call`` gives the user vectors of raw item sequences."""
 
-    autograph = False  # calls branch on Python values only (mdrec.training.loop.uses_autograph)
+    autograph = False  # calls branch on Python values only (mdrec.training.inference.uses_autograph)
 
     def __init__(self, encoder: UserEncoder, objective: str, *, negatives: int = 0, mask_rate: float = 0.2,
                  temperature: float = 0.1, attribute_weight: float = 1.0, next_item_weight: float = 1.0,

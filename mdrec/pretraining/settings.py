@@ -13,7 +13,7 @@ FULL_SOFTMAX_ITEMS = 50_000  # --negatives auto: the full softmax up to this man
 SAMPLED_NEGATIVES = 2048
 
 # Every hyperparameter of a pretraining run, with its default (written out in config.json);
-# None: decided from other settings (see mdrec.workflows.pretrain.resolve_hyperparameters).
+# None: decided from other settings (see mdrec.workflows.pretrain_hyperparameters.resolve_hyperparameters).
 DEFAULTS: dict[str, Any] = {
     "objective": "autoregressive", "architecture": None, "block": None, "pooling": None, "attributes": [], "domains": [],
     "dim": 64, "layers": 2, "heads": 1, "max_length": 200, "dropout": 0.1, "time_buckets": 0,

@@ -38,7 +38,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -49,6 +48,7 @@ import tf_keras
 
 from mdrec.errors import MdrecError
 from mdrec.training.cluster import check_cluster, is_chief, serve, task, tf_config
+from mdrec.training.loop import timed_steps
 
 # Variables above this size are split row-wise over the parameter servers (at most one shard per
 # server); MDREC_MIN_SHARD_BYTES overrides it (a layout choice: results do not depend on it).
@@ -202,7 +202,8 @@ def setup(config, spec) -> Setup:
                          f"--strategy {name} does not aggregate across replicas",
                          hint="use --strategy parameter_server, or drop normalization")
     if name == "parameter_server":
-        from mdrec.data.shards import is_tfrecord, shard_files
+        from mdrec.data.shard_format import is_tfrecord
+        from mdrec.data.shards import shard_files
 
         files = shard_files(config.train)
         if not all(is_tfrecord(f) for f in files):
@@ -295,13 +296,7 @@ class StrategySteps:
             pairs = (next(iterator) for _ in range(remaining))
         else:
             pairs = iter(self.strategy.experimental_distribute_dataset(self.train.epoch(epoch, skip)))
-        in_steps = 0.0
-        for x, y in pairs:
-            started = time.perf_counter()
-            loss = float(self._step(x, y))
-            in_steps += time.perf_counter() - started
-            after_step(loss)
-        return in_steps
+        return timed_steps(self._step, pairs, after_step)
 
     def flush(self) -> list[float]:
         """Wait for every scheduled step (parameter_server); their losses."""
@@ -319,7 +314,8 @@ def _epoch_seed(config, epoch: int) -> int:
 
 def _per_worker_dataset(coordinator, strategy, config, spec, workers: int, epoch: int):
     """Each parameter-server worker's own TFRecord shards, repeated, shuffled per (seed, epoch)."""
-    from mdrec.data.shards import shard_files, tfrecord_dataset
+    from mdrec.data.shards import shard_files
+    from mdrec.data.tfrecord import tfrecord_dataset
 
     files = [str(f) for f in shard_files(config.train)]
     seed = _epoch_seed(config, epoch)

@@ -3,7 +3,8 @@
 
 The whole training state (model, optimizer slots, epoch, batch within the epoch, best AUC, epochs
 without improvement) is one ``tf.train.Checkpoint``; epochs are seeded permutations, so a run killed
-mid-epoch and started again continues with exactly the batches it had not yet seen.
+mid-epoch and started again continues with exactly the batches it had not yet seen. How the steps
+themselves run (one process, or a tf.distribute strategy) is a :class:`Steps` object.
 """
 from __future__ import annotations
 
@@ -11,26 +12,20 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 import numpy as np
-import pandas as pd
 
 import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
-from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoch_dataset, predict_dataset
-from mdrec.evaluation.metrics import ctr_report
 from mdrec.errors import MdrecError
-from mdrec.fileio import atomic_directory
-from mdrec.data.signature import input_signature
-from mdrec.progress import PROGRESS_SECONDS, progress_verbosity, quiet_progress  # noqa: F401 (re-exported)
-from mdrec.training.board import Board, Validation, per_line, scored
+from mdrec.progress import PROGRESS_SECONDS, progress_verbosity
+from mdrec.training.board import Board, Validation, scored
+from mdrec.training.epochs import InMemoryEpochs, StreamingEpochs
+from mdrec.training.inference import build, save_weights, uses_autograph
 from mdrec.training.run import RunDir, TrainConfig
-
-
-TRAIN_SAMPLE = 20_000  # training rows scored at each epoch's end for the train curves
 
 
 @dataclass
@@ -40,150 +35,6 @@ class FitResult:
     best_score: float
     resumed_from: str | None
     stopped_early: bool
-
-
-def build(model: tf_keras.Model, inputs: dict[str, np.ndarray]) -> None:
-    """Create the model's variables by calling it on two rows (restores need the variables)."""
-    sample = {name: values[:2] for name, values in inputs.items()}
-    build_variables = getattr(model, "build_variables", None)  # models with more than one tower
-    if build_variables is not None:
-        build_variables(sample)
-    else:
-        model(sample, training=False)
-
-
-def predict(model: tf_keras.Model, inputs: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
-    """Click probabilities, float64 [N]."""
-    _prepare_inference(model)
-    spec = getattr(model, "spec", None)
-    scores = run_batched(model, "_mdrec_predict_step", lambda x: tf.sigmoid(model(x, training=False)),
-                         input_signature(spec) if spec is not None else None, inputs, batch_size)
-    return scores.astype(np.float64) if len(scores) else np.zeros(0)
-
-
-def run_batched(model: tf_keras.Model, name: str, fn, signature: dict | None, inputs: dict[str, np.ndarray],
-                batch_size: int = 4096) -> np.ndarray:
-    """``fn`` over ``inputs`` in batches, concatenated (empty array when there are no rows).
-
-    One tf.function per model and ``name``, traced with the fixed input ``signature`` (the
-    inputs are narrowed to it), not one trace per call.
-    """
-    step = getattr(model, name, None)
-    if step is None:
-        step = tf.function(fn, input_signature=[signature] if signature is not None else None,
-                           reduce_retracing=True, autograph=uses_autograph(model))
-        setattr(model, name, step)
-    if signature is not None:
-        inputs = {k: v for k, v in inputs.items() if k in signature}
-    parts = [step(batch).numpy() for batch in predict_dataset(inputs, batch_size)]
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def uses_autograph(model: tf_keras.Model) -> bool:
-    """Whether the model's tf.functions need AutoGraph. A model whose calls branch only on Python
-    values says ``autograph = False``: converting its code cost a third of a small run's training
-    (seconds per trace); code that branches on tensors (TFRS' tasks) needs the conversion."""
-    return bool(getattr(model, "autograph", True))
-
-
-def _prepare_inference(model: tf_keras.Model) -> None:
-    # STAR serves from fused per-domain weights once fused (correct without, one multiply slower).
-    prepare = getattr(model, "prepare_inference", None)
-    if prepare is not None:
-        prepare()
-
-
-def save_weights(model: tf_keras.Model, folder) -> None:
-    _prepare_inference(model)
-    with atomic_directory(folder) as tmp:
-        tf.train.Checkpoint(model=model).write(str(tmp / "weights"))
-
-
-def restore_weights(model: tf_keras.Model, folder) -> None:
-    status = tf.train.Checkpoint(model=model).read(str(folder / "weights")).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError:
-        raise MdrecError("the saved weights do not fit the model its config.json describes (was the run "
-                         "trained by another mdrec version?)", path=str(folder),
-                         hint="retrain the run with this version") from None
-    _prepare_inference(model)
-
-
-class InMemoryEpochs:
-    """Training batches from arrays in memory: a seeded permutation per epoch; with ``domains``,
-    every batch comes from one domain (``--domain-batches``)."""
-
-    def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
-                 domains: np.ndarray | None = None):
-        self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
-        self.domains = domains
-        self.batches_per_epoch: int | None = (-(-len(labels) // batch_size) if domains is None
-                                              else count_domain_batches(domains, batch_size))
-
-    def sample(self) -> dict[str, np.ndarray]:
-        return self.inputs
-
-    def epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
-        if self.domains is not None:
-            return domain_batch_dataset(self.inputs, self.labels, self.domains, self.batch_size,
-                                        seed=self.seed, epoch=epoch, skip_batches=skip_batches)
-        return epoch_dataset(self.inputs, self.labels, self.batch_size, seed=self.seed, epoch=epoch,
-                             skip_batches=skip_batches)
-
-
-class StreamingEpochs:
-    """Training batches read from disk each epoch (bounded memory); resume skips seen batches."""
-
-    def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], sample: dict[str, np.ndarray]):
-        self.make_dataset = make_dataset
-        self._sample = sample
-        self.batches_per_epoch = None  # unknown without a pass over the files
-
-    def sample(self) -> dict[str, np.ndarray]:
-        return self._sample
-
-    def epoch(self, epoch: int, skip_batches: int) -> tf.data.Dataset:
-        return self.make_dataset(epoch).skip(skip_batches)
-
-
-def auc_validation(model: tf_keras.Model, inputs: dict[str, np.ndarray], labels: np.ndarray,
-                   lines: np.ndarray | None = None, train: tuple | None = None) -> Callable[[], Validation]:
-    """Early-stopping score of a CTR model: AUC on the validation rows.
-
-    ``lines`` (object [N]): each row's line, for the curves per line. ``train``: (inputs, labels,
-    lines) of a fixed sample of training rows, scored the same way for the train curves.
-    """
-    def validate() -> Validation:
-        probabilities = predict(model, inputs)
-        scalars = ctr_scalars(labels, probabilities, lines)
-        result = Validation(score=scalars["auc"], scalars=scalars)
-        if lines is not None:
-            result.histograms = {f"score/{line}": probabilities[lines == line] for line in np.unique(lines)}
-        if train is not None:
-            train_inputs, train_labels, train_lines = train
-            result.train_scalars = ctr_scalars(train_labels, predict(model, train_inputs), train_lines)
-        return result
-
-    return validate
-
-
-def ctr_scalars(labels: np.ndarray, probabilities: np.ndarray, lines: np.ndarray | None) -> dict[str, float]:
-    """auc and logloss overall ("auc") and per line ("auc/books") from :func:`ctr_report`'s table
-    (a line with one class has no AUC: NaN, left out of the curves)."""
-    per_domain = lines is not None and len(np.unique(lines)) > 1
-    frame = pd.DataFrame({"label": labels, "score": probabilities, "line": lines if per_domain else ""})
-    table = ctr_report(frame, label="label", score="score", domain="line" if per_domain else None)
-    return {**per_line("auc", table["auc"].to_dict()), **per_line("logloss", table["logloss"].to_dict())}
-
-
-def training_sample(inputs: dict[str, np.ndarray], labels: np.ndarray, lines: np.ndarray, seed: int,
-                    size: int = TRAIN_SAMPLE) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """A seeded sample of at most ``size`` training rows for the train curves (same rows every epoch)."""
-    if len(labels) <= size:
-        return inputs, labels, lines
-    rows = np.sort(np.random.default_rng(seed).choice(len(labels), size, replace=False))
-    return {k: v[rows] for k, v in inputs.items()}, labels[rows], lines[rows]
 
 
 def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state: dict, manager, history: list,
@@ -283,6 +134,19 @@ class Steps(Protocol):
         """Wait for steps still running; their losses (before a checkpoint and at the epoch's end)."""
 
 
+def timed_steps(step: Callable[[Any, Any], Any], batches: Iterable[tuple[Any, Any]],
+                after_step: Callable[[float | None], None]) -> float:
+    """Run ``step(x, y)`` on every batch, handing each loss to ``after_step``; returns the seconds
+    spent inside the steps (the rest of an epoch is input and bookkeeping)."""
+    in_steps = 0.0
+    for x, y in batches:
+        started = time.perf_counter()
+        loss = float(step(x, y))
+        in_steps += time.perf_counter() - started
+        after_step(loss)
+    return in_steps
+
+
 class LocalSteps:
     """Training steps in this process: one tf.function over ``model.training_loss``."""
 
@@ -313,13 +177,7 @@ class LocalSteps:
 
     def run_epoch(self, epoch: int, skip: int, after_step: Callable[[float | None], None]) -> float:
         assert self._step is not None, "compile() first"
-        in_steps = 0.0  # seconds inside the training steps; the rest of the epoch is input and bookkeeping
-        for x, y in self.train.epoch(epoch, skip):
-            started = time.perf_counter()
-            loss = float(self._step(x, y))
-            in_steps += time.perf_counter() - started
-            after_step(loss)
-        return in_steps
+        return timed_steps(self._step, self.train.epoch(epoch, skip), after_step)
 
     def flush(self) -> list[float]:
         return []

@@ -25,7 +25,7 @@ from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_doma
                                       ranking_queries, sampled_ranking)
 from mdrec.spec import Spec
 from mdrec.training.board import Validation, per_line
-from mdrec.training.loop import run_batched
+from mdrec.training.inference import run_batched
 
 EARLY_STOPPING = "recall@50"
 POPULARITY = "baseline: popularity per line"

@@ -74,7 +74,7 @@ def split_users(users: np.ndarray, seed: int, valid: float = 0.1, test: float = 
 
 def profile_logits(model: ProfileModel, users: np.ndarray) -> np.ndarray:
     """Class logits float32 [N, num_classes] of ``users`` (raw ids)."""
-    from mdrec.training.loop import run_batched
+    from mdrec.training.inference import run_batched
 
     return run_batched(model, "_mdrec_profile_step", lambda x: model(x, training=False),
                        {USER: tf.TensorSpec([None], tf.string)}, {USER: np.asarray(users, dtype=object)})

@@ -44,15 +44,11 @@ from mdrec.evaluation import metrics as M
 from mdrec.evaluation.ab_slices import column_slices, user_segments
 from mdrec.evaluation.ab_statistics import compare_scores, ips_table, legend, verdict_table
 from mdrec.spec import Spec, load_spec
-from mdrec.workflows.ab_predictions import prediction_keys, read_predictions, read_propensities
+from mdrec.workflows.ab_predictions import read_propensities
 from mdrec.workflows.ab_result import ABResult
-from mdrec.workflows.ab_retrieval import RETRIEVAL_KS, compare_retrieval, retrieval_ab
-from mdrec.workflows.ab_sides import (BASELINE_PREFIX, BASELINE_SIDES, Side, check_baseline_sides, open_side,
-                                      score_sides, side_kind)
-
-# Importable from here as before the split (the CLI, the demo, the tests and ab_report use this module).
-__all__ = ["ABResult", "BASELINE_PREFIX", "BASELINE_SIDES", "Printer", "RETRIEVAL_KS", "ab_step", "ab_test",
-           "compare_retrieval", "prediction_keys", "read_predictions", "read_propensities", "side_kind"]
+from mdrec.workflows.ab_retrieval import retrieval_ab
+from mdrec.workflows.ab_sides import (Side, check_baseline_sides, open_side,
+                                      score_sides)
 
 Printer = Callable[[str], None]
 

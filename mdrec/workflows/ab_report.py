@@ -22,7 +22,7 @@ from mdrec.fileio import atomic_write_json, atomic_write_text
 from mdrec.records import recorded_path
 
 if TYPE_CHECKING:
-    from mdrec.workflows.ab import ABResult
+    from mdrec.workflows.ab_result import ABResult
 
 _METRIC_COLUMNS = ["slice", "metric", "control", "treatment", "delta", "ci_low", "ci_high", "p", "p_holm",
                    "mde", "test", "verdict"]

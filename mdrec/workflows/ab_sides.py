@@ -149,7 +149,7 @@ def score_side(side: Side, data: str | Path, log_: Log, spec: Spec, score_column
 
 def _score_run(side: Side, data: str | Path, cache: dict) -> None:
     """Predict ``data`` with a CTR run (best weights); keeps the run's context splits."""
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.workflows.restore import restore_for
 
     r = restore_for(side.path, data, cache=cache, need_context=True)

@@ -112,7 +112,7 @@ def subset_masks(items: Items) -> dict[str, np.ndarray]:
 
 def ctr_tables(r, items: Items, baseline_scores: np.ndarray | None) -> dict:
     """{subset: {"model": DataFrame, "baseline": DataFrame}} of a CTR run on r.log."""
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.workflows.run_tables import ctr_table
 
     scores = predict(r.model, r.inputs)

@@ -44,7 +44,7 @@ def evaluate_run(run_path: str | Path, data: str | Path, *, out: str | Path | No
 
     ``cache``: see :func:`restore_for` (``mdrec compare`` shares one across its runs).
     """
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
 
     if model_family(RunDir(run_path).read_config()[0].model) == "retrieval":
         return evaluate_retrieval_run(run_path, data, out=out)

@@ -18,6 +18,8 @@ Methods (all in one run):
               per later task
   adapters    PeterRec: task 1's encoder frozen, two bottleneck adapters per block and a head per
               later task
+
+Scoring one task: :mod:`mdrec.workflows.lifelong_eval`; the tables: :mod:`mdrec.workflows.lifelong_report`.
 """
 from __future__ import annotations
 
@@ -28,8 +30,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import f1_score
 
 import mdrec  # noqa: F401
 import tensorflow as tf
@@ -39,13 +39,16 @@ from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from mdrec.lifelong.masks import ownership_summary, prune, train_forward_mask
 from mdrec.lifelong.model import TaskModel, count
-from mdrec.lifelong.tasks import TaskData, TaskFile, build_task_data, parse_tasks, training_rows
+from mdrec.lifelong.task_data import TaskData, build_task_data, training_rows
+from mdrec.lifelong.tasks import Task, TaskFile, parse_tasks
 from mdrec.spec import load_spec
 from mdrec.training.board import Board
 from mdrec.training.run import RunDir, TrainConfig
+from mdrec.workflows.lifelong_eval import evaluate, sanity
+from mdrec.workflows.lifelong_report import report_text
 
 MODEL = "lifelong"
-K = 10
+PROGRESS = "progress.json"
 METHODS = ("conure", "sequential", "per_task", "adapters")
 LABELS = {"conure": "Conure", "sequential": "sequential fine-tuning", "per_task": "one model per task",
           "adapters": "PeterRec adapters"}
@@ -92,7 +95,7 @@ def train_phase(model: TaskModel, data: TaskData, variables: list[tf.Variable], 
     """Adam on ``variables`` (a fresh optimiser: a weight whose gradient is always zero never moves)
     with the kernels multiplied by ``masks`` and the gradients of ``grad_masks`` (id(variable) ->
     0/1 mask) multiplied in. Each epoch shows every row ``data.task.repeats`` times (see
-    :func:`mdrec.lifelong.tasks.training_rows`). Returns the mean loss per epoch."""
+    :func:`mdrec.lifelong.task_data.training_rows`). Returns the mean loss per epoch."""
     if not epochs or not len(data.x):
         return []
     task, kind = data.task.index, data.task.kind
@@ -129,57 +132,6 @@ def train_phase(model: TaskModel, data: TaskData, variables: list[tf.Variable], 
             n += len(rows)
         losses.append(total / max(n, 1))
     return losses
-
-
-def task_scores(model: TaskModel, task: int, items: np.ndarray, masks=None, batch_size: int = 512) -> np.ndarray:
-    fn = tf.function(lambda x: model.scores(x, task, masks), autograph=False,
-                     input_signature=[tf.TensorSpec([None, items.shape[1]], tf.string)])
-    out = [fn(tf.constant(items[s:s + batch_size])).numpy() for s in range(0, len(items), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.head(task).outputs), np.float32)
-
-
-def ranking_metrics(scores: np.ndarray, targets: list, excluded: list | None = None) -> dict[str, float]:
-    """recall@K (fraction of a user's targets in the top K) and NDCG@K, averaged over users."""
-    recall, ndcg = [], []
-    scores = np.array(scores, dtype=np.float64, copy=True)
-    for row, target in enumerate(targets):
-        if excluded:
-            scores[row, excluded[row]] = -np.inf
-        top = np.argsort(-scores[row], kind="stable")[:K]
-        target = np.atleast_1d(np.asarray(target))
-        hits = np.isin(top, target)
-        recall.append(hits.sum() / len(target))
-        ideal = np.sum(1.0 / np.log2(np.arange(2, min(len(target), K) + 2)))
-        ndcg.append(np.sum(hits / np.log2(np.arange(2, K + 2))) / ideal)
-    return {f"recall@{K}": float(np.mean(recall)) if recall else float("nan"),
-            f"ndcg@{K}": float(np.mean(ndcg)) if ndcg else float("nan")}
-
-
-def evaluate(model: TaskModel, data: TaskData, masks=None) -> dict[str, float]:
-    scores = task_scores(model, data.task.index, data.eval_x, masks)
-    return metrics_of(scores, data)
-
-
-def metrics_of(scores: np.ndarray, data: TaskData) -> dict[str, float]:
-    if data.task.kind == "next_item":
-        return ranking_metrics(scores, data.eval_targets, data.excluded)
-    if data.task.kind == "line_items":
-        return ranking_metrics(scores, data.eval_targets)
-    predicted = scores.argmax(1)
-    labels = np.asarray(data.eval_targets)
-    return {"accuracy": float(np.mean(predicted == labels)),
-            "macro_f1": float(f1_score(labels, predicted, average="macro", labels=np.arange(data.outputs),
-                                       zero_division=0))}
-
-
-def sanity(data: TaskData) -> tuple[str, dict[str, float]]:
-    n = len(data.eval_x)
-    if data.task.kind == "profile":
-        scores = np.zeros((n, data.outputs))
-        scores[:, data.majority] = 1.0
-        return "majority class", metrics_of(scores, data)
-    scores = np.tile(data.popularity.astype(np.float64), (n, 1))
-    return "popularity", metrics_of(scores, data)
 
 
 # ---- one task per method ----------------------------------------------------------------------------
@@ -224,99 +176,21 @@ def learn_plain(model: TaskModel, data: TaskData, variables, tasks: TaskFile, rn
 
 def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path, *, data: str | Path | None = None,
                  overwrite: bool = False, stop_after: int | None = None, log: Printer = print) -> dict:
-    """Learn the tasks of ``tasks_path`` in order in run folder ``out`` (resumes per task)."""
+    """Learn the tasks of ``tasks_path`` in order in run folder ``out`` (resumes per task).
+
+    Returns the metrics (also written to ``out/metrics.json``; ``_report`` is report.txt's text),
+    or ``{"done": t}`` when ``stop_after`` stopped the run after task t.
+    """
     started = time.perf_counter()
-    tasks = parse_tasks(tasks_path)
-    data_path = data or tasks.data
-    if not data_path:
-        raise MdrecError("no data: the tasks file has no 'data' field and --data was not given", path=tasks.path,
-                         hint="pass --data DIR (a prepared folder, e.g. from `mdrec data synth --preset transfer`)")
-    spec = load_spec(spec_path)
-    config = TrainConfig(model=MODEL, train=str(Path(data_path).resolve()), seed=tasks.seed,
-                         hyperparameters={"tasks_file": str(Path(tasks_path).resolve()), **tasks.as_config()})
-    run = RunDir(out)
-    fingerprints = run.prepare(config, {"train": resolve_train(data_path), "spec": spec_path, "tasks": tasks_path},
-                               overwrite=overwrite)
-    tf_keras.utils.set_random_seed(tasks.seed)
-    log(f"lifelong: {len(tasks.tasks)} tasks, encoder {tasks.encoder}")
-    vocabulary, task_data = build_task_data(tasks, spec, data_path, log=log)
-    if not run.exists():
-        run.write_config(config, spec, fingerprints)
-        atomic_write_json(run.path / "vocabulary.json",
-                          {"items": vocabulary, **{d.task.name: d.classes for d in task_data[1:]}})
+    tasks, run, vocabulary, task_data = _prepare(spec_path, tasks_path, out, data, overwrite, log)
     world = World(tasks, vocabulary, task_data)
     checkpoint = tf.train.Checkpoint(world=world)
-    progress_path = run.path / "progress.json"
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {
-        "done": 0, "matrix": {m: {} for m in ("conure", "sequential")}, "right_after": {m: {} for m in METHODS},
-        "losses": {}, "seconds": {}, "sanity": {}}
-    if progress["done"]:
-        checkpoint.read(str(run.path / "state" / f"after_{progress['done']}" / "ckpt")).expect_partial()
-        log(f"resumed after task {progress['done']} ({task_data[progress['done'] - 1].task.name}); "
-            "finished tasks are not retrained")
-    rng = world.rng
+    progress = _resume(run, checkpoint, task_data, log)
     board = Board(run.path)
     for data in task_data[progress["done"]:]:
-        t, spec_t = data.task.index, data.task
-        name = spec_t.name
-        log(f"task {t} {name} ({spec_t.kind}, prune {spec_t.prune}):")
-        seconds = {}
-        clock = time.perf_counter()
-        learned = learn_conure(world.conure, data, tasks, rng, log)
-        seconds["conure"] = time.perf_counter() - clock
-        progress["losses"][name] = {"conure": learned["losses"], "conure_retrain": learned["retrain_losses"]}
-        conure_row = {str(i): evaluate(world.conure, d, world.conure.predict_masks(i))
-                      for i, d in ((d.task.index, d) for d in task_data[:t])}
-        progress["matrix"]["conure"][str(t)] = conure_row
-        progress["right_after"]["conure"][str(t)] = conure_row[str(t)]
-        if tasks.baselines:
-            clock = time.perf_counter()
-            seq = world.sequential
-            if t == 1:
-                # Task 1's plain model is Conure's task-1 encoder before pruning: the shared base
-                # of one-model-per-task and the adapters, and sequential fine-tuning's start.
-                for target in (world.per_task["1"], seq):
-                    for variable, value in zip(base_weights(target), learned["before_prune"], strict=True):
-                        variable.assign(value)
-                    target.head(1).set_weights(learned["head_before_prune"])
-                seconds["sequential"] = seconds["per_task"] = 0.0
-            else:
-                progress["losses"][name]["sequential"] = learn_plain(
-                    seq, data, seq.encoder.trainable_weights + seq.head(t).trainable_weights, tasks, rng)
-                seconds["sequential"] = time.perf_counter() - clock
-                # One model per task trains its whole copy of task 1's encoder; adapters only the patches.
-                for method, model, encoder_weights in (
-                        ("per_task", world.per_task[str(t)], lambda m: m.encoder.trainable_weights),
-                        ("adapters", world.adapters[str(t)], lambda m: m.encoder.adapter_weights)):
-                    clock = time.perf_counter()
-                    copy_encoder(world.per_task["1"], model)
-                    progress["losses"][name][method] = learn_plain(
-                        model, data, encoder_weights(model) + model.head(t).trainable_weights, tasks, rng)
-                    seconds[method] = time.perf_counter() - clock
-            seq_row = {str(d.task.index): evaluate(seq, d) for d in task_data[:t]}
-            progress["matrix"]["sequential"][str(t)] = seq_row
-            progress["right_after"]["sequential"][str(t)] = seq_row[str(t)]
-            progress["right_after"]["per_task"][str(t)] = evaluate(world.per_task[str(t)], data)
-            progress["right_after"]["adapters"][str(t)] = (progress["right_after"]["per_task"]["1"] if t == 1 else
-                                                           evaluate(world.adapters[str(t)], data))
-        progress["sanity"][str(t)] = sanity(data)
-        progress["seconds"][str(t)] = seconds
-        metric = spec_t.metric
-        log(f"  {metric}: conure {conure_row[str(t)][metric]:.4f}" +
-            (f", sequential {progress['right_after']['sequential'][str(t)][metric]:.4f}, one-per-task "
-             f"{progress['right_after']['per_task'][str(t)][metric]:.4f}, adapters "
-             f"{progress['right_after']['adapters'][str(t)][metric]:.4f}" if tasks.baselines else "") +
-            f"; {progress['sanity'][str(t)][0]} {progress['sanity'][str(t)][1][metric]:.4f}"
-            f"  ({sum(seconds.values()):.1f}s)")
-        state = run.path / "state" / f"after_{t}"
-        with atomic_directory(state) as tmp:
-            checkpoint.write(str(tmp / "ckpt"))
-        progress["done"] = t
-        atomic_write_json(progress_path, progress)
-        board_points(board, t, task_data, progress)
-        for old in (run.path / "state").glob("after_*"):
-            if old.name != state.name:
-                shutil.rmtree(old, ignore_errors=True)
+        t = data.task.index
+        _learn_task(world, tasks, task_data, data, progress, log)
+        _record_task(run, checkpoint, board, task_data, progress, t)
         if stop_after is not None and t >= stop_after:
             log(f"stopped after task {t} (--stop-after); run the command again to continue")
             return {"done": t}
@@ -329,6 +203,128 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
     log(report)
     metrics["_report"] = report
     return metrics
+
+
+def _prepare(spec_path: str | Path, tasks_path: str | Path, out: str | Path, data: str | Path | None,
+             overwrite: bool, log: Printer) -> tuple[TaskFile, RunDir, list[str], list[TaskData]]:
+    """Parse the tasks, check the run folder against them, build every task's data; a new run
+    writes config.json, spec.yaml and vocabulary.json. Returns (tasks, run, vocabulary, task data)."""
+    tasks = parse_tasks(tasks_path)
+    data_path = data or tasks.data
+    if not data_path:
+        raise MdrecError("no data: the tasks file has no 'data' field and --data was not given", path=tasks.path,
+                         hint="pass --data DIR (a prepared folder, e.g. from `mdrec data synth --preset transfer`)")
+    spec = load_spec(spec_path)
+    config = TrainConfig(model=MODEL, train=str(Path(data_path).resolve()), seed=tasks.seed,
+                         hyperparameters={"tasks_file": str(Path(tasks_path).resolve()), **tasks.as_config()})
+    run = RunDir(out)
+    fingerprints = run.prepare(config, {"train": resolve_train(data_path), "spec": spec_path, "tasks": tasks_path},
+                               overwrite=overwrite)
+    tf_keras.utils.set_random_seed(tasks.seed)  # before the models are built: their initial weights
+    log(f"lifelong: {len(tasks.tasks)} tasks, encoder {tasks.encoder}")
+    vocabulary, task_data = build_task_data(tasks, spec, data_path, log=log)
+    if not run.exists():
+        run.write_config(config, spec, fingerprints)
+        atomic_write_json(run.path / "vocabulary.json",
+                          {"items": vocabulary, **{d.task.name: d.classes for d in task_data[1:]}})
+    return tasks, run, vocabulary, task_data
+
+
+def _resume(run: RunDir, checkpoint: tf.train.Checkpoint, task_data: list[TaskData], log: Printer) -> dict:
+    """progress.json's record (a fresh one for a new run), the models restored to its last task."""
+    path = run.path / PROGRESS
+    progress = json.loads(path.read_text()) if path.is_file() else {
+        "done": 0, "matrix": {m: {} for m in ("conure", "sequential")}, "right_after": {m: {} for m in METHODS},
+        "losses": {}, "seconds": {}, "sanity": {}}
+    if progress["done"]:
+        checkpoint.read(str(run.path / "state" / f"after_{progress['done']}" / "ckpt")).expect_partial()
+        log(f"resumed after task {progress['done']} ({task_data[progress['done'] - 1].task.name}); "
+            "finished tasks are not retrained")
+    return progress
+
+
+def _learn_task(world: World, tasks: TaskFile, task_data: list[TaskData], data: TaskData, progress: dict,
+                log: Printer) -> None:
+    """Task ``data.task`` learned by every method; its losses, scores, sanity row and wall times go
+    into ``progress`` (Conure's and sequential fine-tuning's rows score every task learned so far)."""
+    t, name = data.task.index, data.task.name
+    log(f"task {t} {name} ({data.task.kind}, prune {data.task.prune}):")
+    seconds = {}
+    clock = time.perf_counter()
+    learned = learn_conure(world.conure, data, tasks, world.rng, log)
+    seconds["conure"] = time.perf_counter() - clock
+    progress["losses"][name] = {"conure": learned["losses"], "conure_retrain": learned["retrain_losses"]}
+    conure_row = {str(i): evaluate(world.conure, d, world.conure.predict_masks(i))
+                  for i, d in ((d.task.index, d) for d in task_data[:t])}
+    progress["matrix"]["conure"][str(t)] = conure_row
+    progress["right_after"]["conure"][str(t)] = conure_row[str(t)]
+    if tasks.baselines:
+        _learn_baselines(world, tasks, task_data, data, learned, progress, seconds)
+    progress["sanity"][str(t)] = sanity(data)
+    progress["seconds"][str(t)] = seconds
+    log(_task_line(data.task, progress, tasks.baselines, seconds))
+
+
+def _learn_baselines(world: World, tasks: TaskFile, task_data: list[TaskData], data: TaskData, learned: dict,
+                     progress: dict, seconds: dict[str, float]) -> None:
+    """Task ``data.task`` for sequential fine-tuning, one model per task and the adapters."""
+    t, name = data.task.index, data.task.name
+    clock = time.perf_counter()
+    seq = world.sequential
+    if t == 1:
+        # Task 1's plain model is Conure's task-1 encoder before pruning: the shared base
+        # of one-model-per-task and the adapters, and sequential fine-tuning's start.
+        for target in (world.per_task["1"], seq):
+            for variable, value in zip(base_weights(target), learned["before_prune"], strict=True):
+                variable.assign(value)
+            target.head(1).set_weights(learned["head_before_prune"])
+        seconds["sequential"] = seconds["per_task"] = 0.0
+    else:
+        progress["losses"][name]["sequential"] = learn_plain(
+            seq, data, seq.encoder.trainable_weights + seq.head(t).trainable_weights, tasks, world.rng)
+        seconds["sequential"] = time.perf_counter() - clock
+        # One model per task trains its whole copy of task 1's encoder; adapters only the patches.
+        for method, model, encoder_weights in (
+                ("per_task", world.per_task[str(t)], lambda m: m.encoder.trainable_weights),
+                ("adapters", world.adapters[str(t)], lambda m: m.encoder.adapter_weights)):
+            clock = time.perf_counter()
+            copy_encoder(world.per_task["1"], model)
+            progress["losses"][name][method] = learn_plain(
+                model, data, encoder_weights(model) + model.head(t).trainable_weights, tasks, world.rng)
+            seconds[method] = time.perf_counter() - clock
+    seq_row = {str(d.task.index): evaluate(seq, d) for d in task_data[:t]}
+    after = progress["right_after"]
+    progress["matrix"]["sequential"][str(t)] = seq_row
+    after["sequential"][str(t)] = seq_row[str(t)]
+    after["per_task"][str(t)] = evaluate(world.per_task[str(t)], data)
+    after["adapters"][str(t)] = after["per_task"]["1"] if t == 1 else evaluate(world.adapters[str(t)], data)
+
+
+def _task_line(task: Task, progress: dict, baselines: bool, seconds: dict[str, float]) -> str:
+    """The printed line of a learned task: its metric per method, the sanity row, the wall time."""
+    t, metric = str(task.index), task.metric
+    after = progress["right_after"]
+    line = f"  {metric}: conure {after['conure'][t][metric]:.4f}"
+    if baselines:
+        line += (f", sequential {after['sequential'][t][metric]:.4f}, one-per-task "
+                 f"{after['per_task'][t][metric]:.4f}, adapters {after['adapters'][t][metric]:.4f}")
+    sanity_name, sanity_values = progress["sanity"][t]
+    return line + f"; {sanity_name} {sanity_values[metric]:.4f}  ({sum(seconds.values()):.1f}s)"
+
+
+def _record_task(run: RunDir, checkpoint: tf.train.Checkpoint, board: Board, task_data: list[TaskData],
+                 progress: dict, t: int) -> None:
+    """Save the models after task ``t`` and then progress.json (so the record never names a state
+    that is not on disk), add the TensorBoard points, then drop the earlier states."""
+    state = run.path / "state" / f"after_{t}"
+    with atomic_directory(state) as tmp:
+        checkpoint.write(str(tmp / "ckpt"))
+    progress["done"] = t
+    atomic_write_json(run.path / PROGRESS, progress)
+    board_points(board, t, task_data, progress)
+    for old in (run.path / "state").glob("after_*"):
+        if old.name != state.name:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def board_points(board: Board, t: int, task_data: list[TaskData], progress: dict) -> None:
@@ -392,62 +388,3 @@ def final_metrics(world: World, tasks: TaskFile, task_data: list[TaskData], prog
             "ownership": ownership_summary(world.conure.owner_arrays(), len(task_data)),
             "matrix": progress["matrix"], "right_after": progress["right_after"], "losses": progress["losses"],
             "seconds": progress["seconds"], "sanity": progress["sanity"]}
-
-
-SECONDARY = {"profile": "macro_f1"}  # shown beside accuracy: the majority class scores low on it
-
-
-def forgetting_table(metrics: dict) -> pd.DataFrame:
-    """One row per task and metric (profile tasks: accuracy, then macro-F1): each method's value
-    right after the task was learned and after all tasks, the baselines, and the sanity row
-    (popularity or the majority class) last."""
-    last = str(len(metrics["tasks"]))
-    rows = []
-    for r in metrics["tasks"]:
-        t = str(r["task"])
-        for metric in (r["metric"], SECONDARY.get(r["kind"])):
-            if metric is None or metric not in metrics["sanity"][t][1]:
-                continue
-            row = {"task": f"{t} {r['name']}", "metric": metric, "p": r["prune"]}
-            for method, label in (("conure", "Conure"), ("sequential", "seq-FT")):
-                if t not in metrics["right_after"].get(method, {}):
-                    continue
-                after, final = metrics["right_after"][method][t][metric], metrics["matrix"][method][last][t][metric]
-                row.update({f"{label} after it": after, f"{label} after all": final, f"{label} Δ": final - after})
-            for method, label in (("per_task", "one model/task"), ("adapters", "adapters")):
-                if t in metrics["right_after"].get(method, {}):
-                    row[label] = metrics["right_after"][method][t][metric]
-            row[metrics["sanity"][t][0]] = metrics["sanity"][t][1][metric]
-            rows.append(row)
-    table = pd.DataFrame(rows).set_index("task")
-    sanity_cols = [c for c in table.columns if c in ("popularity", "majority class")]
-    return table[[c for c in table.columns if c not in sanity_cols] + sanity_cols]
-
-
-def parameter_table(counts: dict) -> pd.DataFrame:
-    prow = [{"method": "Conure (one encoder, masks)", "parameters": counts["conure"]}]
-    if "per_task" in counts:
-        prow += [{"method": "one model per task", "parameters": counts["per_task"]},
-                 {"method": "sequential fine-tuning", "parameters": counts["sequential"]},
-                 {"method": "PeterRec adapters", "parameters": counts["adapters"]}]
-    ptable = pd.DataFrame(prow).set_index("method")
-    if "per_task" in counts:
-        ptable["vs one model per task"] = ptable["parameters"] / counts["per_task"]
-    return ptable
-
-
-def report_text(metrics: dict) -> str:
-    table = forgetting_table(metrics)
-    counts = metrics["parameters"]
-    lines = ["Forgetting: each task's test metric right after it was learned and after all tasks",
-             table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"), ""]
-    ptable = parameter_table(counts)
-    lines += ["Parameters (encoder + heads; Conure's prunable kernels are shared by owner)",
-              ptable.to_string(float_format=lambda v: f"{v:.2f}"), ""]
-    own = metrics["ownership"]
-    lines.append("Prunable kernel weights by owner: " + ", ".join(
-        f"{'free' if k == '0' else 'task ' + k} {v} ({own['share'][k]:.0%})" for k, v in own["per_owner"].items()))
-    secs = metrics["seconds"]
-    lines.append("Wall seconds per task: " + "; ".join(
-        f"task {t}: " + ", ".join(f"{m} {s:.1f}" for m, s in v.items()) for t, v in secs.items()))
-    return "\n".join(lines) + "\n"

@@ -49,9 +49,10 @@ def lifelong_step(spec_path: str | Path, data_dir: str | Path, out: str | Path, 
     """Run the three tasks on ``data_dir`` (a folder written by ``synthetic.write(..., line_files=True)``
     from ``synthetic.preset("transfer")``) in ``out/lifelong`` (started afresh), print ``header``,
     the forgetting table and the parameter counts through ``log``, and return the forgetting table
-    (one row per task and metric; see :func:`mdrec.workflows.lifelong.forgetting_table`)."""
+    (one row per task and metric; see :func:`mdrec.workflows.lifelong_report.forgetting_table`)."""
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.lifelong import forgetting_table, lifelong_run, parameter_table
+    from mdrec.workflows.lifelong import lifelong_run
+    from mdrec.workflows.lifelong_report import forgetting_table, parameter_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,13 +15,15 @@ import tf_keras
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json
 from mdrec.spec import load_spec
-from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
+from mdrec.training.epochs import InMemoryEpochs
+from mdrec.training.inference import restore_weights
+from mdrec.training.loop import fit
 from mdrec.training.run import RunDir, TrainConfig
 from mdrec.transfer.profile import (USER, ProfileModel, profile_logits, profile_report, split_users,
                                     user_labels)
 from mdrec.transfer.settings import ADAPTER_DIM
 from mdrec.transfer.user_feature import PretrainedUser, trainable_share
-from mdrec.workflows.pretrain import load_pretrained
+from mdrec.workflows.pretrained import load_pretrained
 
 
 @dataclass

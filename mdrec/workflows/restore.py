@@ -68,7 +68,7 @@ def evaluation_context(config: TrainConfig, spec: Spec, transform: Transform, da
 
 def restore_trained(model, run: RunDir, inputs: dict[str, np.ndarray]) -> None:
     """Create the model's variables and load the run's best weights into them."""
-    from mdrec.training.loop import build, restore_weights
+    from mdrec.training.inference import build, restore_weights
 
     build(model, inputs)
     restore_weights(model, run.best)

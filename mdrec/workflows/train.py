@@ -40,7 +40,7 @@ def build_run_model(config: TrainConfig, spec: Spec, transform: Transform, catal
     run's ``transfer_mode`` and ``adapter_dim``: models take the layer, never the path."""
     from mdrec.transfer.settings import TRANSFER_DEFAULTS
     from mdrec.transfer.user_feature import PretrainedUser
-    from mdrec.workflows.pretrain import load_pretrained
+    from mdrec.workflows.pretrained import load_pretrained
 
     hyperparameters = dict(config.hyperparameters)
     pretrained = hyperparameters.pop("pretrained", None)
@@ -205,8 +205,10 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
                log: Printer, on_batch: Callable[[int], None] | None) -> TrainMetrics:
     """Fit a CTR model (early stopping on validation AUC), calibrate it per line, and score it
     with the sanity rows on every split."""
-    from mdrec.training.loop import InMemoryEpochs, StreamingEpochs, auc_validation, fit, restore_weights, \
-        training_sample
+    from mdrec.training.epochs import InMemoryEpochs, StreamingEpochs
+    from mdrec.training.inference import restore_weights
+    from mdrec.training.loop import fit
+    from mdrec.training.validation import auc_validation, training_sample
 
     spec, transform, train_log = data.spec, data.transform, data.logs["train"]
     train_inputs = model_inputs(train_log, spec, data.histories["train"])
@@ -253,7 +255,7 @@ def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainCo
     """Add to ``metrics`` the calibration step and, per split, the model's table beside the sanity
     rows (user+item mean, first-order logistic): fitted on the same training split, their
     settings chosen on the validation split."""
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
 
     spec, transform = data.spec, data.transform
     train_missing: dict[str, int] = {}
@@ -294,7 +296,7 @@ def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dic
     and rescore every split (``scored``: split -> probabilities, replaced in place). Returns the
     report: each line's pair and each split's table before the step."""
     from mdrec.training.calibration import fit_line_calibration
-    from mdrec.training.loop import predict, save_weights
+    from mdrec.training.inference import predict, save_weights
 
     if "valid" not in splits:
         log("calibration: skipped (no --valid split to fit it on)")
@@ -353,7 +355,9 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, 
     """Fit a retrieval model (early stopping on validation recall) and rank every split's clicks
     with it beside popularity, ItemKNN and EASE."""
     from mdrec.training import retrieval
-    from mdrec.training.loop import InMemoryEpochs, fit, restore_weights
+    from mdrec.training.epochs import InMemoryEpochs
+    from mdrec.training.inference import restore_weights
+    from mdrec.training.loop import fit
 
     spec, transform, catalogue, logs, histories = data.spec, data.transform, data.catalogue, data.logs, data.histories
     history = histories["train"]

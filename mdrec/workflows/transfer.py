@@ -42,7 +42,7 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                  seed: int = TRANSFER["seed"],
                  hyperparameters: dict | None = None, warm_start: str | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    from mdrec.workflows.pretrain import load_pretrained
+    from mdrec.workflows.pretrained import load_pretrained
 
     if task not in TASKS:
         raise MdrecError(f"unknown --task '{task}'", hint=f"use one of: {', '.join(TASKS)}")

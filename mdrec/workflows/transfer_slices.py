@@ -45,7 +45,7 @@ def ctr_slices(run_path: str | Path, data: str | Path, source_users: set | froze
     logistic; fitted on the run's training file) on ``data``, per slice. Rows: slice; column
     ``model`` says which scorer ("model" or the sanity row's name). The source-history slices use the
     run's pretrained users, or ``source_users`` (to slice a run without transfer the same way)."""
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.workflows.evaluate import ctr_baselines_of
     from mdrec.workflows.restore import restore_for
 

@@ -42,7 +42,7 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
         metrics = train_run(spec_path, config, out, overwrite=True, log=log)
         source_users = None
         if pretrained is not None:
-            from mdrec.workflows.pretrain import load_pretrained
+            from mdrec.workflows.pretrained import load_pretrained
 
             source_users = {u for u, items in load_pretrained(pretrained).sequences.items() if len(items)}
         table = ctr_slices(out, target["test"], source_users)

@@ -65,7 +65,7 @@ def build_ctr(run_path: Path) -> FamilyExport:
     """CTR models (star, shared_bottom, separate, mmoe): ``serving_default`` = raw features ->
     probability and logit; warmup rows from the run's validation split (else test, else train)."""
     from mdrec.export.signatures import ctr_signature
-    from mdrec.training.loop import predict
+    from mdrec.training.inference import predict
     from mdrec.training.run import RunDir
     from mdrec.workflows.restore import restore_for
 

@@ -26,9 +26,11 @@ TOP = 10
 
 
 def build_lifelong(run_path: Path) -> FamilyExport:
-    from mdrec.lifelong.tasks import build_task_data, parse_tasks
+    from mdrec.lifelong.task_data import build_task_data
+    from mdrec.lifelong.tasks import parse_tasks
     from mdrec.training.run import RunDir
-    from mdrec.workflows.lifelong import World, task_scores
+    from mdrec.workflows.lifelong import World
+    from mdrec.workflows.lifelong_eval import task_scores
 
     run = RunDir(run_path).require()
     metrics = run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work

@@ -51,7 +51,7 @@ def next_items(encoder: UserEncoder, inputs: dict[str, tf.Tensor], k: int) -> di
 
 def build_user_encoder(run_path: Path, top_k: int | None = None) -> FamilyExport:
     from mdrec.training.run import RunDir
-    from mdrec.workflows.pretrain import load_pretrained, user_vectors
+    from mdrec.workflows.pretrained import load_pretrained, user_vectors
 
     run = RunDir(run_path).require()
     run.read_metrics()  # an unfinished run has no metrics to ship: fail before any work
