@@ -212,7 +212,8 @@ def run_cold_start(args) -> int:
 
 def run_compare_branches(args) -> int:
     from mdrec.evaluation.metrics import format_table
-    from mdrec.workflows.branches import bucket_table, compare_branches, findings, summary_table, SUBSETS
+    from mdrec.workflows.branches import compare_branches
+    from mdrec.workflows.branches_report import SUBSETS, bucket_table, findings, summary_table
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -34,7 +34,6 @@ from mdrec.training.schedule import BRANCHES as SCHEDULE
 from mdrec.workflows.branches_items import (Items, Printer, ctr_tables, data_facts, extend_catalogue,
                                             resolve_splits, retrieval_tables)
 from mdrec.workflows.branches_report import assemble, write_report
-from mdrec.workflows.branches_report import SUBSETS, bucket_table, findings, summary_table  # noqa: F401 (re-exported for mdrec.cli)
 
 BRANCHES = ("id", "content", "hybrid")
 
