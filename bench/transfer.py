@@ -30,8 +30,8 @@ import pandas as pd
 
 import mdrec  # noqa: F401
 from mdrec.evaluation.metrics import table_to_markdown
-from mdrec.workflows.transfer_report import write_variants_report
-from mdrec.workflows.transfer_variants import VARIANTS, run_variant, summary
+from mdrec.workflows.transfer_report import summary, write_variants_report
+from mdrec.workflows.transfer_variants import VARIANTS, run_variant
 
 
 def _line_files(data: Path, line: str, out: Path, fraction: float = 1.0) -> dict[str, str]:

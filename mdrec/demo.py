@@ -127,7 +127,8 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
     from mdrec.progress import quiet_progress
     from mdrec.workflows.pretrain import pretrain_run
     from mdrec.workflows.pretrained import results_table
-    from mdrec.workflows.transfer_variants import run_variant, summary
+    from mdrec.workflows.transfer_report import summary
+    from mdrec.workflows.transfer_variants import run_variant
 
     config = synthetic.preset("transfer", num_impressions=60_000, num_users=1000) if quick \
         else synthetic.preset("transfer")

@@ -110,3 +110,73 @@ def test_typed_results_declare_the_early_stopping_score_they_record():
 
     assert f"best_valid_{SEQUENCE_SCORE}" in PretrainMetrics.__annotations__
     assert f"best_valid_{RETRIEVAL_SCORE}" in TrainMetrics.__annotations__
+
+
+def module_imports(path: Path) -> set[str]:
+    """The mdrec modules ``path`` imports (``from mdrec.a import b`` counts mdrec.a.b when that is a
+    module, else mdrec.a), those inside functions and under TYPE_CHECKING too."""
+    modules = {module_name(p) for p in ROOT.rglob("*.py")}
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != "mdrec":
+                out.add(name)
+    return out - {module_name(path)}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or around a loop (strongly connected
+    components of more than one module)."""
+    order, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        order[node] = low[node] = len(order)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in order:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], order[target])
+        if low[node] == order[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in order:
+            visit(node)
+    return cycles
+
+
+def test_no_two_modules_import_each_other_even_around_a_loop():
+    """Inside a package too: a loop of imports hidden in functions works until someone moves one of
+    them to the top of a file; one direction per pair keeps every module importable on its own."""
+    graph = {module_name(p): module_imports(p) for p in ROOT.rglob("*.py")}
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_catches_a_loop_through_three_modules():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

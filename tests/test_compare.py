@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mdrec.workflows.compare import aggregate_by_model
+from mdrec.workflows.comparison import aggregate_by_model
 
 
 def test_mean_and_sample_std_per_model():

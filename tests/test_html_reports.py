@@ -175,7 +175,7 @@ def test_compare_refuses_a_report_folder_with_other_files_before_evaluating(tmp_
 
 def _comparison():
     """A hand-made Comparison: two seeds of one model and a sanity row, lines a and b."""
-    from mdrec.workflows.compare import Comparison
+    from mdrec.workflows.comparison import Comparison
 
     table = pd.DataFrame({"model": ["star", "star", "baseline"], "auc": [0.70, 0.72, 0.65], "gauc": [0.6, 0.62, 0.55],
                           "logloss": [0.5, 0.49, 0.52], "auc[a]": [0.71, 0.73, 0.66], "auc[b]": [0.69, 0.70, 0.64],
@@ -258,7 +258,7 @@ def _variant_rows() -> list[dict]:
 
 def test_variants_report_shows_every_seed_and_the_mean_and_std(tmp_path):
     from mdrec.workflows.transfer_report import write_variants_report
-    from mdrec.workflows.transfer_variants import summary
+    from mdrec.workflows.transfer_report import summary
 
     rows = _variant_rows()
     out = tmp_path / "transfer_report"

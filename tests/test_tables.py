@@ -74,8 +74,8 @@ def test_mistakes_are_refused():
 
 
 def test_the_workflow_tables_follow_the_same_rule():
-    from mdrec.workflows.compare import aggregate_by_model
-    from mdrec.workflows.transfer_variants import summary
+    from mdrec.workflows.comparison import aggregate_by_model
+    from mdrec.workflows.transfer_report import summary
 
     runs = pd.DataFrame({"model": ["star", "star", "star", "baseline"], "auc": [0.1, 0.2, 0.3, 0.15],
                          "auc[b]": [np.nan, np.nan, np.nan, 0.5]}, index=["s0", "s1", "s2", "user+item mean"])

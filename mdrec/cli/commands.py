@@ -169,7 +169,8 @@ def run_transfer(args) -> int:
 def run_compare(args) -> int:
     from mdrec.evaluation.metrics import format_table
     from mdrec.fileio import atomic_write_text
-    from mdrec.workflows.compare import aggregate_by_model, model_groups, run_comparison
+    from mdrec.workflows.compare import run_comparison
+    from mdrec.workflows.comparison import aggregate_by_model, model_groups
 
     comparison = run_comparison(args.runs, args.data, report=args.report)
     table = comparison.table
@@ -274,7 +275,7 @@ def run_evaluate(args) -> int:
         result = evaluate_run(args.run, args.data, out=args.out)
         print(format_table(result.table))
         if result.baselines:
-            from mdrec.workflows.compare import summary_row
+            from mdrec.workflows.comparison import summary_row
 
             rows = {model: summary_row(result.table),
                     **{name: summary_row(t) for name, t in result.baselines.items()}}

@@ -15,15 +15,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mdrec.data.columns import DOMAIN, LABEL, SINGLE_DOMAIN, TIME
 from mdrec.data.io import iter_chunks, read_file, table_files
 from mdrec.errors import MdrecError
 from mdrec.spec import FeatureSpec, Spec
 
-# Canonical column names for what every model needs; feature columns keep their feature names.
-LABEL = "__label__"
-DOMAIN = "__domain__"
-TIME = "__time__"
-SINGLE_DOMAIN = "all"  # the domain of every row when the spec names no domain column
 
 
 @dataclass

@@ -122,12 +122,12 @@ def streaming_dataset(path: str | Path, spec: Spec, batch_size: int, *, chunk_ro
     if spec.sequence is not None:
         raise MdrecError("streaming input cannot build behaviour sequences (they need each user's full "
                          "history)", path=spec.source, hint="train in memory, or remove `sequence` from the spec")
+    from mdrec.data.io import table_files
     from mdrec.data.shard_format import is_tfrecord
-    from mdrec.data.shards import shard_files
     from mdrec.data.tfrecord import tfrecord_dataset
     from mdrec.data.signature import input_signature
 
-    files = shard_files(path)
+    files = table_files(path)
     if all(is_tfrecord(f) for f in files):  # shards of `mdrec data convert`: parsed in the graph
         return tfrecord_dataset(files, spec, batch_size, shuffle_buffer=shuffle_buffer, seed=seed)
     signature = input_signature(spec)

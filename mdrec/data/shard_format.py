@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mdrec.data.columns import DOMAIN, TIME
 from mdrec.errors import MdrecError
 from mdrec.spec import Spec
 
@@ -56,8 +57,6 @@ def canonical_columns(log, raw_label: pd.Series, spec: Spec) -> dict[str, np.nda
     log: the chunk canonicalized by ``mdrec.data.log.canonicalize``; raw_label: the chunk's label
     column as read (n,), since the log keeps only the 0/1 label and a shard keeps the raw value.
     """
-    from mdrec.data.log import DOMAIN, TIME
-
     if raw_label.dtype == bool:
         label = raw_label.to_numpy().astype(np.float64)
     else:

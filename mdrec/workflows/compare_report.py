@@ -16,12 +16,10 @@ from mdrec.evaluation.html_report import figure_png, html_figures, html_list, ht
 from mdrec.evaluation.metrics import table_to_markdown
 from mdrec.evaluation.plots import Curve, draw_reliability, draw_seed_spread
 from mdrec.fileio import atomic_write_text
-from mdrec.workflows.compare import BASELINE, aggregate_by_model, model_groups
+from mdrec.workflows.comparison import BASELINE, Comparison, aggregate_by_model, model_groups
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from mdrec.workflows.compare import Comparison
 
 REPORT_FILES = ("report.md", "report.html", "table.csv")
 WHAT = "a compare report"

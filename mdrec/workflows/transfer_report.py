@@ -18,11 +18,15 @@ import pandas as pd
 from mdrec.evaluation.html_report import figure_png, html_figures, html_list, html_page, html_table, report_folder
 from mdrec.evaluation.metrics import table_to_markdown
 from mdrec.evaluation.plots import draw_seed_spread
+from mdrec.evaluation.tables import mean_std_table
 from mdrec.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+# The test slices every transfer table reports, in this order (rows of mdrec.workflows.transfer_slices).
+SLICES = ("ALL", "target history 0", "target history 1-3", "target history 4+", "with source history",
+          "no source history")
 REPORT_FILES = ("report.md", "report.html")
 WHAT = "a transfer report"
 READING = (
@@ -56,10 +60,8 @@ def write_slices_report(table: pd.DataFrame, out: str | Path, *, title: str) -> 
 
 def write_variants_report(rows: Sequence[dict], out: str | Path, *, title: str) -> dict[str, Path]:
     """Several variants over seeds (:func:`mdrec.workflows.transfer_variants.run_variant`'s rows) as the folder
-    ``out``: the mean ± std table of :func:`mdrec.workflows.transfer_variants.summary` and the AUC by slice with
+    ``out``: the mean ± std table of :func:`summary` and the AUC by slice with
     a point per seed."""
-    from mdrec.workflows.transfer_variants import SLICES, summary
-
     frame = pd.DataFrame(list(rows)).drop_duplicates(subset=["variant", "seed"])  # a sanity row once per seed
     slices = [s for s in SLICES if s in frame.columns]
     values = frame.melt(id_vars=["variant"], value_vars=slices, var_name="category", value_name="value")
@@ -99,3 +101,19 @@ def _slice_figure(values: pd.DataFrame, slices: list[str], sizes: dict[str, int]
                      groups=list(dict.fromkeys(values["group"])), ylabel="test AUC")
     ax.set_title(f"Test AUC by the user's history: {what}")
     return figure
+
+
+def summary(rows: list[dict]) -> pd.DataFrame:
+    """Variant x slice: "mean ± std" of the test AUC over seeds
+    (:func:`mdrec.evaluation.tables.mean_std_table`; "-" where a slice has no AUC).
+
+    rows: :func:`run_variant`'s; each variant run repeats the sanity rows, so a (variant, seed)
+    counts once.
+    """
+    frame = pd.DataFrame(rows).drop_duplicates(subset=["variant", "seed"])
+    columns = [s for s in SLICES if s in frame.columns]
+    values = frame.rename(columns={"variant": "row"}).melt(id_vars=["row", "seed"], value_vars=columns,
+                                                           var_name="column", value_name="value")
+    table = mean_std_table(values, rows=list(dict.fromkeys(frame["variant"])), columns=columns)
+    table.index.name = "variant"
+    return table

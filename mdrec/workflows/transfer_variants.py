@@ -9,13 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 
-from mdrec.evaluation.tables import mean_std_table
+from mdrec.workflows.transfer_report import SLICES
 
 VARIANTS = ("no transfer", "ID warm start", "scratch", "frozen", "finetune", "adapter")
-SLICES = ("ALL", "target history 0", "target history 1-3", "target history 4+", "with source history",
-          "no source history")
 
 
 def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], out: str | Path,
@@ -61,19 +58,3 @@ def run_variant(variant: str, *, spec_path: str | Path, target: dict[str, str], 
             row["trainable_share"] = metrics.get("transfer", {}).get("encoder_trainable_share")
         rows.append(row)
     return rows
-
-
-def summary(rows: list[dict]) -> pd.DataFrame:
-    """Variant x slice: "mean ± std" of the test AUC over seeds
-    (:func:`mdrec.evaluation.tables.mean_std_table`; "-" where a slice has no AUC).
-
-    rows: :func:`run_variant`'s; each variant run repeats the sanity rows, so a (variant, seed)
-    counts once.
-    """
-    frame = pd.DataFrame(rows).drop_duplicates(subset=["variant", "seed"])
-    columns = [s for s in SLICES if s in frame.columns]
-    values = frame.rename(columns={"variant": "row"}).melt(id_vars=["row", "seed"], value_vars=columns,
-                                                           var_name="column", value_name="value")
-    table = mean_std_table(values, rows=list(dict.fromkeys(frame["variant"])), columns=columns)
-    table.index.name = "variant"
-    return table

@@ -20,7 +20,7 @@ import mdrec  # noqa: F401
 import tensorflow as tf
 
 from mdrec.models.user_encoder import ITEMS
-from mdrec.workflows.export.families import FamilyExport, warmup_batches
+from mdrec.workflows.export.family import FamilyExport, warmup_batches
 
 TOP = 10
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from mdrec.errors import MdrecError
 from mdrec.export.signatures import check_request
-from mdrec.workflows.export.families import FamilyExport, warmup_batches
+from mdrec.workflows.export.family import FamilyExport, warmup_batches
 
 if TYPE_CHECKING:
     from mdrec.data.catalogue import Catalogue
@@ -47,7 +47,7 @@ def build_retrieval(run_path: Path, *, index: str = "brute_force", top_k: int = 
     from mdrec.retrieval.domain_index import DomainIndex, save_options
     from mdrec.training.retrieval import candidate_embeddings
     from mdrec.training.run import RunDir
-    from mdrec.workflows.export.families import first_existing
+    from mdrec.workflows.export.family import first_existing
     from mdrec.workflows.restore import restore_for
 
     if index not in INDEX_KINDS:

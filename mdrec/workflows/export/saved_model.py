@@ -29,7 +29,8 @@ from mdrec.export.versions import EXPORT_JSON, check_free, check_model_name, nex
 from mdrec.export.warmup import WARMUP_FILE, predict_log, read_warmup, request_inputs, write_warmup
 from mdrec.fileio import atomic_write_json
 from mdrec.training.run import RunDir
-from mdrec.workflows.export.families import FAMILIES, FamilyExport, family_of
+from mdrec.workflows.export.families import FAMILIES, family_of
+from mdrec.workflows.export.family import FamilyExport
 
 TOLERANCE = 1e-5
 

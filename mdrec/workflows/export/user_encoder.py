@@ -23,7 +23,7 @@ import mdrec  # noqa: F401
 import tensorflow as tf
 
 from mdrec.models.user_encoder import ITEMS, SPECIAL_ROWS, UserEncoder
-from mdrec.workflows.export.families import FamilyExport, warmup_batches
+from mdrec.workflows.export.family import FamilyExport, warmup_batches
 
 OUTPUT = "user_embedding"
 NEXT_ITEMS = "next_items"
