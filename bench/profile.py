@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 import mdrec  # noqa: F401
+from mdrec.evaluation.tables import mean_std, spread
 from mdrec.transfer.user_feature import MODES
 
 
@@ -74,8 +75,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|")
     for (target, variant), group in frame.groupby(["target", "variant"], sort=False):
         def cell(column):
-            values = group[column].to_numpy()
-            return f"{values.mean():.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+            return mean_std(spread(group[column]))  # the kit's rule: one seed claims no spread
         share = group["trainable_share"].iloc[0] if variant != "majority class" else float("nan")
         print(f"| {target} | {variant} | {cell('accuracy')} | {cell('macro_f1')} | "
               f"{'' if np.isnan(share) else f'{100 * share:.1f}%'} |")

@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 
 from mdrec.data.io import read_file  # noqa: E402
 from mdrec.data.prepare import prepare  # noqa: E402
+from mdrec.evaluation.tables import mean_std, spread  # noqa: E402
 from mdrec.fileio import atomic_write_table  # noqa: E402
 from mdrec.spec import load_spec  # noqa: E402
 from mdrec.training.run import RunDir, TrainConfig  # noqa: E402
@@ -110,12 +111,11 @@ def _tables(frame: pd.DataFrame) -> None:
     for protocol, metrics in (("full", METRICS), ("sampled", ("hr@10", "ndcg@10"))):
         part = frame[frame["protocol"] == protocol]
         grouped = part.groupby(["model", "line"], sort=False)[list(metrics)]
-        mean, std = grouped.mean(), grouped.std(ddof=1)
+        mean = grouped.mean()
         print(f"\n{protocol} protocol (test split; mean ± std over seeds):\n")
         print("| model | line | " + " | ".join(metrics) + " |\n|---|---|" + "---|" * len(metrics))
         for (model, line), values in mean.iterrows():
-            cells = [f"{values[m]:.4f}" + (f" ± {std.loc[(model, line), m]:.4f}" if pd.notna(std.loc[(model, line), m])
-                                           else "") for m in metrics]
+            cells = [mean_std(spread(grouped.get_group((model, line))[m])) for m in metrics]
             print(f"| {model} | {line} | " + " | ".join(cells) + " |")
         if protocol == "full":
             sanity = mean[~mean.index.get_level_values("model").str.startswith("two_tower")]
