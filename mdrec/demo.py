@@ -221,7 +221,7 @@ def _branches_step(spec_path: Path, paths: dict, out: Path, *, quick: bool, log)
                                   cold_items=0.1, seeds=(0,), epochs=1 if quick else 6, batch_size=512,
                                   learning_rate=3e-3, patience=2, hyperparameters=dict(TWO_TOWER),
                                   overwrite=True, log=lambda *_: None)
-    tables = {}
+    tables: dict[str, pd.DataFrame] = {}
     for subset in ("warm", "cold"):
         if subset in report["summary"]:
             tables[subset] = summary_table(report, subset)

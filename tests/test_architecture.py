@@ -112,6 +112,61 @@ def test_typed_results_declare_the_early_stopping_score_they_record():
     assert f"best_valid_{RETRIEVAL_SCORE}" in TrainMetrics.__annotations__
 
 
+def record_keys(source: str, typed: str) -> set[str]:
+    """The constant keys ``source`` writes into records of the TypedDict named ``typed``: dict
+    literals annotated ``typed`` or returned by a function that returns it, and ``x["key"] = ...``
+    on a name or parameter annotated ``typed`` in the same function (f-string keys are skipped)."""
+    def is_typed(annotation: ast.expr | None) -> bool:
+        return (isinstance(annotation, ast.Name) and annotation.id == typed) or \
+            (isinstance(annotation, ast.Constant) and annotation.value == typed)
+
+    def literal_keys(node: ast.expr | None) -> set[str]:
+        if not isinstance(node, ast.Dict):
+            return set()
+        return {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+
+    keys = set()
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        args = function.args
+        names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs] if is_typed(a.annotation)}
+        for node in ast.walk(function):
+            if isinstance(node, ast.AnnAssign) and is_typed(node.annotation) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+                keys |= literal_keys(node.value)
+            elif isinstance(node, ast.Return) and is_typed(function.returns):
+                keys |= literal_keys(node.value)
+        for node in ast.walk(function):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and \
+                        target.value.id in names and isinstance(target.slice, ast.Constant):
+                    keys.add(target.slice.value)
+    return keys
+
+
+def test_typed_results_declare_every_key_their_records_get():
+    """A key written into a typed result (a dict literal or an assignment on a variable annotated
+    with the TypedDict, in the module that declares it) must be declared in the TypedDict."""
+    import importlib
+
+    results = [("train", "TrainMetrics"), ("pretrain", "PretrainMetrics"), ("index", "IndexReport"),
+               ("lifelong", "LifelongMetrics"), ("branches_report", "BranchesReport"), ("branches", "BranchesReport")]
+    undeclared = {}
+    for name, typed in results:
+        module = importlib.import_module(f"mdrec.workflows.{name}")
+        keys = record_keys(Path(module.__file__).read_text(encoding="utf-8"), typed)
+        assert keys, f"workflows/{name}.py: no record annotated {typed} found"
+        undeclared[name] = sorted(keys - set(getattr(module, typed).__annotations__))
+    assert undeclared == {name: [] for name, _ in results}
+    # and it can fail: an undeclared key, in a literal or assigned, is reported; another TypedDict's is not
+    probe = ("def f(r: R) -> R:\n    r['late'] = 1\n    return {'a': 1, 'typo': 2, **r}\n"
+             "def g() -> None:\n    x: R = {'a': 1, 'b': 2}\n    y: S = {'other': 1}\n    x['c'] += 1\n")
+    assert record_keys(probe, "R") - {"a", "b"} == {"late", "typo", "c"}
+
+
 def module_imports(path: Path) -> set[str]:
     """The mdrec modules ``path`` imports (``from mdrec.a import b`` counts mdrec.a.b when that is a
     module, else mdrec.a), those inside functions and under TYPE_CHECKING too."""

@@ -212,7 +212,7 @@ class ItemEncoder(tf_keras.layers.Layer):
                 strings = ["", ""] + [str(v) for v in frame[f.name].to_numpy(dtype=object)]
                 self._table[f.name] = tf.constant(strings, tf.string)
         if self.spec.domain.column:
-            from mdrec.data.log import DOMAIN
+            from mdrec.data.columns import DOMAIN
 
             domains = list(catalogue.domains[:1]) * 2 + [str(d) for d in frame[DOMAIN].to_numpy(dtype=object)]
             self._table[self.spec.domain.column] = tf.constant(domains, tf.string)

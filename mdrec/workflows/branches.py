@@ -33,7 +33,7 @@ from mdrec.errors import MdrecError
 from mdrec.training.schedule import BRANCHES as SCHEDULE
 from mdrec.workflows.branches_items import (Items, Printer, ctr_tables, data_facts, extend_catalogue,
                                             resolve_splits, retrieval_tables)
-from mdrec.workflows.branches_report import assemble, write_report
+from mdrec.workflows.branches_report import BranchesReport, assemble, write_report
 
 BRANCHES = ("id", "content", "hybrid")
 
@@ -89,7 +89,7 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
                      epochs: int = SCHEDULE["epochs"], batch_size: int = SCHEDULE["batch_size"],
                      learning_rate: float = SCHEDULE["learning_rate"], patience: int = SCHEDULE["patience"],
                      hyperparameters: dict | None = None, buckets: int = 4, overwrite: bool = False,
-                     log: Printer = print) -> dict:
+                     log: Printer = print) -> BranchesReport:
     """Train ``model`` once per item encoder and seed; write report.md, report.json, popularity.png
     to ``out``. Returns the report as report.json holds it."""
     family, branches, seeds, hyperparameters = _checked(spec_path, model, encoders, seeds, buckets, hyperparameters)
@@ -102,7 +102,7 @@ def compare_branches(spec_path, out, *, model: str = "two_tower", data=None, tra
                        overwrite=overwrite, log=log)
     log("evaluating on the test split")
     per_run, facts = _evaluate_runs(runs, files["test"], family, buckets, split_info)
-    report = assemble(family, model, [b.label for b in branches], seeds, per_run, facts)
+    report: BranchesReport = assemble(family, model, [b.label for b in branches], seeds, per_run, facts)
     report["command"] = {"spec": str(Path(spec_path).resolve()), "model": model,
                          "files": {k: str(Path(v).resolve()) if v else v for k, v in files.items()},
                          "encoders": [b.label for b in branches], "seeds": seeds, **training,

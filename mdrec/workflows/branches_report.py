@@ -9,6 +9,7 @@ with :func:`mdrec.evaluation.tables.mean_std_table`, so a report.json read back 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,32 @@ MAIN_METRIC = {"retrieval": "recall@50", "ctr": "auc"}
 COUNTS = ("queries", "rows")  # the same on every seed (the split is fixed): shown as counts
 
 
+# What compare_branches returns and writes to report.json: assemble's record, then "command" and
+# "wall_seconds" (compare_branches) and "files" (write_report). Row labels: the branches' labels, then
+# the baseline's.
+class BranchesReport(TypedDict, total=False):
+    family: str                             # the backbone's family: "retrieval" or "ctr"
+    model: str                              # the backbone trained per branch, e.g. "two_tower" or "star"
+    main_metric: str                        # the family's MAIN_METRIC ("recall@50", "auc"): per line, by bucket
+    baseline: str                           # the baseline's row label
+    branches: list[str]                     # the labels in --encoders order, e.g. "content text_encoder=transformer"
+    seeds: list[int]
+    data: dict[str, Any]                    # the split's facts: source (split, split_seed, cold_item_share,
+                                            # items_held_out with --data), rows, test_items, test_rows, test_clicks
+                                            # (warm/cold), buckets, bucket_names; retrieval: catalogue
+    summary: dict[str, dict[str, dict[str, dict[str, Any]]]]  # subset ("all", "warm", "cold", "bucket:<name>")
+                                            # -> row label -> metric -> {"mean", "std" (None for one seed), "values"}
+    runs: list[dict[str, Any]]              # one per (branch, seed): branch, seed, run, train_seconds, best_epoch,
+                                            # epochs_run, oov
+    oov: dict[str, dict[str, int]]          # the first run's test split: feature -> values, oov (and hashed)
+    oov_by_branch: dict[str, dict[str, dict[str, int]]]  # branch label -> the same, from its last seed's run
+    notes: list[str]                        # how to read the report (report.md's last section)
+    command: dict[str, Any]                 # the call: spec, model, files (train/valid/test), encoders, seeds, epochs,
+                                            # batch_size, learning_rate, patience, hyperparameters, buckets
+    wall_seconds: float                     # from splitting to scoring, to 0.1 s
+    files: dict[str, str]                   # "report.md", "report.json", "plot" -> path relative to report.json
+
+
 # ---- aggregation ------------------------------------------------------------------------------------
 
 def _metric_row(table: pd.DataFrame, family: str) -> dict:
@@ -39,7 +66,7 @@ def _metric_row(table: pd.DataFrame, family: str) -> dict:
 
 
 def assemble(family: str, model: str, labels: list[str], seeds: list[int], per_run: list[dict],
-             facts: dict) -> dict:
+             facts: dict) -> BranchesReport:
     """The report of the finished comparison (what report.json holds, less command and timing).
 
     per_run: one entry per (branch, seed) run with "branch" (its label), "seed", "oov" and
@@ -119,7 +146,7 @@ def _long(cells: dict) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["row", "column", "seed", "value"])
 
 
-def summary_table(report: dict, subset: str) -> pd.DataFrame:
+def summary_table(report: Mapping[str, Any], subset: str) -> pd.DataFrame:
     """Rows: each branch (mean ± std over seeds), then the baseline; columns: the count, the
     metrics, the main metric per line. A cell without a value is "-"."""
     rows = report["summary"].get(subset, {})
@@ -136,7 +163,7 @@ def summary_table(report: dict, subset: str) -> pd.DataFrame:
     return frame
 
 
-def bucket_table(report: dict) -> pd.DataFrame:
+def bucket_table(report: Mapping[str, Any]) -> pd.DataFrame:
     """Rows: popularity buckets; columns: the bucket's items and test clicks, then each branch's
     main metric (mean ± std over seeds) and the baseline's."""
     main = report["main_metric"]
@@ -154,7 +181,7 @@ def bucket_table(report: dict) -> pd.DataFrame:
     return frame
 
 
-def findings(report: dict) -> list[str]:
+def findings(report: Mapping[str, Any]) -> list[str]:
     """Each content-based branch against id on the main metric, per subset (difference of the means,
     with the seeds' standard deviations), stated as numbers, not verdicts."""
     main = report["main_metric"]
@@ -179,7 +206,7 @@ def findings(report: dict) -> list[str]:
 
 # ---- files ------------------------------------------------------------------------------------------
 
-def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+def write_report(report: BranchesReport, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     paths = {"report.md": out / "report.md", "report.json": out / "report.json", "plot": out / "popularity.png"}
     report["files"] = {k: recorded_path(v, paths["report.json"]) for k, v in paths.items()}  # names beside it
@@ -198,7 +225,7 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines[:1] + rule + lines[1:])
 
 
-def _markdown(report: dict) -> str:
+def _markdown(report: Mapping[str, Any]) -> str:
     data, command = report["data"], report.get("command", {})
     seeds = ", ".join(map(str, report["seeds"]))
     lines = [f"# ID vs content: {report['model']} with each item encoder", ""]
@@ -240,7 +267,7 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(report: dict, path: Path) -> None:
+def _plot(report: Mapping[str, Any], path: Path) -> None:
     """The main metric by popularity bucket, one line per branch (error bars: seed std), the
     baseline dashed. matplotlib's object API with the Agg canvas (no GUI, no global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypedDict
 
 import numpy as np
 
@@ -35,6 +35,24 @@ Printer = Callable[[str], None]
 QPS_BATCHES = (1, 256)  # one request at a time, and a typical batch
 
 
+# What index_run returns and writes to runs/NAME/index/<kind>.json. Paths are as that file records
+# them (mdrec.records.recorded_path): relative to its folder when inside it, else absolute.
+class IndexReport(TypedDict):
+    run: str                                    # the retrieval run folder
+    kind: str                                   # the index saved: "scann" or "brute_force"
+    k: int                                      # results per query (at most the smallest line's item count)
+    queries: int                                # held-out queries measured
+    query_source: str                           # the log the queries were drawn from
+    items: int                                  # catalogue items, all lines
+    items_per_line: dict[str, int]              # line -> items in its catalogue
+    scann_settings: dict[str, dict[str, Any]]   # line -> its ScaNN settings (tuned, else the defaults for its size)
+    measured: dict[str, dict[str, Any]]         # "scann", "brute_force" -> recall_at_k, recall_per_line {line:
+                                                # recall}, qps_batch_<b> (queries/s); ScaNN also speedup_batch_<b>
+    tuning: dict[str, dict[str, Any]]           # with recall_target: line -> reached, recall, message, settings,
+                                                # tried (every setting tried); {} untuned
+    saved: str                                  # the SavedModel folder index/<kind>/
+
+
 @dataclass
 class HeldOut:
     """A retrieval run's held-out queries and its catalogue, embedded by the trained towers.
@@ -53,7 +71,7 @@ class HeldOut:
 
 def index_run(run_path: str | Path, *, kind: str = "scann", k: int = 10, recall_target: float | None = None,
               data: str | Path | None = None, max_queries: int = 2000, seed: int = 0,
-              qps_seconds: float = 1.0, log: Printer = print) -> dict:
+              qps_seconds: float = 1.0, log: Printer = print) -> IndexReport:
     """Build, measure and save the run's index; returns the report (also written as JSON): k, the
     query and item counts, each line's ScaNN settings, ``measured`` (per kind: recall@k against
     exact search, overall and per line, and queries per second), ``tuning`` and the saved folder."""
@@ -171,25 +189,25 @@ def _add_speedups(measured: dict) -> None:
 
 
 def _save_report(held: HeldOut, kind: str, k: int, indexes: dict[str, DomainIndex], measured: dict,
-                tuning: dict) -> dict:
+                tuning: dict) -> IndexReport:
     """Save the ``kind`` index as a SavedModel in runs/NAME/index/<kind>/ and write its report
     beside it (index/<kind>.json); returns the report."""
     run, catalogue = held.run, held.catalogue
     folder = run.path / "index" / kind
     indexes[kind].save(folder)
     record = run.path / "index" / f"{kind}.json"  # its paths: absolute or relative to it (mdrec.records)
-    report = {"run": recorded_path(run.path, record), "kind": kind, "k": k, "queries": len(held.queries),
-              "query_source": recorded_path(held.data, record),
-              "items": len(catalogue), "items_per_line": dict(zip(catalogue.domains,
-                                                                   catalogue.membership.sum(1).tolist())),
-              "scann_settings": {line: vars(layer.settings) for line, layer in
-                                 zip(catalogue.domains, indexes["scann"].indexes)},
-              "measured": measured, "tuning": tuning, "saved": recorded_path(folder, record)}
+    report: IndexReport = {
+        "run": recorded_path(run.path, record), "kind": kind, "k": k, "queries": len(held.queries),
+        "query_source": recorded_path(held.data, record),
+        "items": len(catalogue), "items_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
+        "scann_settings": {line: vars(layer.settings) for line, layer in
+                           zip(catalogue.domains, indexes["scann"].indexes)},
+        "measured": measured, "tuning": tuning, "saved": recorded_path(folder, record)}
     atomic_write_json(record, report)
     return report
 
 
-def format_report(report: dict) -> str:
+def format_report(report: Mapping[str, Any]) -> str:
     """The index table: recall@k against exact search and queries per second of both kinds."""
     from mdrec.evaluation.metrics import format_table
     import pandas as pd

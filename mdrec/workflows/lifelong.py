@@ -27,7 +27,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypedDict
 
 import numpy as np
 
@@ -53,6 +53,29 @@ METHODS = ("conure", "sequential", "per_task", "adapters")
 LABELS = {"conure": "Conure", "sequential": "sequential fine-tuning", "per_task": "one model per task",
           "adapters": "PeterRec adapters"}
 Printer = Callable[[str], None]
+
+
+# What lifelong_run returns: metrics.json's record plus "_report", or {"done": t} alone when
+# stop_after stopped the run after task t. Tasks are keyed by their number as a string ("1", "2", ...),
+# metrics by name (the task's metric, e.g. recall@10 or accuracy, and the others of its kind).
+class LifelongMetrics(TypedDict, total=False):
+    done: int                               # stop_after: the last task learned (the only key then)
+    model: str                              # "lifelong"
+    tasks: list[dict[str, Any]]             # one row per task: task, name, kind, metric, prune, sanity, sanity_value,
+                                            # <method>_after_it / _after_all / _change for conure (and sequential),
+                                            # per_task and adapters (baselines)
+    parameters: dict[str, int]              # trainable weights: encoder, heads, conure (baselines: + per_task,
+                                            # sequential, adapters)
+    ownership: dict[str, Any]               # Conure's prunable kernel weights: prunable_weights, per_owner and share
+                                            # (owner -> count / fraction; owner "0" is free)
+    matrix: dict[str, dict[str, dict[str, dict[str, float]]]]  # conure, sequential: after task t -> task -> metrics
+    right_after: dict[str, dict[str, dict[str, float]]]  # method -> task -> its metrics right after it was learned
+    losses: dict[str, dict[str, list[float]]]  # task name -> conure, conure_retrain, sequential, per_task, adapters
+                                            # -> mean training loss per epoch
+    seconds: dict[str, dict[str, float]]    # task -> method -> wall seconds learning it
+    sanity: dict[str, Any]                  # task -> [row name ("popularity" or "majority class"), its metrics]
+    seconds_total_this_invocation: float    # wall seconds of this call (a resumed run: only the tasks it learned)
+    _report: str                            # report.txt's text: returned, not written to metrics.json
 
 
 # ---- models -----------------------------------------------------------------------------------------
@@ -175,7 +198,7 @@ def learn_plain(model: TaskModel, data: TaskData, variables, tasks: TaskFile, rn
 # ---- the run ----------------------------------------------------------------------------------------
 
 def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path, *, data: str | Path | None = None,
-                 overwrite: bool = False, stop_after: int | None = None, log: Printer = print) -> dict:
+                 overwrite: bool = False, stop_after: int | None = None, log: Printer = print) -> LifelongMetrics:
     """Learn the tasks of ``tasks_path`` in order in run folder ``out`` (resumes per task).
 
     Returns the metrics (also written to ``out/metrics.json``; ``_report`` is report.txt's text),
@@ -195,7 +218,7 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
             log(f"stopped after task {t} (--stop-after); run the command again to continue")
             return {"done": t}
     board.close()
-    metrics = final_metrics(world, tasks, task_data, progress)
+    metrics: LifelongMetrics = final_metrics(world, tasks, task_data, progress)
     metrics["seconds_total_this_invocation"] = time.perf_counter() - started
     report = report_text(metrics)
     atomic_write_json(run.metrics_path, metrics)
@@ -365,7 +388,7 @@ def parameter_counts(world: World, tasks: TaskFile) -> dict:
     return out
 
 
-def final_metrics(world: World, tasks: TaskFile, task_data: list[TaskData], progress: dict) -> dict:
+def final_metrics(world: World, tasks: TaskFile, task_data: list[TaskData], progress: dict) -> LifelongMetrics:
     last = str(len(task_data))
     rows = []
     for d in task_data:

@@ -8,12 +8,14 @@ one value.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import pandas as pd
 
 SECONDARY = {"profile": "macro_f1"}  # shown beside accuracy: the majority class scores low on it
 
 
-def forgetting_table(metrics: dict) -> pd.DataFrame:
+def forgetting_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """One row per task and metric (profile tasks: accuracy, then macro-F1): each method's value
     right after the task was learned and after all tasks, the baselines, and the sanity row
     (popularity or the majority class) last."""
@@ -52,7 +54,7 @@ def parameter_table(counts: dict) -> pd.DataFrame:
     return ptable
 
 
-def report_text(metrics: dict) -> str:
+def report_text(metrics: Mapping[str, Any]) -> str:
     table = forgetting_table(metrics)
     counts = metrics["parameters"]
     lines = ["Forgetting: each task's test metric right after it was learned and after all tasks",
