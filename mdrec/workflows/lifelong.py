@@ -55,7 +55,7 @@ LABELS = {"conure": "Conure", "sequential": "sequential fine-tuning", "per_task"
 Printer = Callable[[str], None]
 
 
-# What lifelong_run returns: metrics.json's record plus "_report", or {"done": t} alone when
+# What lifelong_run returns: metrics.json's record (report.txt holds its tables as text), or {"done": t} alone when
 # stop_after stopped the run after task t. Tasks are keyed by their number as a string ("1", "2", ...),
 # metrics by name (the task's metric, e.g. recall@10 or accuracy, and the others of its kind).
 class LifelongMetrics(TypedDict, total=False):
@@ -75,7 +75,6 @@ class LifelongMetrics(TypedDict, total=False):
     seconds: dict[str, dict[str, float]]    # task -> method -> wall seconds learning it
     sanity: dict[str, Any]                  # task -> [row name ("popularity" or "majority class"), its metrics]
     seconds_total_this_invocation: float    # wall seconds of this call (a resumed run: only the tasks it learned)
-    _report: str                            # report.txt's text: returned, not written to metrics.json
 
 
 # ---- models -----------------------------------------------------------------------------------------
@@ -224,7 +223,6 @@ def lifelong_run(spec_path: str | Path, tasks_path: str | Path, out: str | Path,
     atomic_write_json(run.metrics_path, metrics)
     atomic_write_text(run.path / "report.txt", report)
     log(report)
-    metrics["_report"] = report
     return metrics
 
 
