@@ -13,7 +13,7 @@ from typing import Any, Callable, TypedDict
 import numpy as np
 
 from mdrec.data.catalogue import Catalogue
-from mdrec.data.log import DOMAIN, Log, iter_logs, load_log, rare_line_warnings
+from mdrec.data.log import Log, iter_logs, load_log, rare_line_warnings
 from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
 from mdrec.data.sequences import split_histories
 from mdrec.data.transform import Transform
@@ -211,18 +211,18 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
     from mdrec.training.validation import auc_validation, training_sample
 
     spec, transform, train_log = data.spec, data.transform, data.logs["train"]
-    train_inputs = model_inputs(train_log, spec, data.histories["train"])
+    train_inputs, train_labels = model_inputs(train_log, spec, data.histories["train"]), labels_of(train_log)
     if data.streaming:
         train = StreamingEpochs(lambda epoch: streaming_dataset(
             config.train, spec, config.batch_size, known_domains=transform.domains,
             shuffle_buffer=16 * config.batch_size, seed=config.seed + epoch), train_inputs)
     else:
-        train = InMemoryEpochs(train_inputs, labels_of(train_log), config.batch_size, config.seed,
-                               domains=train_log.frame[DOMAIN].to_numpy(dtype=object) if config.domain_batches else None)
+        train = InMemoryEpochs(train_inputs, train_labels, config.batch_size, config.seed,
+                               domains=train_log.domains if config.domain_batches else None)
     validate = None
     if "valid" in data.logs:
         valid_log = data.logs["valid"]
-        sample = training_sample(train_inputs, labels_of(train_log), train_log.domains, config.seed)
+        sample = training_sample(train_inputs, train_labels, train_log.domains, config.seed)
         validate = auc_validation(model, model_inputs(valid_log, spec, data.histories["valid"]), labels_of(valid_log),
                                   valid_log.domains, train=sample)
     warm = _warm_start_hook(config, log)
