@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,24 @@ def test_a_killed_run_refuses_to_resume_on_a_swapped_log_or_spec(tmp_path, tiny_
     # --overwrite starts over on the new inputs and finishes.
     metrics = train_run(tiny_spec_path, _config(tiny_splits, epochs=1), tmp_path / "run", overwrite=True, log=QUIET)
     assert metrics["tables"]["test"]
+
+
+def test_a_checkpoint_of_another_model_is_refused_with_a_fix_that_works(tmp_path, tiny_spec_path, tiny_splits):
+    # Two killed runs; the first's checkpoints are swapped for the second's (another model).
+    for name, model in (("run", "shared_bottom"), ("other", "star")):
+        with pytest.raises(Crashed):
+            train_run(tiny_spec_path, _config(tiny_splits, model=model), tmp_path / name, log=QUIET,
+                      on_batch=crash_at(6))
+    shutil.rmtree(tmp_path / "run" / "checkpoints")
+    shutil.copytree(tmp_path / "other" / "checkpoints", tmp_path / "run" / "checkpoints")
+    # The configuration is unchanged, so --overwrite would resume again: the hint must not offer it.
+    with pytest.raises(MdrecError, match="does not fit the model") as refused:
+        train_run(tiny_spec_path, _config(tiny_splits, model="shared_bottom"), tmp_path / "run", overwrite=True,
+                  log=QUIET)
+    assert "--overwrite" not in refused.value.hint and str(tmp_path / "run") in refused.value.hint
+    shutil.rmtree(tmp_path / "run")   # the fix the hint names
+    assert train_run(tiny_spec_path, _config(tiny_splits, model="shared_bottom", epochs=1), tmp_path / "run",
+                     log=QUIET)["tables"]["test"]
 
 
 # ---------------------------------------------------------------------------------------------

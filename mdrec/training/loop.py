@@ -198,10 +198,11 @@ def _loop_state() -> dict[str, tf.Variable]:
 def _restore(checkpoint: tf.train.Checkpoint, source: str, run: RunDir) -> None:
     try:
         checkpoint.restore(source).assert_existing_objects_matched()
-    except AssertionError:
+    except (AssertionError, ValueError):  # missing objects, or a variable of another shape
         raise MdrecError("the run's checkpoint does not fit the model its config.json describes (was it "
                          "written by another mdrec version?); it will not resume from it", path=str(run.checkpoints),
-                         hint="use a new --out, or --overwrite to start over") from None
+                         # --overwrite keeps a run of the same configuration (it resumes it)
+                         hint=f"use a new --out, or delete {run.path} to start over") from None
 
 
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
