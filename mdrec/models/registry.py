@@ -33,9 +33,9 @@ def model_family(name: str) -> str:
 
 def leave_one_out_profiles(name: str, hyperparameters: dict[str, Any]) -> bool:
     """Whether a model's training rows may read every other item of the user's profile (not only
-    the other fold): true for a model that reads no user id (two_tower with towers=shared), which
-    cannot learn the row's item as "the one missing from the user's set"."""
-    return model_family(name) == "retrieval" and hyperparameters.get("towers") == "shared"
+    the other fold): true for a model that reads no user id (two_tower with towers=shared or
+    sequence), which cannot learn the row's item as "the one missing from the user's set"."""
+    return model_family(name) == "retrieval" and hyperparameters.get("towers") in ("shared", "sequence")
 
 
 def _classes(name: str) -> list[type[tf_keras.Model]]:
@@ -62,6 +62,7 @@ def build_model(name: str, spec: Spec, transform: Transform, *, catalogue: Catal
     if unknown:
         raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}; "
                          f"it takes {', '.join(sorted(accepted))}")
+    hyperparameters = _sequences_as_declared(classes, hyperparameters)
     # Retrieval models always take the catalogue; CTR models when their item encoder reads content.
     extra = {"catalogue": catalogue} if model_family(name) == "retrieval" or catalogue is not None else {}
     if user_feature is not None:
@@ -70,6 +71,17 @@ def build_model(name: str, spec: Spec, transform: Transform, *, catalogue: Catal
         return classes[0](spec, transform, **extra, **hyperparameters)
     except (ValueError, TypeError) as exc:
         raise MdrecError(f"model '{name}': {exc}") from None
+
+
+def _sequences_as_declared(classes: list[type[tf_keras.Model]], hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """``--param hidden=128`` parses as a number: a parameter whose default is a sequence takes a
+    single number as a sequence of one."""
+    out = dict(hyperparameters)
+    for cls in classes:
+        for key, param in inspect.signature(cls.__init__).parameters.items():
+            if key in out and isinstance(param.default, (tuple, list)) and isinstance(out[key], (int, float)):
+                out[key] = [out[key]]
+    return out
 
 
 def resolved_hyperparameters(name: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
