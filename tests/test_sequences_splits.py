@@ -136,6 +136,7 @@ def test_leave_one_out_profiles_only_for_a_model_that_reads_no_user_id(tiny_spec
     from mdrec.spec import load_spec
 
     assert leave_one_out_profiles("two_tower", {"towers": "shared"})
+    assert leave_one_out_profiles("two_tower", {"towers": "sequence"})
     assert not leave_one_out_profiles("two_tower", {}) and not leave_one_out_profiles("star", {"towers": "shared"})
     spec = load_spec(tiny_spec_path)
     spec = type(spec)(**{**spec.__dict__, "time": None})

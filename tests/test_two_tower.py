@@ -3,6 +3,7 @@ per-line negatives), metrics are computed as defined, the ranking never leaks, a
 run reloads to the same numbers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -244,6 +245,16 @@ def test_params_read_numbers_lists_and_words():
         "embeddings_l2": 1e-4, "hidden": [64, 32], "logq": "none", "item_bias": False, "k": 3}
 
 
+def test_one_number_for_a_list_parameter_is_a_list_of_one(tiny_spec_path, tiny_splits):
+    from mdrec.models.registry import build_model
+
+    # "--param hidden=128" parses as the number 128: the towers get one hidden layer of 8 here.
+    _, spec, log, catalogue, _ = _model(tiny_spec_path, tiny_splits)
+    model = build_model("two_tower", spec, Transform.fit(log, spec), catalogue=catalogue, hidden=8, embedding_dim=4)
+    model.build_variables({k: v[:2] for k, v in model_inputs(log, spec).items()})
+    assert [w.shape[1] for w in model.query_tower.mlp.trainable_weights if len(w.shape) == 2] == [8]
+
+
 class _Crash(Exception):
     pass
 
@@ -351,9 +362,78 @@ def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spe
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"towers": "mixed"}, "towers must be one of mlp, shared"),
+    ({"towers": "mixed"}, "towers must be one of mlp, shared, sequence"),
+    ({"towers": "sequence", "item_encoder": "hybrid"}, "towers=sequence reads the item id table"),
     ({"towers": "shared", "item_encoder": "hybrid"}, "towers=shared reads the item id table, and item_encoder=hybrid"),
 ])
 def test_shared_towers_refuse_what_they_cannot_read(tiny_spec_path, tiny_splits, params, message):
     with pytest.raises(ValueError, match=message):
         _model(tiny_spec_path, tiny_splits, **params)
+
+
+def test_sequence_towers_read_the_history_in_order_and_score_rows_of_the_encoders_item_table(
+        tiny_spec_path, tiny_splits):
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers="sequence", item_bias=False)
+    assert model.item_encoder.mode == "id" and model.query_tower is None and model.embedding_dim == 8
+    history = inputs[spec.sequence.name]
+    rows = np.flatnonzero((history != "").sum(1) >= 2)[:4]   # rows with at least two earlier clicks
+    assert len(rows) == 4
+    x = _batch(inputs, rows)
+    q, c = _towers(model, x)
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    encoder = model.sequence_encoder
+    own = encoder.item_embedding(encoder.item_ids(tf.constant(log.frame["item_id"].to_numpy()[rows].astype(str))))
+    np.testing.assert_allclose(c, unit(own.numpy()), rtol=1e-5, atol=1e-6)
+    # SASRec's causal state at the newest item: the order of the clicks matters (a mean would not
+    # see it), and neither the user id nor anything after the history does.
+    swapped = history[rows].copy()
+    swapped[:, [0, 1]] = swapped[:, [1, 0]]
+    q_swapped = model.query_embedding({**x, spec.sequence.name: tf.constant(swapped)}).numpy()
+    assert np.abs(q_swapped - q).max() > 1e-4
+    other_users = model.query_embedding({**x, "user_id": tf.constant(["nobody"] * len(rows))}).numpy()
+    np.testing.assert_allclose(other_users, q, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+
+
+def test_sequence_towers_need_a_history(tiny_spec_path, tiny_splits):
+    spec = load_spec(tiny_spec_path)
+    log = load_log(tiny_splits["train"], spec)
+    transform = Transform.fit(log, spec)
+    bare = dataclasses.replace(with_domain_values(spec, transform.domains), sequence=None)
+    with pytest.raises(ValueError, match="towers=sequence scores an item against the user's history"):
+        TwoTower(bare, transform, Catalogue.from_log(log, bare, transform.domains), towers="sequence")
+
+
+def test_sequence_towers_train_reload_and_export_to_the_same_ranking(tmp_path, tiny_spec_path, tiny_splits):
+    from mdrec.data.pipeline import model_inputs as inputs_of
+    from mdrec.models.two_tower import query_signature
+    from mdrec.retrieval.exact import exact_top_k
+    from mdrec.training.retrieval import candidate_embeddings, query_embeddings
+    from mdrec.workflows.export import export_run
+    from mdrec.workflows.restore import evaluation_log, restore_trained
+
+    config = TrainConfig(model="two_tower", train=str(tiny_splits["train"]), valid=str(tiny_splits["valid"]),
+                         test=str(tiny_splits["test"]), epochs=2, batch_size=16, learning_rate=1e-2, patience=5,
+                         hyperparameters={"embedding_dim": 8, "towers": "sequence", "sequence_layers": 1})
+    metrics = train_run(tiny_spec_path, config, tmp_path / "seq", log=lambda *_: None)
+    history = json.loads((tmp_path / "seq" / "history.json").read_text())
+    assert np.isfinite([h["train_loss"] for h in history]).all()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    result = evaluate_retrieval_run(tmp_path / "seq", tiny_splits["test"])
+    pd.testing.assert_frame_equal(pd.DataFrame(result.record["full"]["model"]), pd.DataFrame(metrics["tables"]["test"]))
+
+    export = export_run(tmp_path / "seq", "seq", export_dir=tmp_path / "export", index="brute_force", top_k=3)
+    run, config, spec, transform, model = load_trained(tmp_path / "seq")
+    log, test_history, _ = evaluation_log(config, spec, transform, tiny_splits["test"])
+    inputs = inputs_of(log, spec, test_history)
+    restore_trained(model, run, inputs)
+    query = {k: v for k, v in inputs.items() if k in query_signature(spec)}
+    domain = np.searchsorted(model.catalogue.domains, log.frame[DOMAIN].to_numpy(dtype=str))
+    scores, _ = exact_top_k(query_embeddings(model, query), candidate_embeddings(model, model.catalogue), 3,
+                            membership=model.catalogue.membership, query_domain=domain)
+    served = tf.saved_model.load(str(export)).signatures["serving_default"](
+        **{k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in query.items()})
+    np.testing.assert_allclose(served["scores"].numpy(), scores, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,12 @@ Kabbur et al. 2013). The score is then an item-item similarity summed over the u
 ItemKNN and EASE compute, learned in the table's width (the item id's ``embedding_dim``), and still
 one dot product for the index. It reads no user id or feature, so it cannot memorise users.
 
+``towers="sequence"`` makes the query a causal transformer over the history (SASRec's blocks,
+:class:`mdrec.models.user_encoder.UserEncoder`, its state at the newest item) and the candidate a
+row of that encoder's item table: SASRec trained as a two-tower, one (history, clicked item) pair
+per row, where the mean of ``shared`` forgets the order the clicks came in. Width
+``embedding_dim``, ``sequence_layers`` blocks of ``sequence_heads`` heads; no user id either.
+
 The score is the dot product / temperature, plus a
 learned offset per item and line (``item_bias``: how much more often the item is clicked in that
 line than its similarity says, the popularity a normalised vector cannot hold). It is carried as
@@ -44,11 +50,12 @@ from mdrec.layers.features import FeatureEncoder
 from mdrec.layers.item_encoders import ContentOffsets, ItemEncoder
 from mdrec.layers.mlp import MLP
 from mdrec.layers.sampling import StreamingFrequencyEstimator
+from mdrec.models.user_encoder import UserEncoder
 from mdrec.spec import FeatureSpec, SequenceSpec, Spec
 
 LOGQ = ("frequency", "streaming", "none")
 NEGATIVES = ("all", "domain")
-TOWERS = ("mlp", "shared")
+TOWERS = ("mlp", "shared", "sequence")
 
 
 def query_features(spec: Spec) -> list[FeatureSpec]:
@@ -73,8 +80,8 @@ def _check_arguments(spec: Spec, *, towers: str, logq: str, negatives: str, temp
     mode is checked once the encoder has resolved it)."""
     if towers not in TOWERS:
         raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
-    if towers == "shared" and spec.sequence is None:
-        raise ValueError(f"towers=shared scores an item against the user's history, and spec '{spec.name}' "
+    if towers in ("shared", "sequence") and spec.sequence is None:
+        raise ValueError(f"towers={towers} scores an item against the user's history, and spec '{spec.name}' "
                          "has no sequence; add one (e.g. sequence: {item: item_id, max_length: 50}) or use "
                          "towers=mlp")
     if logq not in LOGQ:
@@ -119,7 +126,7 @@ class TwoTower(tf_keras.Model):
                  embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
                  item_encoder: str = "auto", text_encoder: str = "mean",
                  frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp",
-                 **kwargs: Any) -> None:
+                 sequence_layers: int = 2, sequence_heads: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _check_arguments(spec, towers=towers, logq=logq, negatives=negatives, temperature=temperature,
                          hard_negatives=hard_negatives)
@@ -137,7 +144,8 @@ class TwoTower(tf_keras.Model):
         self._build_encoders(transform, towers, item_encoder, embeddings_l2=embeddings_l2, user_feature=user_feature,
                              text_encoder=text_encoder, frozen_text=frozen_text, hybrid_combine=hybrid_combine,
                              dropout=dropout)
-        self._build_towers(towers, hidden, embedding_dim, dropout, item_bias=item_bias)
+        self._build_towers(towers, hidden, embedding_dim, dropout, item_bias=item_bias,
+                           sequence_layers=sequence_layers, sequence_heads=sequence_heads)
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
             temperature=temperature, num_hard_negatives=hard_negatives or None,
@@ -157,25 +165,38 @@ class TwoTower(tf_keras.Model):
                                       user_feature=user_feature)
         # The candidate tower reads the item through an item encoder: its ID, its content or both
         # (mdrec.layers.item_encoders); in content mode the history is embedded by content too.
-        if towers == "shared" and item_encoder == "auto":  # both sides are item-table rows: ids only
+        if towers in ("shared", "sequence") and item_encoder == "auto":  # both sides are item-table rows
             item_encoder = "id"
         self.item_encoder = ItemEncoder(self.spec, self.encoder, mode=item_encoder, text_encoder=text_encoder,
                                         frozen_text=frozen_text, hybrid_combine=hybrid_combine,
                                         catalogue=self.catalogue, dropout=dropout, name="item_encoder")
         if self.item_encoder.history_lookup is not None:
             self.encoder.history_items = self.item_encoder.history_items
-        if towers == "shared" and self.item_encoder.mode != "id":
-            raise ValueError(f"towers=shared reads the item id table, and item_encoder={self.item_encoder.mode}; "
-                             "use item_encoder=id with towers=shared")
+        if towers in ("shared", "sequence") and self.item_encoder.mode != "id":
+            raise ValueError(f"towers={towers} reads the item id table, and item_encoder={self.item_encoder.mode}; "
+                             f"use item_encoder=id with towers={towers}")
 
     def _build_towers(self, towers: str, hidden: Sequence[int], embedding_dim: int, dropout: float, *,
-                      item_bias: bool) -> None:
-        """The query and candidate MLP towers [B, d_in] -> [B, embedding_dim], or none with
-        ``towers="shared"``, where the output width becomes the item id table's."""
+                      item_bias: bool, sequence_layers: int, sequence_heads: int) -> None:
+        """The query and candidate MLP towers [B, d_in] -> [B, embedding_dim]; none with
+        ``towers="shared"``, where the output width becomes the item id table's; with
+        ``towers="sequence"`` the history encoder [B, L] -> [B, embedding_dim] and its item table."""
         self.towers = towers
         self.query_tower: _Tower | None
         self.candidate_tower: _Tower | None
-        if towers == "shared":  # both sides are rows of the item table: its width is the embedding
+        self.sequence_encoder: UserEncoder | None = None
+        if towers == "sequence":
+            sequence = cast(SequenceSpec, self.spec.sequence)  # checked by the constructor
+            self.sequence_encoder = UserEncoder(
+                [str(k) for k in self.catalogue.keys], architecture="transformer", dim=embedding_dim,
+                layers=sequence_layers, heads=sequence_heads, max_length=sequence.max_length, causal=True,
+                block="sasrec", pooling="last", dropout=dropout, name="sequence_encoder")
+            # A user with no earlier click gets this learned query: the encoder's state over an
+            # all-padding row is a zero vector whose norms send gradients of 1e20 back.
+            self.no_history_query = self.add_weight("no_history_query", shape=[embedding_dim],
+                                                    initializer=tf_keras.initializers.RandomNormal(stddev=0.05))
+            self.query_tower = self.candidate_tower = None
+        elif towers == "shared":  # both sides are rows of the item table: its width is the embedding
             self.embedding_dim = int(self.spec.item_id.embedding_dim) + (len(self.catalogue.domains) if item_bias else 0)
             self.query_tower = self.candidate_tower = None
         else:
@@ -220,7 +241,13 @@ class TwoTower(tf_keras.Model):
         return self.query_embedding(inputs, training=training)
 
     def query_embedding(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        if self.towers == "shared":
+        if self.sequence_encoder is not None:
+            rows = self.sequence_encoder.item_ids(inputs[cast(SequenceSpec, self.spec.sequence).name])
+            state = self.sequence_encoder.vectors_of_ids(rows, training=training)
+            # tf.where passes a zero gradient to the empty rows' state, so they send nothing back.
+            has_history = tf.reduce_any(tf.not_equal(rows, 0), axis=1, keepdims=True)
+            query = tf.math.l2_normalize(tf.where(has_history, state, self.no_history_query[None, :]), axis=-1)
+        elif self.towers == "shared":
             history = self.encoder.encode(inputs, [], history=True, domain=False, training=training)
             # towers=shared needs a sequence (checked by the constructor)
             query = tf.math.l2_normalize(history[cast(SequenceSpec, self.spec.sequence).name], axis=-1)
@@ -234,12 +261,15 @@ class TwoTower(tf_keras.Model):
         return query
 
     def candidate_embedding(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        embedded = self.item_encoder(inputs, training=training)
-        features = tf.concat([embedded[k] for k in sorted(embedded)], -1)
-        if self.towers == "shared":
-            candidate = tf.math.l2_normalize(embedded[self.spec.item_id.name], axis=-1)
+        if self.sequence_encoder is not None:  # its own item table (item_bias is never content here)
+            rows = self.sequence_encoder.item_ids(self._item_keys(inputs))
+            candidate = tf.math.l2_normalize(self.sequence_encoder.item_embedding(rows), axis=-1)
+            features = None
         else:
-            candidate = cast(_Tower, self.candidate_tower)(features, training=training)  # built unless shared
+            embedded = self.item_encoder(inputs, training=training)
+            features = tf.concat([embedded[k] for k in sorted(embedded)], -1)
+            candidate = (tf.math.l2_normalize(embedded[self.spec.item_id.name], axis=-1) if self.towers == "shared"
+                         else cast(_Tower, self.candidate_tower)(features, training=training))  # built unless shared
         if self.item_bias is not None:
             offsets = self.item_bias(features) if isinstance(self.item_bias, ContentOffsets) \
                 else self.item_bias(self.item_slot(inputs))
@@ -248,8 +278,12 @@ class TwoTower(tf_keras.Model):
 
     def item_slot(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
         """Index of each row's item in the item table, int64 [B] (the id accidental hits compare)."""
+        return self.encoder.lookups[self.spec.item_id.table](self._item_keys(inputs))
+
+    def _item_keys(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Each row's item as its table key, tf.string [B] ("line/item" for a line-scoped id)."""
         item = self.spec.item_id
-        return self.encoder.lookups[item.table](self.encoder._keys(item, inputs[item.name], inputs))
+        return self.encoder._keys(item, inputs[item.name], inputs)
 
     def build_variables(self, inputs: dict[str, tf.Tensor]) -> None:
         """Create every variable (both towers, the estimator) so a checkpoint restores in full."""
