@@ -117,6 +117,18 @@ def test_ease_matches_the_closed_form(users):
     np.testing.assert_allclose(EASE(l2=3.0).fit(clicks).score(profiles), profiles.toarray() @ b, atol=1e-5)
 
 
+def test_ease_of_a_line_without_training_clicks_scores_nothing():
+    import scipy.sparse as sp
+
+    from mdrec.evaluation.baselines.ease import EASE
+
+    # A line the spec lists but the training split lacks: no user row at all (B = 0: no item
+    # says anything about another).
+    profiles = sp.csr_matrix(np.eye(3, 4, dtype=np.float32))
+    np.testing.assert_array_equal(EASE(l2=3.0).fit(sp.csr_matrix((0, 4), dtype=np.float32)).score(profiles),
+                                  np.zeros((3, 4)))
+
+
 def test_ease_refuses_a_solve_too_large_with_the_sizes():
     import scipy.sparse as sp
 

@@ -28,6 +28,8 @@ class TooLarge(ValueError):
 def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite float64 [n, n] (overwritten) by its Cholesky
     factor (LAPACK potrf + potri: about half the work of solving against the identity)."""
+    if matrix.shape[0] == 0:  # no user (a line without training clicks): LAPACK refuses n = 0
+        return matrix.copy()
     factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=True, overwrite_a=True)
     if info == 0:
         inverse, info = scipy.linalg.lapack.dpotri(factor, lower=True, overwrite_c=True)
