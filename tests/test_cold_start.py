@@ -223,3 +223,35 @@ def test_a_run_written_before_a_config_field_existed_resumes_when_the_field_keep
     run.prepare(TrainConfig(model="two_tower", train="t.csv"), {})          # the same run: resumes
     with pytest.raises(MdrecError, match=r"changed: cross_line_share"):
         run.prepare(TrainConfig(model="two_tower", train="t.csv", cross_line_share=0.5), {})
+
+
+def test_a_run_trained_on_the_target_line_alone_is_scored_on_its_own_test_rows(tmp_path, capsys):
+    from mdrec.training.run import TrainConfig
+    from mdrec.workflows.train import train_run
+
+    # Lines not listed in the spec: the run then knows only the lines of its training data.
+    (tmp_path / "spec.yaml").write_text(SPEC.replace(", values: [big, new]", ""))
+    _two_line_log(n_users=120, seed=1).to_csv(tmp_path / "log.csv", index=False)
+    split_files(tmp_path / "spec.yaml", tmp_path / "log.csv", tmp_path / "split", by="cold_users",
+                source_line="big", target_line="new", cold_fraction=0.3, seed=0)
+    alone = {}
+    for name in ("train", "valid", "test"):   # the no-transfer model's data: the target line's rows
+        frame = pd.read_parquet(tmp_path / "split" / f"{name}.parquet")
+        alone[name] = tmp_path / f"alone-{name}.parquet"
+        frame[frame["domain"] == "new"].to_parquet(alone[name])
+    config = TrainConfig(model="two_tower", train=str(alone["train"]), valid=str(alone["valid"]),
+                         test=str(alone["test"]), epochs=1, batch_size=16, hyperparameters={"embedding_dim": 4})
+    train_run(tmp_path / "spec.yaml", config, tmp_path / "alone", log=lambda *_: None)
+    files = [f"--{n}={tmp_path / 'split' / f'{n}.parquet'}" for n in ("train", "valid", "test")]
+    command = ["cold-start", "--spec", str(tmp_path / "spec.yaml"), *files, "--target-line", "new",
+               "--out", str(tmp_path / "report"), "--run", f"alone={tmp_path / 'alone'}"]
+    # The split's test file holds 'big' rows the run never saw; its own test file holds the same
+    # 'new' rows, so every cold user is scored.
+    assert main(command) == 0
+    table = pd.read_csv(tmp_path / "report" / "cold_start.csv").set_index(["method", "users"])
+    assert table.loc[("alone", "cold"), "count"] == table.loc[("popularity (target line)", "cold"), "count"]
+    capsys.readouterr()
+    alone["test"].unlink()   # no file of its lines to score it on: one error naming the fix
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "was trained on new only" in err and "--test" in err and "Traceback" not in err

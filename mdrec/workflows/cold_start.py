@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.catalogue import Catalogue
+from mdrec.data.io import read_file
 from mdrec.data.log import DOMAIN, Log, load_log
+from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs
 from mdrec.evaluation.baselines.retrieval import fit_baselines
@@ -31,6 +33,7 @@ from mdrec.evaluation.cold_start import (GROUPS, gain_intervals, group_table, li
                                          user_groups)
 from mdrec.evaluation.ranking import RankingQueries, ScoreBlock, full_ranking, popularity_scores, ranking_queries
 from mdrec.spec import Spec, load_spec
+from mdrec.training.run import RunDir
 
 POPULARITY = "popularity (target line)"
 EMCDR_NAME = "EMCDR (PureSVD + mapping)"
@@ -240,7 +243,7 @@ def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries:
     from mdrec.training.retrieval import model_scores
     from mdrec.workflows.restore import restore_for
 
-    r = restore_for(run, test, need_context=True)
+    r = restore_for(run, _test_file_of(run, test), need_context=True)
     own = r.model.catalogue
     seen = [r.context[n] for n in ("train", "valid") if n in r.context]
     run_queries = line_queries(ranking_queries(r.log, r.spec, own, seen), own, target)
@@ -259,6 +262,21 @@ def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries:
         return out
 
     return score
+
+
+def _test_file_of(run: str | Path, test: str | Path) -> Path:
+    """``test``, or, for a run trained on fewer lines than ``test`` holds (the target line alone),
+    the run's own test file, which holds the same target-line rows and only lines it knows."""
+    run_dir = RunDir(run).require()
+    known = set(Transform.load(run_dir.transform_path).domains)
+    column = run_dir.load_spec().domain.column
+    if set(read_file(Path(test))[column].astype(str)) <= known:
+        return Path(test)
+    config, _ = run_dir.read_config()
+    if config.test and Path(config.test).is_file() and set(read_file(Path(config.test))[column].astype(str)) <= known:
+        return Path(config.test)
+    raise MdrecError(f"the run was trained on {', '.join(sorted(known))} only and {test} holds other lines",
+                     path=str(run), hint="train it with --test set to this split's test rows of those lines")
 
 
 def json_rows(result: ColdStartResult, seed: int, dataset: str) -> list[dict]:
