@@ -19,7 +19,9 @@ and, for ``model: reference``, a minimal tf_keras model with the same ID embeddi
 vocabulary sizes of the spec) and the same hidden widths, fed integer ids from memory and trained
 with plain ``fit`` (Adam): the speed of this stack on this machine. Each model's ``training_loop``
 and ``train_steps`` lines carry ``over_reference`` (its examples/s over the reference's at the same
-batch size; 1.0 = as fast). Variants run in alternation, ``--rounds`` times; the median is printed.
+batch size; 1.0 = as fast). A second reference, ``reference (dropout 0.1)``, adds the kit's default
+dropout after each hidden layer (Keras' Dropout draws a float per value, a third of a batch-4096
+step here): ``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. Variants run in alternation, ``--rounds`` times; the median is printed.
 
 ``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
 no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch
@@ -58,6 +60,7 @@ PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
         "shared_bottom": {"hidden": [128], "interaction": "none"},
         "mmoe": {"hidden": [128], "interaction": "none"}}
 DEFAULT_WIDTHS = [256, 128, 64]
+MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second reference pays for it too
 
 
 class _Measured(Exception):
@@ -127,8 +130,10 @@ def _rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int], epochs: int) -> dict:
-    """Plain tf_keras fit of embeddings + MLP on integer ids from memory; the last epoch's examples/s."""
+def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int], epochs: int,
+                      dropout: float = 0.0) -> dict:
+    """Plain tf_keras fit of embeddings + MLP (``dropout`` after each hidden layer, as the kit's
+    MLPs place it) on integer ids from memory; the last epoch's examples/s."""
     from mdrec.data.log import DOMAIN, load_log
 
     spec = load_spec(spec_path)
@@ -149,6 +154,7 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
     h = tf_keras.layers.Concatenate()(embedded)
     for width in widths:
         h = tf_keras.layers.Dense(width, activation="relu")(h)
+        h = tf_keras.layers.Dropout(dropout)(h) if dropout else h
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(h))
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.BinaryCrossentropy(from_logits=True))
     labels = log.labels.astype(np.float32)
@@ -162,8 +168,12 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
             seconds.append(time.perf_counter() - self.started)
 
     model.fit(ids, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
-    return {"model": "reference", "batch": batch, "phase": "training_loop", "ex_per_s": len(labels) / seconds[-1],
-            "seconds": seconds[-1], "widths": widths}
+    return {"model": reference_name(dropout), "batch": batch, "phase": "training_loop",
+            "ex_per_s": len(labels) / seconds[-1], "seconds": seconds[-1], "widths": widths, "dropout": dropout}
+
+
+def reference_name(dropout: float) -> str:
+    return f"reference (dropout {dropout:g})" if dropout else "reference"
 
 
 def main() -> None:
@@ -187,8 +197,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for batch in batches:
             widths = PEER["star"]["hidden"] if args.peer_widths else DEFAULT_WIDTHS
-            key = ("reference", batch, "training_loop")
-            measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs))
+            for dropout in (0.0, MODEL_DROPOUT):
+                key = (reference_name(dropout), batch, "training_loop")
+                measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs,
+                                                                      dropout))
             for model in models:
                 params = dict(PEER.get(model, {})) if args.peer_widths else {}
                 for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
@@ -198,9 +210,10 @@ def main() -> None:
         for key in ("ex_per_s", "seconds"):
             if key in out:
                 out[key] = round(statistics.median(line[key] for line in lines), 3 if key == "seconds" else 0)
-        if model != "reference" and phase in ("training_loop", "train_steps"):
-            reference = statistics.median(r["ex_per_s"] for r in measured[("reference", batch, "training_loop")])
-            out["over_reference"] = round(out["ex_per_s"] / reference, 3)
+        if not model.startswith("reference") and phase in ("training_loop", "train_steps"):
+            for dropout, key in ((0.0, "over_reference"), (MODEL_DROPOUT, "over_reference_with_dropout")):
+                lines_ = measured[(reference_name(dropout), batch, "training_loop")]
+                out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
         out["rounds"] = len(lines)
         out["peer_widths"] = args.peer_widths
         print(json.dumps(out), flush=True)
