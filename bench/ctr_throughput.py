@@ -21,7 +21,8 @@ with plain ``fit`` (Adam): the speed of this stack on this machine. Each model's
 and ``train_steps`` lines carry ``over_reference`` (its examples/s over the reference's at the same
 batch size; 1.0 = as fast). A second reference, ``reference (dropout 0.1)``, adds the kit's default
 dropout after each hidden layer (Keras' Dropout draws a float per value, a third of a batch-4096
-step here): ``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. Variants run in alternation, ``--rounds`` times; the median is printed.
+step here): ``over_reference_with_dropout`` separates the kit's overhead from that modelling
+choice. Variants run in alternation, ``--rounds`` times; the median is printed.
 
 ``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
 no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch

@@ -270,10 +270,16 @@ def _test_file_of(run: str | Path, test: str | Path) -> Path:
     run_dir = RunDir(run).require()
     known = set(Transform.load(run_dir.transform_path).domains)
     column = run_dir.load_spec().domain.column
-    if set(read_file(Path(test))[column].astype(str)) <= known:
+
+    def only_known(path: str | Path) -> bool:
+        frame = read_file(Path(path))
+        # a file without the column is left to the log loader, whose error names it
+        return column not in frame or set(frame[column].astype(str)) <= known
+
+    if only_known(test):
         return Path(test)
     config, _ = run_dir.read_config()
-    if config.test and Path(config.test).is_file() and set(read_file(Path(config.test))[column].astype(str)) <= known:
+    if config.test and Path(config.test).is_file() and only_known(config.test):
         return Path(config.test)
     raise MdrecError(f"the run was trained on {', '.join(sorted(known))} only and {test} holds other lines",
                      path=str(run), hint="train it with --test set to this split's test rows of those lines")
