@@ -6,7 +6,7 @@ retrieval models also take the run's catalogue and embed queries and candidates.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mdrec.errors import MdrecError
 
@@ -56,13 +56,14 @@ def build_model(name: str, spec: Spec, transform: Transform, *, catalogue: Catal
     a layer read as one more user feature (a pretrained user encoder, mdrec.transfer); the caller
     builds it, a model never opens a run folder."""
     classes = _classes(name)
-    accepted = set().union(*(inspect.signature(c.__init__).parameters for c in classes))
+    parameters = [inspect.signature(c.__init__).parameters for c in classes]
+    accepted = set().union(*parameters)
     accepted -= {"self", "spec", "transform", "catalogue", "user_feature", "kwargs"}
     unknown = set(hyperparameters) - accepted
     if unknown:
         raise MdrecError(f"model '{name}' does not take {', '.join(sorted(unknown))}; "
                          f"it takes {', '.join(sorted(accepted))}")
-    hyperparameters = _sequences_as_declared(classes, hyperparameters)
+    hyperparameters = _sequences_as_declared(parameters, hyperparameters)
     # Retrieval models always take the catalogue; CTR models when their item encoder reads content.
     extra = {"catalogue": catalogue} if model_family(name) == "retrieval" or catalogue is not None else {}
     if user_feature is not None:
@@ -73,12 +74,13 @@ def build_model(name: str, spec: Spec, transform: Transform, *, catalogue: Catal
         raise MdrecError(f"model '{name}': {exc}") from None
 
 
-def _sequences_as_declared(classes: list[type[tf_keras.Model]], hyperparameters: dict[str, Any]) -> dict[str, Any]:
+def _sequences_as_declared(parameters: Sequence[Mapping[str, inspect.Parameter]],
+                           hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """``--param hidden=128`` parses as a number: a parameter whose default is a sequence takes a
     single number as a sequence of one."""
     out = dict(hyperparameters)
-    for cls in classes:
-        for key, param in inspect.signature(cls.__init__).parameters.items():
+    for params in parameters:
+        for key, param in params.items():
             if key in out and isinstance(param.default, (tuple, list)) and isinstance(out[key], (int, float)):
                 out[key] = [out[key]]
     return out

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.catalogue import Catalogue
-from mdrec.data.io import read_file
 from mdrec.data.log import DOMAIN, Log, load_log
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
@@ -148,7 +147,8 @@ class ColdStartTask:
     def run(self, name: str, run: str | Path, transfer: bool) -> tuple[Method, dict[str, np.ndarray]]:
         """A finished retrieval run trained on this split (``transfer``: it saw other lines)."""
         return self.score(Method(name, transfer=transfer, learned=True),
-                          run_scorer(run, self.test_path, self.catalogue, self.queries, self.target))
+                          run_scorer(run, self.test_path, self.catalogue, self.queries, self.target,
+                                     test_lines=set(self.logs["test"].domains)))
 
     def result(self, scored: list[tuple[Method, dict[str, np.ndarray]]]) -> ColdStartResult:
         return ColdStartResult([m for m, _ in scored], {m.name: v for m, v in scored}, self.queries.users,
@@ -237,13 +237,14 @@ def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: s
 
 
 def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries: RankingQueries,
-               target: str) -> ScoreBlock:
+               target: str, test_lines: set[str]) -> ScoreBlock:
     """Scores [q, N] of a finished retrieval run for ``queries``' users, in ``catalogue``'s columns
-    (the run's own catalogue may hold fewer items: those score -inf)."""
+    (the run's own catalogue may hold fewer items: those score -inf). ``test_lines``: the lines
+    ``test`` holds (the task has read it already)."""
     from mdrec.training.retrieval import model_scores
     from mdrec.workflows.restore import restore_for
 
-    r = restore_for(run, _test_file_of(run, test), need_context=True)
+    r = restore_for(run, _test_file_of(run, test, test_lines), need_context=True)
     own = r.model.catalogue
     seen = [r.context[n] for n in ("train", "valid") if n in r.context]
     run_queries = line_queries(ranking_queries(r.log, r.spec, own, seen), own, target)
@@ -264,22 +265,15 @@ def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries:
     return score
 
 
-def _test_file_of(run: str | Path, test: str | Path) -> Path:
+def _test_file_of(run: str | Path, test: str | Path, test_lines: set[str]) -> Path:
     """``test``, or, for a run trained on fewer lines than ``test`` holds (the target line alone),
-    the run's own test file, which holds the same target-line rows and only lines it knows."""
+    the run's own test file: it holds the same target-line rows, and training checked its lines."""
     run_dir = RunDir(run).require()
     known = set(Transform.load(run_dir.transform_path).domains)
-    column = run_dir.load_spec().domain.column
-
-    def only_known(path: str | Path) -> bool:
-        frame = read_file(Path(path))
-        # a file without the column is left to the log loader, whose error names it
-        return column not in frame or set(frame[column].astype(str)) <= known
-
-    if only_known(test):
+    if test_lines <= known:
         return Path(test)
     config, _ = run_dir.read_config()
-    if config.test and Path(config.test).is_file() and only_known(config.test):
+    if config.test and Path(config.test).is_file():
         return Path(config.test)
     raise MdrecError(f"the run was trained on {', '.join(sorted(known))} only and {test} holds other lines",
                      path=str(run), hint="train it with --test set to this split's test rows of those lines")
