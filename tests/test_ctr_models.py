@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mdrec.data.pipeline import domain_batch_dataset
 from mdrec.errors import MdrecError
-from mdrec.layers.domain import PartitionedNormalization, StarDense, fused_inference
+from mdrec.layers.domain import DomainDense, PartitionedNormalization, StarDense, fused_inference
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.train import train_run
 from conftest import reload_and_serve
@@ -85,6 +85,31 @@ def test_star_dense_matches_per_domain_reference():
     assert np.abs(grads["domain_kernel"].numpy()[0]).sum() > 0
     assert np.abs(grads["domain_kernel"].numpy()[1:]).sum() == 0
     assert np.abs(grads["kernel"].numpy()).sum() > 0
+
+
+def test_star_dense_mixed_batch_gradients_by_hand():
+    # Loss = the sum of the outputs of a mixed batch (domains 0, 2, 0; domain 1 absent), W = [1, 2]^T,
+    # every W_p = 1. d/dW_p = W ⊙ (sum of x over p's rows); d/dW = Σ_p W_p ⊙ (the same sums).
+    layer = StarDense(1, num_domains=3, activation=None)
+    x = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    domain = np.array([0, 2, 0], np.int32)
+    layer(x, domain, training=True)
+    layer.kernel.assign([[1.0], [2.0]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, domain, training=True))
+    kernel, bias, domain_kernel, domain_bias = tape.gradient(
+        loss, [layer.kernel, layer.bias, layer.domain_kernel, layer.domain_bias])
+    np.testing.assert_allclose(tf.convert_to_tensor(domain_kernel).numpy()[..., 0], [[2, 2], [0, 0], [0, 2]])
+    np.testing.assert_allclose(tf.convert_to_tensor(kernel).numpy()[:, 0], [2, 2])
+    np.testing.assert_allclose(tf.convert_to_tensor(domain_bias).numpy()[:, 0], [2, 0, 1])
+    np.testing.assert_allclose(bias.numpy(), [3])
+    # DomainDense: each domain's kernel gets only its own rows' sum of x.
+    per_line = DomainDense(1, num_domains=3, activation=None)
+    per_line(x, domain)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(per_line(x, domain))
+    np.testing.assert_allclose(tf.convert_to_tensor(tape.gradient(loss, per_line.kernel)).numpy()[..., 0],
+                               [[2, 1], [0, 0], [0, 1]])
 
 
 def test_domain_batches_each_hold_one_domain():
