@@ -41,7 +41,7 @@ def domain_matmul(x: tf.Tensor, domain: tf.Tensor, kernels: tf.Tensor, biases: t
     matmul with that domain's weights; a mixed batch is partitioned by domain. The weights are split
     with one ``tf.unstack``, whose gradient is one stack of the M domain gradients: indexing
     ``kernels[d]`` per domain instead sends back M dense [M, d_in, units] gradients to be summed,
-    a cost quadratic in M (at 30 domains it made STAR's training step 3.7x shared-bottom's).
+    a cost quadratic in M (at 30 domains it made STAR's training step 3.7-5x shared-bottom's).
     """
     domain = tf.cast(domain, tf.int32)
     num_domains = int(kernels.shape[0])
