@@ -104,6 +104,11 @@ def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_p
     cold = report["summary"]["cold"]
     assert cold["baseline: popularity per line"]["recall@10"]["mean"] == pytest.approx(0.0)
     assert data["catalogue"]["added_from_valid_and_test"] == 6
+    # The runs share the split: the first searches the sanity rows' settings, the next reuses them.
+    runs = [json.loads(path.read_text())["baselines"] for path in sorted((out / "runs").glob("*/metrics.json"))]
+    assert len(runs) == 2 and all(r["validation_grid"] for r in runs[0].values())
+    assert [{n: (r["settings"], r["validation_grid"]) for n, r in run.items()} for run in runs] == \
+        [{n: (r["settings"], r["validation_grid"]) for n, r in runs[0].items()}] * 2
     # Runs resume: the same command again retrains nothing and gives the same report.
     first = report["summary"]
     compare_branches(tiny_spec_path, out, model="two_tower", data=tmp_path / "log.csv", cold_items=0.2,

@@ -60,6 +60,10 @@ def test_settings_are_searched_on_validation(tiny_spec_path):
     again = rb.fit_baselines(spec, catalogue, train, valid, kinds=("itemknn",), scopes=("all lines",),
                              chosen={knn.name: {"neighbours": 20, "shrink": 0.0}})[0]
     assert again.settings == {"neighbours": 20, "shrink": 0.0} and again.grid == []
+    # With the grid they won (an earlier run on the same split): kept as that run recorded it.
+    reused = rb.fit_baselines(spec, catalogue, train, valid, kinds=("itemknn",), scopes=("all lines",),
+                              chosen={knn.name: knn.settings}, grids={knn.name: grid})[0]
+    assert reused.settings == knn.settings and reused.report()["validation_grid"] == grid
 
 
 def test_ladder_walk_stops_at_the_peak_without_trying_every_point():

@@ -147,6 +147,7 @@ def _train_runs(spec_path, out: Path, model: str, branches: list[Branch], seeds:
 
     runs = []
     total = len(branches) * len(seeds)
+    baselines = None  # every run shares the split: its sanity rows are searched once, by the first run
     for branch in branches:
         for seed in seeds:
             path = out / "runs" / f"{branch.folder}-seed{seed}"
@@ -155,7 +156,10 @@ def _train_runs(spec_path, out: Path, model: str, branches: list[Branch], seeds:
                                  hyperparameters={**hyperparameters, **branch.params, "item_encoder": branch.name})
             log(f"[{len(runs) + 1}/{total}] {model} with item_encoder={branch.label}, seed {seed} -> {path}")
             t0 = time.time()
-            metrics = train_run(spec_path, config, path, overwrite=overwrite, log=lambda m: log(f"    {m}"))
+            metrics = train_run(spec_path, config, path, overwrite=overwrite, log=lambda m: log(f"    {m}"),
+                                baselines_from=baselines)
+            if metrics.get("family") == "retrieval":
+                baselines = metrics["baselines"]
             runs.append({"branch": branch.label, "seed": seed, "run": str(path),
                          "train_seconds": round(time.time() - t0, 1), "best_epoch": metrics.get("best_epoch"),
                          "epochs_run": metrics.get("epochs_run")})

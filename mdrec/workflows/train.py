@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, Mapping, TypedDict
 
 import numpy as np
 
@@ -98,11 +98,15 @@ class _Splits:
 
 
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, overwrite: bool = False,
-              log: Printer = print, on_batch: Callable[[int], None] | None = None) -> TrainMetrics:
+              log: Printer = print, on_batch: Callable[[int], None] | None = None,
+              baselines_from: Mapping[str, Mapping[str, Any]] | None = None) -> TrainMetrics:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run.
 
     Returns the run's metrics (also written to ``out/metrics.json``): the model's table on the
     validation and test splits beside the sanity rows fitted on the training split.
+    ``baselines_from``: the ``baselines`` of an earlier retrieval run's metrics on the same split
+    files; their settings (and the validation grids that chose them) are reused instead of searched
+    again, which is most of a small run's sanity-row time.
     """
     spec = load_spec(spec_path)
     _settle_config(config)
@@ -125,7 +129,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         if data.catalogue is not None:
             data.catalogue.save(run.catalogue_path)
     if model_family(config.model) == "retrieval":
-        return _train_retrieval(model, run, config, data, log=log, on_batch=on_batch)
+        return _train_retrieval(model, run, config, data, log=log, on_batch=on_batch, baselines_from=baselines_from)
     metrics = _train_ctr(model, run, config, data, dist, resume_from, log=log, on_batch=on_batch)
     if dist is not None:
         dist.finish()
@@ -351,7 +355,8 @@ def _transfer_metrics(model, warm) -> dict:
 
 
 def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, log: Printer,
-                     on_batch: Callable[[int], None] | None) -> TrainMetrics:
+                     on_batch: Callable[[int], None] | None,
+                     baselines_from: Mapping[str, Mapping[str, Any]] | None = None) -> TrainMetrics:
     """Fit a retrieval model (early stopping on validation recall) and rank every split's clicks
     with it beside popularity, ItemKNN and EASE."""
     from mdrec.training import retrieval
@@ -389,7 +394,10 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, 
                      "catalogue_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
                      "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
                      "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
-    fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log)
+    reused = dict(baselines_from or {})
+    fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log,
+                           chosen={name: dict(r["settings"]) for name, r in reused.items()} or None,
+                           grids={name: list(r.get("validation_grid", [])) for name, r in reused.items()})
     metrics["baselines"] = {b.name: {**b.report(), "tables": {}} for b in fitted}
     seen = [logs["train"]]
     for name in ("valid", "test"):

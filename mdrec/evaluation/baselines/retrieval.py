@@ -110,10 +110,12 @@ def query_profiles(queries: RankingQueries, seen: Sequence[Log], spec: Spec, cat
 
 def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | None = None, *,
                   kinds: Sequence[str] = ("itemknn", "ease"), scopes: Sequence[str] = SCOPES,
-                  chosen: dict[str, dict] | None = None, max_valid_queries: int = 3000,
-                  log: Callable[[str], None] = lambda *_: None) -> list[FittedBaseline]:
+                  chosen: dict[str, dict] | None = None, grids: dict[str, list[dict]] | None = None,
+                  max_valid_queries: int = 3000, log: Callable[[str], None] = lambda *_: None) -> list[FittedBaseline]:
     """Fit every kind x scope on ``train``'s clicks. ``chosen`` (name -> settings, e.g. from a run's
-    metrics.json) skips the validation search; otherwise each grid is searched on ``valid``."""
+    metrics.json) skips the validation search, and ``grids`` (name -> the validation grid those
+    settings won, as a report records it) is kept with them; otherwise each grid is searched on
+    ``valid``."""
     queries = None
     if valid is not None and not chosen:
         queries = ranking_queries(valid, spec, catalogue, [train])
@@ -123,8 +125,11 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
     fitted = []
     for kind in kinds:
         for scope in scopes:
-            fitted.append(_fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(row_name(kind, scope)),
-                                   log))
+            name = row_name(kind, scope)
+            baseline = _fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(name), log)
+            if chosen and name in chosen:
+                baseline.grid = list((grids or {}).get(name, []))
+            fitted.append(baseline)
     return fitted
 
 
