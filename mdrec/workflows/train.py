@@ -394,7 +394,7 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, 
                      "catalogue_per_line": dict(zip(catalogue.domains, catalogue.membership.sum(1).tolist())),
                      "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
                      "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
-    reused = dict(baselines_from or {})
+    reused = baselines_from or {}
     fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log,
                            chosen={name: dict(r["settings"]) for name, r in reused.items()} or None,
                            grids={name: list(r.get("validation_grid", [])) for name, r in reused.items()})
