@@ -200,3 +200,38 @@ def test_logloss_rising_needs_every_recent_epoch_above_the_earlier_best():
     assert logloss_rising(history(0.50, 0.48, 0.47, 0.49), 2) is None    # the best is recent
     assert logloss_rising(history(0.50, 0.51), 2) is None                # too few epochs to tell
     assert logloss_rising([{"epoch": 0, "valid_auc": 0.7}] * 4, 2) is None   # no logloss (retrieval)
+
+
+def test_the_training_step_is_traced_once_per_batch_shape():
+    # The optimizer's slots exist before the first step: a step that creates variables is traced
+    # twice by tf.function, a cost of seconds for every run. Full batches and the epoch's last,
+    # smaller one: two traces over any number of epochs.
+    import tensorflow as tf
+    import tf_keras
+
+    from mdrec.training.epochs import InMemoryEpochs
+    from mdrec.training.loop import LocalSteps
+
+    class Linear(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = tf_keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(x["x"][:, None])[:, 0]
+
+        def training_loss(self, x, y):
+            return tf.square(self(x) - y)
+
+    n = 1000
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=n).astype(np.float32)
+    model, optimizer = Linear(), tf_keras.optimizers.Adam(0.1)
+    model({"x": x[:2]})
+    steps = LocalSteps(InMemoryEpochs({"x": x}, 3 * x, 64, seed=0))
+    steps.compile(model, optimizer)
+    assert len(optimizer.variables()) == 1 + 2 * len(model.trainable_variables)   # iterations, m and v
+    for epoch in range(6):
+        steps.run_epoch(epoch, 0, lambda loss: None)
+    assert steps._step.experimental_get_tracing_count() == 2
+    assert float(model.dense.kernel[0, 0]) == pytest.approx(3.0, abs=0.25)   # it learned y = 3x

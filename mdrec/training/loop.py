@@ -161,6 +161,9 @@ class LocalSteps:
         return contextlib.nullcontext()
 
     def compile(self, model: tf_keras.Model, optimizer: tf_keras.optimizers.Optimizer) -> None:
+        # Slots made now, not in the first step: tf.function traces a step that creates variables
+        # twice (seconds for every run).
+        optimizer.build(model.trainable_variables)
         # jit_compile: one XLA compilation per batch shape (the pretraining batches have few).
         @tf.function(reduce_retracing=not self.jit_compile, jit_compile=self.jit_compile,
                      autograph=uses_autograph(model))
