@@ -138,3 +138,37 @@ def test_spec_check_summary(tmp_path, tiny_spec_path, capsys):
     assert by_domain["a"]["label_rate"] == pytest.approx(frame.loc[frame.domain == "a", "click"].mean())
     shared_ab = len(set(frame.user_id[frame.domain == "a"]) & set(frame.user_id[frame.domain == "b"]))
     assert summary["user_overlap"]["a"]["b"] == shared_ab
+
+
+def test_a_parsed_log_is_kept_by_contents_and_handed_out_as_copies(tmp_path, tiny_spec_path):
+    from mdrec.data import log as log_module
+    from mdrec.data.parsed_logs import ParsedLogs
+
+    spec = load_spec(tiny_spec_path)
+    frame = tiny_frame(40)
+    path = _write(tmp_path, frame, "log.csv")
+    calls = []
+    parse = log_module.canonicalize
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("source"))
+        return parse(*args, **kwargs)
+
+    log_module.PARSED, kept = ParsedLogs(), log_module.PARSED
+    log_module.canonicalize = counting
+    try:
+        first = load_log(path, spec)
+        first.frame.loc[0, LABEL] = 1 - first.frame.loc[0, LABEL]   # a caller's change stays its own
+        first.dense["vec"][:] = 7.0
+        again = load_log(path, spec)
+        assert len(calls) == 1
+        assert again.frame[LABEL].tolist() == frame["click"].tolist() and not (again.dense["vec"] == 7.0).any()
+        # The same size, new contents (a label flipped in place): parsed again.
+        flipped = frame.assign(click=1 - frame["click"])
+        path.write_text(flipped.to_csv(index=False))
+        assert load_log(path, spec).frame[LABEL].tolist() == flipped["click"].tolist() and len(calls) == 2
+        # Other lines allowed: parsed again, and the file's bad row is still reported.
+        with pytest.raises(MdrecError, match="unknown domain"):
+            load_log(path, spec, known_domains=["nowhere"])
+    finally:
+        log_module.canonicalize, log_module.PARSED = parse, kept

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mdrec.data.columns import DOMAIN, LABEL, SINGLE_DOMAIN, TIME
 from mdrec.data.io import iter_chunks, read_file, table_files
+from mdrec.data.parsed_logs import ParsedLogs
 from mdrec.errors import MdrecError
 from mdrec.spec import FeatureSpec, Spec
 
@@ -41,6 +42,11 @@ class Log:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def copy(self) -> "Log":
+        """A copy whose frame, arrays and counts can change without touching this log."""
+        return Log(self.frame.copy(), {k: v.copy() for k, v in self.dense.items()}, dict(self.missing),
+                   list(self.sources))
+
     def take(self, index: np.ndarray) -> "Log":
         return Log(self.frame.iloc[index].reset_index(drop=True),
                    {k: v[index] for k, v in self.dense.items()}, dict(self.missing), list(self.sources))
@@ -64,13 +70,20 @@ class Log:
         return self.frame[DOMAIN].to_numpy(dtype=object)
 
 
+PARSED = ParsedLogs()
+
+
 def load_log(path: str | Path, spec: Spec, *, known_domains: Sequence[str] | None = None) -> Log:
-    """Read ``path`` (file or folder of shards) and validate it against ``spec``."""
-    logs = []
-    for file in table_files(path):
-        frame = read_file(file)
-        logs.append(canonicalize(frame, spec, source=str(file), known_domains=known_domains))
-    return Log.concat(logs) if len(logs) > 1 else logs[0]
+    """Read ``path`` (file or folder of shards) and validate it against ``spec``. A file already
+    parsed in this process with the same contents, spec and lines is not parsed again."""
+    files = table_files(path)
+
+    def parse() -> Log:
+        logs = [canonicalize(read_file(file), spec, source=str(file), known_domains=known_domains) for file in files]
+        return Log.concat(logs) if len(logs) > 1 else logs[0]
+
+    settings = (tuple(str(f) for f in files), spec.dump(), None if known_domains is None else tuple(known_domains))
+    return PARSED.get_or_parse(files, settings, parse, Log.copy)
 
 
 def iter_logs(path: str | Path, spec: Spec, chunk_rows: int = 65536,
