@@ -48,7 +48,7 @@ def test_quick_demo(tmp_path):
     # Transfer: every variant scored on the small line, with the sanity row and the history slices.
     transfer = result["transfer"]
     assert list(transfer.index) == ["no transfer", "baseline: user+item mean (smoothed)",
-                                    "baseline: first-order logistic (user, item, line)", "scratch", "frozen",
+                                    "baseline: first-order logistic (user, item, line)", "frozen",
                                     "adapter", "finetune"]
     assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)
     # Cold start: the small line's cold and warm test users, every method of the table, the

@@ -27,7 +27,7 @@ SETTINGS = {
            "later": {}, "max_eval_users": 300},
     False: {"encoder": {"architecture": "nextitnet", "dim": 32, "layers": 2, "max_length": 20, "dropout": 0.3,
                         "pooling": "mean"},
-            "defaults": {"epochs": 6, "retrain_epochs": 1, "batch_size": 64, "learning_rate": 0.003, "repeats": 3},
+            "defaults": {"epochs": 6, "retrain_epochs": 1, "batch_size": 64, "learning_rate": 0.003, "repeats": 2},
             "later": {"epochs": 4, "learning_rate": 0.005}, "max_eval_users": 3000},
 }
 SOURCE, TARGET = "main", "mini"  # the transfer preset's big line and its largest small line
