@@ -51,6 +51,3 @@ class ParsedLogs:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return copy(self._entries[key])  # type: ignore[arg-type]
-
-    def clear(self) -> None:
-        self._entries.clear()
