@@ -23,7 +23,8 @@ from mdrec.models.user_encoder import SPECIAL_ROWS, UserEncoder
 from mdrec.pretraining import objectives as obj
 from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import Queries, SourceData, held_out_queries
-from mdrec.pretraining.evaluation import RankingTask, encoder_vectors, ranking_metrics
+from mdrec.models.user_vectors import encoder_vectors
+from mdrec.pretraining.evaluation import RankingTask, ranking_metrics
 from mdrec.pretraining.model import PretrainModel
 from mdrec.workflows.pretrain import pretrain_run
 from mdrec.workflows.pretrained import load_pretrained

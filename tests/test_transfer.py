@@ -115,6 +115,59 @@ def test_a_user_the_source_never_saw_falls_back_to_zeros_and_a_flag(setup):
     assert (history == b"").all()
 
 
+def test_frozen_reads_each_users_vector_from_a_table_equal_to_the_encoder_at_full_width(setup):
+    model, _, _ = _model(setup, "frozen")
+    layer = model.encoder.user_feature
+    users = sorted(layer.users)
+    ids = tf.constant(users + ["never-seen-user"])
+    calls = []  # the encoder no longer runs per batch
+    call = layer.encoder.call
+    layer.encoder.call = lambda x, **kw: calls.append(1) or call(x, **kw)
+    try:
+        out = layer(ids, training=True).numpy()
+    finally:
+        del layer.encoder.call
+    assert calls == []
+    full = layer.encoder({"items": layer.source_history(tf.constant(users))}, training=False).numpy()
+    np.testing.assert_allclose(out[:-1, :-1], full, rtol=1e-5, atol=1e-6)
+    assert (out[:-1, -1] == 1.0).all() and out[-1, -1] == 0.0 and np.all(out[-1, :-1] == 0.0)
+
+
+@pytest.mark.parametrize("mode", ["finetune", "adapter"])
+def test_short_histories_are_encoded_at_the_short_width_with_the_full_width_vectors(setup, mode):
+    from mdrec.transfer.user_feature import PretrainedUser
+    from mdrec.workflows.pretrained import load_pretrained
+
+    grouped = PretrainedUser(load_pretrained(setup["pretrained"]), mode, adapter_dim=4, short_width=3)
+    full = PretrainedUser(load_pretrained(setup["pretrained"]), mode, adapter_dim=4, short_width=0)
+    users = sorted(grouped.users)
+    lengths = grouped.lengths.numpy()[1:]
+    assert (lengths < 3).any() and (lengths >= 3).any()  # both groups are exercised
+    ids = tf.constant(users + ["never-seen-user"])
+    widths = []  # two encoder calls: the short histories at width 3, the rest at max_length (5)
+    call = grouped.encoder.call
+    grouped.encoder.call = lambda x, **kw: widths.append(int(x["items"].shape[1])) or call(x, **kw)
+    try:
+        out = grouped(ids).numpy()
+    finally:
+        del grouped.encoder.call
+    assert widths == [3, 5]
+    full(ids)  # builds its adapters
+    full.encoder.set_weights(grouped.encoder.get_weights())
+    np.testing.assert_allclose(out, full(ids).numpy(), rtol=1e-5, atol=1e-6)
+    grads = []  # the same gradients through the two groups as through one call (dropout off)
+    for layer in (grouped, full):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(ids) ** 2)
+        grads.append([None if g is None else tf.convert_to_tensor(g).numpy()
+                      for g in tape.gradient(loss, layer.encoder.trainable_variables)])
+    assert sum(g is not None for g in grads[0]) > 3
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_each_distinct_user_is_encoded_once_with_the_per_row_result(setup):
     model, inputs, _ = _model(setup, "finetune")
     layer = model.encoder.user_feature

@@ -26,9 +26,11 @@ import tensorflow as tf
 import tf_keras
 
 from mdrec.models.user_encoder import UserEncoder
+from mdrec.models.user_vectors import encoder_vectors
 from mdrec.transfer.settings import ADAPTER_DIM
 
 MODES = ("frozen", "finetune", "adapter", "scratch")
+SHORT_WIDTH = 32  # the width short histories are encoded at (see PretrainedUser._encode)
 
 
 def check_mode(mode: str) -> str:
@@ -79,10 +81,12 @@ class PretrainedUser(tf_keras.layers.Layer):
 
     ``source``: a loaded pretraining run, anything with ``encoder`` (a UserEncoder) and
     ``sequences`` (user -> source-line items, oldest first), as ``load_pretrained`` returns;
-    ``mode``: see the module doc.
+    ``mode``: see the module doc; ``short_width``: histories shorter than it are encoded at that
+    width, the rest at the encoder's ``max_length`` (0: every history at full width).
     """
 
-    def __init__(self, source: Any, mode: str = "finetune", adapter_dim: int = ADAPTER_DIM, **kwargs):
+    def __init__(self, source: Any, mode: str = "finetune", adapter_dim: int = ADAPTER_DIM,
+                 short_width: int = SHORT_WIDTH, **kwargs):
         super().__init__(**kwargs)
         self.mode = check_mode(mode)
         if source.encoder.time_buckets:
@@ -102,6 +106,14 @@ class PretrainedUser(tf_keras.layers.Layer):
         self.user_lookup = tf_keras.layers.StringLookup(vocabulary=users or ["\x00<none>"], num_oov_indices=1,
                                                         mask_token=None, name="source_users")
         self.histories = tf.constant(histories.astype(str))
+        self.lengths = tf.constant((histories != "").sum(axis=1).astype(np.int32))  # [known users + 1]
+        # Histories are long-tailed (most users short, a few at max_length): shorter than
+        # ``short_width`` (room left for an appended [MASK]) they are encoded at that width.
+        self.short_width = int(short_width) if 0 < short_width < self.max_length else 0
+        # A frozen encoder's weights never change, so each user's vector is computed once, here:
+        # training then reads a table (about the cost of no transfer) and serves the same numbers.
+        self.frozen_vectors = (tf.constant(encoder_vectors(self.encoder, self.encoder.item_ids(self.histories).numpy()))
+                               if mode == "frozen" else None)                       # [known users + 1, dim]
 
     @property
     def width(self) -> int:
@@ -116,7 +128,23 @@ class PretrainedUser(tf_keras.layers.Layer):
         # target line's batch repeats its users; users unknown to the source share the empty row).
         users, row_user = tf.unique(self.user_lookup(user_ids))
         history = tf.gather(self.histories, users)                                   # [U, max_length]
-        vector = self.encoder({"items": history}, training=bool(training) and self.mode != "frozen")
+        if self.frozen_vectors is not None:
+            vector = tf.gather(self.frozen_vectors, users)
+        else:
+            vector = self._encode(history, tf.gather(self.lengths, users), bool(training))
         has_history = tf.cast(tf.reduce_any(tf.not_equal(history, ""), axis=1), vector.dtype)[:, None]
         return tf.gather(tf.concat([vector * has_history, has_history], axis=-1), row_user)   # [B, dim + 1]
+
+    def _encode(self, history: tf.Tensor, lengths: tf.Tensor, training: bool) -> tf.Tensor:
+        """history tf.string [U, max_length] -> user vectors [U, dim]: the short histories at
+        ``short_width``, the others at full width. The same vectors as one full-width call (the
+        padding after a history is never read), for a fraction of the work."""
+        if not self.short_width:
+            return self.encoder({"items": history}, training=training)
+        group = tf.cast(lengths >= self.short_width, tf.int32)                       # 0 short, 1 long
+        rows = tf.dynamic_partition(tf.range(tf.shape(history)[0]), group, 2)
+        short, long = tf.dynamic_partition(history, group, 2)
+        vectors = [self.encoder({"items": short[:, :self.short_width]}, training=training),
+                   self.encoder({"items": long}, training=training)]
+        return tf.dynamic_stitch(rows, vectors)
 
