@@ -72,7 +72,12 @@ def test_parse_branches():
         parse_branches("content:transformer")
 
 
-def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_path, capsys):
+def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_path, capsys, monkeypatch):
+    import mdrec.workflows.train as train_workflow
+
+    fits = []
+    fit = train_workflow.fit_baselines
+    monkeypatch.setattr(train_workflow, "fit_baselines", lambda *a, **kw: fits.append(1) or fit(*a, **kw))
     tiny_frame(600).to_csv(tmp_path / "log.csv", index=False)
     out = tmp_path / "report"
     code = main(["compare-branches", "--spec", str(tiny_spec_path), "--data", str(tmp_path / "log.csv"),
@@ -104,11 +109,12 @@ def test_compare_branches_reports_warm_cold_and_popularity(tmp_path, tiny_spec_p
     cold = report["summary"]["cold"]
     assert cold["baseline: popularity per line"]["recall@10"]["mean"] == pytest.approx(0.0)
     assert data["catalogue"]["added_from_valid_and_test"] == 6
-    # The runs share the split: the first searches the sanity rows' settings, the next reuses them.
+    # The runs share the split: the first fits the sanity rows (searching their settings), the next
+    # copies their settings and tables instead of fitting and ranking them again.
     runs = [json.loads(path.read_text())["baselines"] for path in sorted((out / "runs").glob("*/metrics.json"))]
     assert len(runs) == 2 and all(r["validation_grid"] for r in runs[0].values())
-    assert [{n: (r["settings"], r["validation_grid"]) for n, r in run.items()} for run in runs] == \
-        [{n: (r["settings"], r["validation_grid"]) for n, r in runs[0].items()}] * 2
+    assert all(set(r["tables"]) == {"valid", "test"} for r in runs[0].values() if not r.get("skipped"))
+    assert runs[1] == runs[0] and fits == [1]
     # Runs resume: the same command again retrains nothing and gives the same report.
     first = report["summary"]
     compare_branches(tiny_spec_path, out, model="two_tower", data=tmp_path / "log.csv", cold_items=0.2,

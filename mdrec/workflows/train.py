@@ -6,6 +6,7 @@ Scoring a finished run lives in :mod:`mdrec.workflows.evaluate`, loading one bac
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypedDict
@@ -106,7 +107,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     validation and test splits beside the sanity rows fitted on the training split.
     ``baselines_from``: the ``baselines`` of an earlier retrieval run's metrics on the same split
     files; their settings (and the validation grids that chose them) are reused instead of searched
-    again, which is most of a small run's sanity-row time.
+    again, and tables they carry for every split are copied instead of ranked again (they do not
+    depend on the model).
     """
     spec = load_spec(spec_path)
     _settle_config(config)
@@ -395,10 +397,16 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, 
                      "tables": {}, "baseline": {"name": retrieval.POPULARITY, "tables": {}}, "counts": {},
                      "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
     reused = baselines_from or {}
-    fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log,
-                           chosen={name: dict(r["settings"]) for name, r in reused.items()} or None,
-                           grids={name: list(r.get("validation_grid", [])) for name, r in reused.items()})
-    metrics["baselines"] = {b.name: {**b.report(), "tables": {}} for b in fitted}
+    splits = {name for name in ("valid", "test") if name in logs}
+    if reused and all(r.get("skipped") or splits <= set(r.get("tables", {})) for r in reused.values()):
+        # The same split files: a sanity row's tables do not depend on the model, so they are copied.
+        fitted = []
+        metrics["baselines"] = copy.deepcopy({name: dict(r) for name, r in reused.items()})
+    else:
+        fitted = fit_baselines(spec, catalogue, logs["train"], logs.get("valid"), log=log,
+                               chosen={name: dict(r["settings"]) for name, r in reused.items()} or None,
+                               grids={name: list(r.get("validation_grid", [])) for name, r in reused.items()})
+        metrics["baselines"] = {b.name: {**b.report(), "tables": {}} for b in fitted}
     seen = [logs["train"]]
     for name in ("valid", "test"):
         if name not in logs:
