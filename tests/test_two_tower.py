@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from mdrec.cli import main
 from mdrec.data.catalogue import Catalogue
@@ -365,6 +366,9 @@ def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spe
     ({"towers": "mixed"}, "towers must be one of mlp, shared, sequence"),
     ({"towers": "sequence", "item_encoder": "hybrid"}, "towers=sequence reads the item id table"),
     ({"towers": "shared", "item_encoder": "hybrid"}, "towers=shared reads the item id table, and item_encoder=hybrid"),
+    # a pretrained user encoder would be silently ignored by towers that read no user input
+    ({"towers": "shared", "user_feature": tf_keras.layers.Dense(2)}, "towers=shared reads no user input"),
+    ({"towers": "sequence", "user_feature": tf_keras.layers.Dense(2)}, "use towers=mlp to transfer it"),
 ])
 def test_shared_towers_refuse_what_they_cannot_read(tiny_spec_path, tiny_splits, params, message):
     with pytest.raises(ValueError, match=message):

@@ -75,11 +75,14 @@ def candidate_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
 
 
 def _check_arguments(spec: Spec, *, towers: str, logq: str, negatives: str, temperature: float,
-                     hard_negatives: int) -> None:
+                     hard_negatives: int, user_feature: bool = False) -> None:
     """Raise ValueError on the first of TwoTower's arguments that does not fit (the item encoder's
     mode is checked once the encoder has resolved it)."""
     if towers not in TOWERS:
         raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
+    if user_feature and towers != "mlp":
+        raise ValueError(f"towers={towers} reads no user input, so the user feature (a pretrained user encoder) "
+                         "would be ignored; use towers=mlp to transfer it")
     if towers in ("shared", "sequence") and spec.sequence is None:
         raise ValueError(f"towers={towers} scores an item against the user's history, and spec '{spec.name}' "
                          "has no sequence; add one (e.g. sequence: {item: item_id, max_length: 50}) or use "
@@ -129,7 +132,7 @@ class TwoTower(tf_keras.Model):
                  sequence_layers: int = 2, sequence_heads: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _check_arguments(spec, towers=towers, logq=logq, negatives=negatives, temperature=temperature,
-                         hard_negatives=hard_negatives)
+                         hard_negatives=hard_negatives, user_feature=user_feature is not None)
         self.spec = spec
         self.catalogue = catalogue  # the items it retrieves from (kept for evaluation and export)
         lines = len(catalogue.domains)
