@@ -11,8 +11,12 @@ a prepared folder (log.parquet). The log is split once (``mdrec data split --by 
 methods only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
 target line alone and over both lines (settings chosen on validation), EMCDR (rank and mapping
 chosen on the cold validation users), and two-tower models with the README's recommended towers
-(``towers=shared``, temperature 0.1): one over both lines (transfer) and one over the target line
-alone (no transfer). Every row faces the same sampled negatives.
+(``towers=shared``, temperature 0.1): one over both lines (transfer), one over the target line
+alone (no transfer), and, per ``--encoder-modes``, the target-line model with a user encoder
+pretrained on the source line's clicks (``mdrec pretrain``, SASRec's recipe, per seed) in its query
+tower (``mdrec transfer --task retrieval --mode frozen|adapter|finetune``; ``towers=mlp``, the
+towers that read user inputs, beside the same model without the encoder): a cold user's vector
+comes from their source-line sequence. Every row faces the same sampled negatives.
 
 JSON lines on stdout:
   {"method", "transfer", "learned", "users": "cold"|"warm", "seed", "count", "recall@10", "recall@50",
@@ -26,6 +30,7 @@ Progress goes to stderr. Finished runs in OUT are reused (delete a run folder to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -71,6 +76,9 @@ def main() -> None:
     parser.add_argument("--cross-line-share", type=float, default=0.0,
                         help="the joint model's `mdrec train --cross-line-share` (0: off, the kit's default)")
     parser.add_argument("--no-models", action="store_true", help="kNN, EASE, popularity and EMCDR only")
+    parser.add_argument("--encoder-modes", default="frozen,adapter,finetune",
+                        help="comma separated transfer modes of the pretrained source-line encoder ('' for none)")
+    parser.add_argument("--pretrain-epochs", type=int, default=20, help="the source-line encoder's epoch cap")
     args = parser.parse_args()
     err = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -89,13 +97,14 @@ def main() -> None:
         split_files(spec_path, data / "log.parquet", split, by="cold_users", source_line=args.source_line,
                     target_line=args.target_line, cold_fraction=args.cold_fraction, seed=0)
     paths = {name: split / f"{name}.parquet" for name in ("train", "valid", "test")}
-    alone = _target_only(paths, spec.domain.column, args.target_line, split / "target-only")
+    alone = _line_only(paths, spec.domain.column, args.target_line, split / "target-only")
 
     with quiet_progress():
         task = ColdStartTask(spec_path, paths["train"], paths["valid"], paths["test"], target=args.target_line,
                              log=err)
         fixed = _cached_baselines(task, split / "baselines")
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        settings = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
         results = []
         for seed in seeds:
             scored = list(fixed) + [task.emcdr(seed)]
@@ -103,11 +112,27 @@ def main() -> None:
                 joint = JOINT + (f", cross-line share {args.cross_line_share}" if args.cross_line_share else "")
                 for name, files, transfer in ((joint, paths, True), (ALONE, alone, False)):
                     share = args.cross_line_share if transfer else 0.0
-                    tag = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
-                    tag += f",cross_line_share={share}" if share else ""
+                    tag = settings + (f",cross_line_share={share}" if share else "")
                     run = out / "runs" / f"{split.name}-{'joint' if transfer else 'alone'}-{tag}-seed{seed}"
                     _train(spec_path, files, run, seed, params, share, args, err)
                     scored.append(task.run(name, run, transfer))
+                modes = [m for m in args.encoder_modes.split(",") if m.strip()]
+                if modes:
+                    # The encoder joins the query tower, which towers=shared does not have: these
+                    # rows and their control (the same model without it) use towers=mlp.
+                    mlp = {**params, "towers": "mlp"}
+                    tag = ",".join(f"{k}={v}" for k, v in sorted(mlp.items()))
+                    run = out / "runs" / f"{split.name}-alone-{tag}-seed{seed}"
+                    _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
+                    scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
+                    source = _line_only(paths, spec.domain.column, args.source_line, split / "source-only")
+                    pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-seed{seed}"
+                    _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, err)
+                    for mode in modes:
+                        run = out / "runs" / f"{split.name}-encoder-{mode}-{tag}-seed{seed}"
+                        _transfer(spec_path, alone, pretrained, mode, run, seed, mlp, args, err)
+                        scored.append(task.run(f"{ALONE}, towers=mlp + {args.source_line} encoder ({mode})", run,
+                                               True))
             result = task.result(scored)
             results.append(result)
             for row in json_rows(result, seed, args.dataset):
@@ -132,14 +157,15 @@ def _cached_baselines(task: ColdStartTask, folder: Path) -> list:
     return fixed
 
 
-def _target_only(paths: dict[str, Path], column: str, target: str, folder: Path) -> dict[str, Path]:
-    """The split's files restricted to the target line (the no-transfer model's data)."""
+def _line_only(paths: dict[str, Path], column: str, line: str, folder: Path) -> dict[str, Path]:
+    """The split's files restricted to one line (the target-only models' data; the source
+    encoder's clicks)."""
     out = {}
     for name, path in paths.items():
         out[name] = folder / f"{name}.parquet"
         if not out[name].is_file():
             frame = read_file(path)
-            atomic_write_table(frame[frame[column].astype(str) == target].reset_index(drop=True), out[name])
+            atomic_write_table(frame[frame[column].astype(str) == line].reset_index(drop=True), out[name])
     return out
 
 
@@ -151,12 +177,40 @@ def _train(spec_path: Path, files: dict[str, Path], run: Path, seed: int, params
                          test=str(files["test"]), epochs=args.epochs, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, patience=args.patience, seed=seed,
                          hyperparameters=dict(params), cross_line_share=share)
-    # The bench fits the sanity rows once for every method (ColdStartTask.baselines); a run's own
-    # copy of them would cost minutes per seed and is not read here.
+    with _without_run_baselines():
+        train_workflow.train_run(spec_path, config, run, log=err)
+
+
+def _pretrain(spec_path: Path, source_train: Path, run: Path, seed: int, epochs: int, err) -> None:
+    """SASRec's recipe (the kit's pretraining defaults) on the source line's training clicks; the
+    last click of each user is its validation target."""
+    from mdrec.workflows.pretrain import pretrain_run
+
+    if not RunDir(run).metrics_path.is_file():
+        pretrain_run(spec_path, source_train, run, seed=seed, epochs=epochs, log=err)
+
+
+def _transfer(spec_path: Path, files: dict[str, Path], pretrained: Path, mode: str, run: Path, seed: int,
+              params: dict, args, err) -> None:
+    from mdrec.workflows.transfer import transfer_run
+
+    if RunDir(run).metrics_path.is_file():
+        return
+    with _without_run_baselines():
+        transfer_run(pretrained, spec_path, run, task="retrieval", mode=mode, train=str(files["train"]),
+                     valid=str(files["valid"]), test=str(files["test"]), model="two_tower",
+                     hyperparameters=dict(params), epochs=args.epochs, batch_size=args.batch_size,
+                     learning_rate=args.learning_rate, patience=args.patience, seed=seed, log=err)
+
+
+@contextlib.contextmanager
+def _without_run_baselines():
+    """The bench fits the sanity rows once for every method (ColdStartTask.baselines); a run's own
+    copy of them would cost minutes per seed and is not read here."""
     fit = train_workflow.fit_baselines
     train_workflow.fit_baselines = lambda *a, **k: []
     try:
-        train_workflow.train_run(spec_path, config, run, log=err)
+        yield
     finally:
         train_workflow.fit_baselines = fit
 
