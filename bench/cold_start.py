@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--encoder-modes", default="frozen,adapter,finetune",
                         help="comma separated transfer modes of the pretrained source-line encoder ('' for none)")
     parser.add_argument("--pretrain-epochs", type=int, default=20, help="the source-line encoder's epoch cap")
+    parser.add_argument("--pretrain-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pretraining hyperparameter (e.g. negatives=512 for a large source catalogue)")
     args = parser.parse_args()
     err = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
@@ -126,10 +128,12 @@ def main() -> None:
                     _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
                     scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
                     source = _line_only(paths, spec.domain.column, args.source_line, split / "source-only")
-                    pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-seed{seed}"
-                    _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, err)
+                    pretraining = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.pretrain_param)}
+                    name = ",".join(f"{k}={v}" for k, v in sorted(pretraining.items())) or "defaults"
+                    pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-{name}-seed{seed}"
+                    _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, pretraining, err)
                     for mode in modes:
-                        run = out / "runs" / f"{split.name}-encoder-{mode}-{tag}-seed{seed}"
+                        run = out / "runs" / f"{split.name}-encoder-{mode}-{tag}-{name}-seed{seed}"
                         _transfer(spec_path, alone, pretrained, mode, run, seed, mlp, args, err)
                         scored.append(task.run(f"{ALONE}, towers=mlp + {args.source_line} encoder ({mode})", run,
                                                True))
@@ -181,13 +185,14 @@ def _train(spec_path: Path, files: dict[str, Path], run: Path, seed: int, params
         train_workflow.train_run(spec_path, config, run, log=err)
 
 
-def _pretrain(spec_path: Path, source_train: Path, run: Path, seed: int, epochs: int, err) -> None:
-    """SASRec's recipe (the kit's pretraining defaults) on the source line's training clicks; the
-    last click of each user is its validation target."""
+def _pretrain(spec_path: Path, source_train: Path, run: Path, seed: int, epochs: int, hyperparameters: dict,
+              err) -> None:
+    """SASRec's recipe (the kit's pretraining defaults, and ``hyperparameters``) on the source
+    line's training clicks; the last click of each user is its validation target."""
     from mdrec.workflows.pretrain import pretrain_run
 
     if not RunDir(run).metrics_path.is_file():
-        pretrain_run(spec_path, source_train, run, seed=seed, epochs=epochs, log=err)
+        pretrain_run(spec_path, source_train, run, seed=seed, epochs=epochs, log=err, **hyperparameters)
 
 
 def _transfer(spec_path: Path, files: dict[str, Path], pretrained: Path, mode: str, run: Path, seed: int,

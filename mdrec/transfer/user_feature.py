@@ -112,8 +112,9 @@ class PretrainedUser(tf_keras.layers.Layer):
         self.short_width = int(short_width) if 0 < short_width < self.max_length else 0
         # A frozen encoder's weights never change, so each user's vector is computed once, here:
         # training then reads a table (about the cost of no transfer) and serves the same numbers.
-        self.frozen_vectors = (tf.constant(encoder_vectors(self.encoder, self.encoder.item_ids(self.histories).numpy()))
-                               if mode == "frozen" else None)                       # [known users + 1, dim]
+        self.frozen_vectors = None                                                  # [known users + 1, dim]
+        if mode == "frozen":
+            self.frozen_vectors = tf.constant(encoder_vectors(self.encoder, self.encoder.item_ids(self.histories).numpy()))
 
     @property
     def width(self) -> int:
@@ -147,4 +148,3 @@ class PretrainedUser(tf_keras.layers.Layer):
         vectors = [self.encoder({"items": short[:, :self.short_width]}, training=training),
                    self.encoder({"items": long}, training=training)]
         return tf.dynamic_stitch(rows, vectors)
-
