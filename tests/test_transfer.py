@@ -221,6 +221,7 @@ def test_profile_task_reports_model_and_majority_rows(setup, tmp_path):
     (["--task", "profile", "--mode", "frozen"], "--task profile needs --target"),
     (["--task", "ctr", "--mode", "frozen", "--model", "two_tower"], "is a retrieval model and --task is ctr"),
     (["--task", "profile", "--mode", "frozen", "--target", "price"], "'price' is not a user attribute (its role is item)"),
+    (["--task", "retrieval", "--mode", "frozen", "--param", "towers=shared"], "towers=shared reads no user input"),
 ])
 def test_transfer_cli_errors_are_one_line(setup, tmp_path, capsys, args, message):
     code = cli(["transfer", "--from", str(setup["pretrained"]), "--spec", str(setup["spec"]),
