@@ -124,16 +124,17 @@ def main() -> None:
                     # rows and their control (the same model without it) use towers=mlp.
                     mlp = {**params, "towers": "mlp"}
                     tag = ",".join(f"{k}={v}" for k, v in sorted(mlp.items()))
-                    run = out / "runs" / f"{split.name}-alone-{tag}-seed{seed}"
-                    _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
-                    scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
+                    if params.get("towers", "mlp") != "mlp":  # else the target-only row is the control
+                        run = out / "runs" / f"{split.name}-alone-{tag}-seed{seed}"
+                        _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
+                        scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
                     source = _line_only(paths, spec.domain.column, args.source_line, split / "source-only")
                     pretraining = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.pretrain_param)}
-                    name = ",".join(f"{k}={v}" for k, v in sorted(pretraining.items())) or "defaults"
-                    pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-{name}-seed{seed}"
+                    encoder_tag = ",".join(f"{k}={v}" for k, v in sorted(pretraining.items())) or "defaults"
+                    pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-{encoder_tag}-seed{seed}"
                     _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, pretraining, err)
                     for mode in modes:
-                        run = out / "runs" / f"{split.name}-encoder-{mode}-{tag}-{name}-seed{seed}"
+                        run = out / "runs" / f"{split.name}-encoder-{mode}-{tag}-{encoder_tag}-seed{seed}"
                         _transfer(spec_path, alone, pretrained, mode, run, seed, mlp, args, err)
                         scored.append(task.run(f"{ALONE}, towers=mlp + {args.source_line} encoder ({mode})", run,
                                                True))
