@@ -30,7 +30,6 @@ Progress goes to stderr. Finished runs in OUT are reused (delete a run folder to
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -49,7 +48,7 @@ from mdrec.fileio import atomic_write_table  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
 from mdrec.training.run import RunDir, TrainConfig  # noqa: E402
-from mdrec.workflows import train as train_workflow  # noqa: E402
+from mdrec.workflows.train import train_run  # noqa: E402
 from mdrec.workflows.cold_start import ColdStartResult, ColdStartTask, json_rows  # noqa: E402
 
 JOINT = "two_tower (both lines)"
@@ -182,8 +181,8 @@ def _train(spec_path: Path, files: dict[str, Path], run: Path, seed: int, params
                          test=str(files["test"]), epochs=args.epochs, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, patience=args.patience, seed=seed,
                          hyperparameters=dict(params), cross_line_share=share)
-    with _without_run_baselines():
-        train_workflow.train_run(spec_path, config, run, log=err)
+    # The sanity rows are fitted once for every method (ColdStartTask.baselines), not per run.
+    train_run(spec_path, config, run, log=err, sanity_rows=False)
 
 
 def _pretrain(spec_path: Path, source_train: Path, run: Path, seed: int, epochs: int, hyperparameters: dict,
@@ -202,23 +201,10 @@ def _transfer(spec_path: Path, files: dict[str, Path], pretrained: Path, mode: s
 
     if RunDir(run).metrics_path.is_file():
         return
-    with _without_run_baselines():
-        transfer_run(pretrained, spec_path, run, task="retrieval", mode=mode, train=str(files["train"]),
-                     valid=str(files["valid"]), test=str(files["test"]), model="two_tower",
-                     hyperparameters=dict(params), epochs=args.epochs, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, patience=args.patience, seed=seed, log=err)
-
-
-@contextlib.contextmanager
-def _without_run_baselines():
-    """The bench fits the sanity rows once for every method (ColdStartTask.baselines); a run's own
-    copy of them would cost minutes per seed and is not read here."""
-    fit = train_workflow.fit_baselines
-    train_workflow.fit_baselines = lambda *a, **k: []
-    try:
-        yield
-    finally:
-        train_workflow.fit_baselines = fit
+    transfer_run(pretrained, spec_path, run, task="retrieval", mode=mode, train=str(files["train"]),
+                 valid=str(files["valid"]), test=str(files["test"]), model="two_tower",
+                 hyperparameters=dict(params), epochs=args.epochs, batch_size=args.batch_size,
+                 learning_rate=args.learning_rate, patience=args.patience, seed=seed, sanity_rows=False, log=err)
 
 
 def summary(results: list[ColdStartResult], seeds: list[int]) -> list[dict]:

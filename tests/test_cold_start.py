@@ -225,9 +225,13 @@ def test_a_run_written_before_a_config_field_existed_resumes_when_the_field_keep
         run.prepare(TrainConfig(model="two_tower", train="t.csv", cross_line_share=0.5), {})
 
 
-def test_a_run_trained_on_the_target_line_alone_is_scored_on_its_own_test_rows(tmp_path, capsys):
+def test_a_run_trained_on_the_target_line_alone_is_scored_on_its_own_test_rows(tmp_path, capsys, monkeypatch):
+    import mdrec.workflows.train as train_workflow
     from mdrec.training.run import TrainConfig
     from mdrec.workflows.train import train_run
+
+    fits: list[int] = []
+    monkeypatch.setattr(train_workflow, "fit_baselines", lambda *a, **kw: fits.append(1) or [])
 
     # Lines not listed in the spec: the run then knows only the lines of its training data.
     (tmp_path / "spec.yaml").write_text(SPEC.replace(", values: [big, new]", ""))
@@ -241,7 +245,9 @@ def test_a_run_trained_on_the_target_line_alone_is_scored_on_its_own_test_rows(t
         frame[frame["domain"] == "new"].to_parquet(alone[name])
     config = TrainConfig(model="two_tower", train=str(alone["train"]), valid=str(alone["valid"]),
                          test=str(alone["test"]), epochs=1, batch_size=16, hyperparameters={"embedding_dim": 4})
-    train_run(tmp_path / "spec.yaml", config, tmp_path / "alone", log=lambda *_: None)
+    # As bench/cold_start.py trains its runs: the table fits the sanity rows once, the run none.
+    metrics = train_run(tmp_path / "spec.yaml", config, tmp_path / "alone", log=lambda *_: None, sanity_rows=False)
+    assert fits == [] and metrics["baselines"] == {} and metrics["tables"]["test"]
     files = [f"--{n}={tmp_path / 'split' / f'{n}.parquet'}" for n in ("train", "valid", "test")]
     command = ["cold-start", "--spec", str(tmp_path / "spec.yaml"), *files, "--target-line", "new",
                "--out", str(tmp_path / "report"), "--run", f"alone={tmp_path / 'alone'}"]

@@ -100,7 +100,8 @@ class _Splits:
 
 def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, overwrite: bool = False,
               log: Printer = print, on_batch: Callable[[int], None] | None = None,
-              baselines_from: Mapping[str, Mapping[str, Any]] | None = None) -> TrainMetrics:
+              baselines_from: Mapping[str, Mapping[str, Any]] | None = None,
+              sanity_rows: bool = True) -> TrainMetrics:
     """Train ``config.model`` on ``config.train``; resume if ``out`` holds the same run.
 
     Returns the run's metrics (also written to ``out/metrics.json``): the model's table on the
@@ -108,7 +109,9 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     ``baselines_from``: the ``baselines`` of an earlier retrieval run's metrics on the same split
     files; their settings (and the validation grids that chose them) are reused instead of searched
     again, and tables they carry for every split are copied instead of ranked again (they do not
-    depend on the model).
+    depend on the model). ``sanity_rows=False``: a retrieval run ranks with the model and
+    popularity only (``baselines`` is empty), for a caller that fits the sanity rows once itself
+    (the cold-start table); fitting them costs minutes per run on a large catalogue.
     """
     spec = load_spec(spec_path)
     _settle_config(config)
@@ -131,7 +134,8 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
         if data.catalogue is not None:
             data.catalogue.save(run.catalogue_path)
     if model_family(config.model) == "retrieval":
-        return _train_retrieval(model, run, config, data, log=log, on_batch=on_batch, baselines_from=baselines_from)
+        return _train_retrieval(model, run, config, data, log=log, on_batch=on_batch, baselines_from=baselines_from,
+                                sanity_rows=sanity_rows)
     metrics = _train_ctr(model, run, config, data, dist, resume_from, log=log, on_batch=on_batch)
     if dist is not None:
         dist.finish()
@@ -358,9 +362,10 @@ def _transfer_metrics(model, warm) -> dict:
 
 def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, log: Printer,
                      on_batch: Callable[[int], None] | None,
-                     baselines_from: Mapping[str, Mapping[str, Any]] | None = None) -> TrainMetrics:
+                     baselines_from: Mapping[str, Mapping[str, Any]] | None = None,
+                     sanity_rows: bool = True) -> TrainMetrics:
     """Fit a retrieval model (early stopping on validation recall) and rank every split's clicks
-    with it beside popularity, ItemKNN and EASE."""
+    with it beside popularity, ItemKNN and EASE (popularity only without ``sanity_rows``)."""
     from mdrec.training import retrieval
     from mdrec.training.epochs import InMemoryEpochs
     from mdrec.training.inference import restore_weights
@@ -398,7 +403,9 @@ def _train_retrieval(model, run: RunDir, config: TrainConfig, data: _Splits, *, 
                      "oov": {}, "missing_values": {}, **_transfer_metrics(model, warm)}
     reused = baselines_from or {}
     splits = {name for name in ("valid", "test") if name in logs}
-    if reused and all(r.get("skipped") or splits <= set(r.get("tables", {})) for r in reused.values()):
+    if not sanity_rows:
+        fitted, metrics["baselines"] = [], {}
+    elif reused and all(r.get("skipped") or splits <= set(r.get("tables", {})) for r in reused.values()):
         # The same split files: a sanity row's tables do not depend on the model, so they are copied.
         fitted = []
         metrics["baselines"] = copy.deepcopy({name: dict(r) for name, r in reused.items()})

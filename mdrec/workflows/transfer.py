@@ -41,7 +41,8 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                  learning_rate: float = TRANSFER["learning_rate"], patience: int = TRANSFER["patience"],
                  seed: int = TRANSFER["seed"],
                  hyperparameters: dict | None = None, warm_start: str | None = None,
-                 overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+                 overwrite: bool = False, sanity_rows: bool = True, log: Callable[[str], None] = print) -> dict:
+    """``sanity_rows``: passed to :func:`mdrec.workflows.train.train_run` (retrieval)."""
     from mdrec.workflows.pretrained import load_pretrained
 
     if task not in TASKS:
@@ -72,7 +73,8 @@ def transfer_run(pretrained: str | Path, spec_path: str | Path, out: str | Path,
                          learning_rate=learning_rate, patience=patience, seed=seed, warm_start=warm_start,
                          hyperparameters={**(hyperparameters or {}), "pretrained": str(pretrained),
                                           "transfer_mode": mode, "adapter_dim": adapter_dim})
-    metrics: dict[str, Any] = dict(train_run(spec_path, config, out, overwrite=overwrite, log=log))
+    metrics: dict[str, Any] = dict(train_run(spec_path, config, out, overwrite=overwrite, log=log,
+                                             sanity_rows=sanity_rows))
     if task == "ctr" and test:
         from mdrec.records import recorded_path
         from mdrec.workflows.transfer_report import write_slices_report
