@@ -450,6 +450,36 @@ def test_pretrain_reports_test_and_evaluate_reproduces_it(data, capsys, tmp_path
             assert row[key] == pytest.approx(test_rows[row["model"]][key], abs=1e-6), (row["model"], key)
 
 
+def test_a_run_written_before_a_setting_existed_resumes_while_it_keeps_its_default(data, tmp_path):
+    log = tmp_path / "log.csv"
+    sequence_log().to_csv(log, index=False)
+    kwargs = dict(objective="autoregressive", domains=["a"], dim=8, layers=1, max_length=8, epochs=1, batch_size=16,
+                  log=lambda *_: None)
+    first = pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
+    config_path = tmp_path / "run" / "config.json"
+    stored = json.loads(config_path.read_text())
+    del stored["config"]["hyperparameters"]["loss_weighting"]  # as an earlier version wrote it
+    config_path.write_text(json.dumps(stored))
+    again = pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
+    assert again["best_epoch"] == first["best_epoch"] and again["epochs_run"] == first["epochs_run"]
+    with pytest.raises(MdrecError, match=r"different configuration or inputs \(changed: hyperparameters\)"):
+        pretrain_run(data / "spec.yaml", log, tmp_path / "run", loss_weighting="token", **kwargs)
+
+
+def test_token_weighting_gives_every_target_of_an_epoch_the_same_weight():
+    # Windows of 3 and 10 items cut at width 5: 2 and 4 next-item targets, 3 in a batch of 2 on average.
+    batches = SequenceBatches([np.arange(2, 5), np.arange(2, 12)], width=5, batch_size=2, seed=0)
+    assert batches.mean_targets_per_batch(next_item=True) == pytest.approx(6.0)
+    assert batches.mean_targets_per_batch(next_item=False, share=0.2) == pytest.approx(0.2 * (3 + 5) / 2 * 2)
+    model = PretrainModel(_encoder(causal=True), "autoregressive", targets_per_batch=2.0)
+    # Batch A: one target (loss 3); batch B: three (losses 1, 1, 1). Over the epoch, 6 / 4 targets.
+    a = model.target_mean(tf.constant([3.0, 9.0]), tf.constant([1.0, 0.0])).numpy()
+    b = model.target_mean(tf.constant([1.0, 1.0, 1.0]), tf.constant([1.0, 1.0, 1.0])).numpy()
+    assert (a + b) / 2 == pytest.approx(6 / 4)
+    batch_mean = PretrainModel(_encoder(causal=True), "autoregressive")  # the default: each batch's own mean
+    assert batch_mean.target_mean(tf.constant([3.0, 9.0]), tf.constant([1.0, 0.0])).numpy() == pytest.approx(3.0)
+
+
 def test_resume_refuses_changed_data(data, tmp_path):
     log = tmp_path / "log.csv"
     sequence_log().to_csv(log, index=False)
@@ -468,7 +498,8 @@ def test_help_shows_every_default(capsys):
     from mdrec.pretraining.settings import DEFAULTS, TRAINING
 
     shown = {**{k: TRAINING[k] for k in ("epochs", "batch_size", "learning_rate", "patience")},
-             **{k: DEFAULTS[k] for k in ("max_length", "dropout", "mask_rate", "dim", "heads", "schedule")}, "seed": 0}
+             **{k: DEFAULTS[k] for k in ("max_length", "dropout", "mask_rate", "dim", "heads", "schedule",
+                                        "loss_weighting")}, "seed": 0}
     for key, default in shown.items():
         flag = "--" + key.replace("_", "-")
         # From the flag's own entry ("--flag METAVAR help...") to its "(default: X)", not past the next entry.

@@ -199,7 +199,7 @@ def _train_command(sub: argparse._SubParsersAction) -> None:
 def _pretrain_command(sub: argparse._SubParsersAction) -> None:
     """`mdrec pretrain`."""
     from mdrec.pretraining.settings import (ARCHITECTURES, BLOCKS, DEFAULTS as PRE, FULL_SOFTMAX_ITEMS, OBJECTIVES,
-                                            POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING)
+                                            POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING, LOSS_WEIGHTINGS)
 
     p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (autoregressive, "
                        "mlm or contrastive; resumes if interrupted)")
@@ -254,6 +254,10 @@ def _pretrain_command(sub: argparse._SubParsersAction) -> None:
                        seed="seeds the weights, batches, masks and negatives")
     p.add_argument("--schedule", choices=SCHEDULES, default=PRE["schedule"],
                    help="learning rate: constant, or cosine from --learning-rate to 0 over --epochs")
+    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=PRE["loss_weighting"],
+                   help="batch: each batch's item loss is the mean over its targets (batches are grouped by "
+                        "window length, so targets of short windows weigh more); token: every target of an "
+                        "epoch weighs the same")
     p.add_argument("--checkpoint-every", type=int, default=TRAINING["checkpoint_every"],
                    help="steps between checkpoints")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")

@@ -42,6 +42,14 @@ class SequenceBatches:
         rows = len(histories) * self.repeats
         self.batches_per_epoch = -(-rows // self.batch_size)
 
+    def mean_targets_per_batch(self, next_item: bool, share: float = 1.0) -> float:
+        """The mean number of training targets in a batch of the epoch's first windows (every user's
+        last ``width`` items): a window of n items has n - 1 next-item targets, or ``share`` x n
+        masked ones. Windows of later copies (``repeats``) are counted as the first copy's."""
+        items = np.minimum(self.lengths, self.width).astype(np.float64)
+        targets = np.maximum(items - 1, 0) if next_item else share * items
+        return float(targets.mean() * self.batch_size)
+
     def sample(self) -> dict[str, np.ndarray]:
         """Two windows (for building the model's variables)."""
         ends = self.lengths[:2]

@@ -46,7 +46,10 @@ class PretrainModel(tf_keras.Model):
     def __init__(self, encoder: UserEncoder, objective: str, *, negatives: int = 0, mask_rate: float = 0.2,
                  temperature: float = 0.1, attribute_weight: float = 1.0, next_item_weight: float = 1.0,
                  mask_last: float = 0.0, exclude_seen: bool = False, crop: float = 0.6, mask: float = 0.3,
-                 reorder: float = 0.6, seed: int = 0, **kwargs):
+                 reorder: float = 0.6, targets_per_batch: float = 0.0, seed: int = 0, **kwargs):
+        """``targets_per_batch``: 0, a batch's item loss is the mean over its targets; > 0, their sum
+        divided by this (the epoch's mean targets per batch), so every target of an epoch weighs the
+        same whatever the length of its batch's windows (mdrec.pretraining.settings.LOSS_WEIGHTINGS)."""
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -60,6 +63,7 @@ class PretrainModel(tf_keras.Model):
         self.negatives, self.mask_rate, self.temperature = int(negatives), float(mask_rate), float(temperature)
         self.mask_last, self.exclude_seen = float(mask_last), bool(exclude_seen)
         self.attribute_weight = float(attribute_weight)
+        self.targets_per_batch = float(targets_per_batch)
         self.next_item_weight = float(next_item_weight) if objective == "contrastive" else 1.0
         self.augmentation = {"crop": float(crop), "mask": float(mask), "reorder": float(reorder)}
         self.rng = tf.random.Generator.from_seed(seed)  # masks, negatives, views: resumes with the checkpoint
@@ -106,10 +110,16 @@ class PretrainModel(tf_keras.Model):
         items = tf.maximum(targets - SPECIAL_ROWS, 0)
         if window is not None and self.exclude_seen and obj.full_softmax(self.negatives, encoder.num_items):
             losses = obj.seen_excluded_loss(states, items, table, bias, obj.window_items(window, encoder.num_items))
-            return obj.weighted_mean(losses, weights)
+            return self.target_mean(losses, weights)
         losses = obj.item_softmax_loss(tf.reshape(states, [-1, encoder.dim]), tf.reshape(items, [-1]), table, bias,
                                        self.negatives, self.rng)
-        return obj.weighted_mean(losses, tf.reshape(weights, [-1]))
+        return self.target_mean(losses, tf.reshape(weights, [-1]))
+
+    def target_mean(self, losses: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """The batch's loss from per-target ``losses`` where ``weights`` is 1 (any equal shapes)."""
+        if self.targets_per_batch > 0:
+            return tf.reduce_sum(losses * tf.cast(weights, losses.dtype)) / self.targets_per_batch
+        return obj.weighted_mean(losses, weights)
 
     @tf.autograph.experimental.do_not_convert  # plain Python control flow only: skip autograph's slow rewrite
     def training_loss(self, x: dict, y=None) -> tf.Tensor:
@@ -140,7 +150,7 @@ class PretrainModel(tf_keras.Model):
             values = encoder.attribute_ids(name, targets)
             known = weights * tf.cast(values >= SPECIAL_ROWS, tf.float32)  # items with no value are not targets
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=values, logits=head(picked))
-            loss += self.attribute_weight * obj.weighted_mean(ce, known)
+            loss += self.attribute_weight * self.target_mean(ce, known)
         return loss
 
     def _view(self, ids: tf.Tensor, times: tf.Tensor | None) -> tf.Tensor:

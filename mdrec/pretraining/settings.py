@@ -20,9 +20,13 @@ DEFAULTS: dict[str, Any] = {
     "mask_rate": 0.2, "mask_last": 0.0, "attribute_weight": 1.0, "negatives": None, "exclude_seen": None,
     "temperature": 0.1, "next_item_weight": 1.0,
     "crop": 0.6, "mask": 0.3, "reorder": 0.6, "knn_neighbours": 50, "max_valid_users": 10000,
-    "repeats": 1, "schedule": "constant",
+    "repeats": 1, "schedule": "constant", "loss_weighting": "batch",
 }
 SCHEDULES = ("constant", "cosine")
+# "batch": a batch's item loss is the mean over its targets; batches are grouped by window length,
+# so a target in a batch of short windows weighs more than one in a batch of long ones. "token":
+# every target of an epoch weighs the same (the batch's sum over the epoch's mean targets per batch).
+LOSS_WEIGHTINGS = ("batch", "token")
 # The training schedule.
 TRAINING: dict[str, Any] = {"epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "patience": 10, "seed": 0,
                             "checkpoint_every": 200}

@@ -17,7 +17,7 @@ import json
 import shutil
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from mdrec.data.io import table_files
 from mdrec.errors import MdrecError
@@ -90,14 +90,15 @@ class RunDir:
         return self
 
     def prepare(self, config: TrainConfig, inputs: dict[str, str | Path | None], *,
-                overwrite: bool = False) -> dict[str, str]:
+                overwrite: bool = False, hyperparameter_defaults: Mapping[str, Any] | None = None) -> dict[str, str]:
         """Ready the folder for ``config`` reading ``inputs`` (name -> data file or folder, or the spec
         or tasks file) and return their fingerprints, for :meth:`write_config`.
 
         An existing run resumes only if it is this very run: the same configuration and the same bytes
         in every input it recorded. A log swapped under a killed run would otherwise resume with the old
         vocabularies and train on the new rows without a word. A different run raises, or with
-        ``overwrite`` is deleted.
+        ``overwrite`` is deleted. A config field, or a key of ``hyperparameter_defaults``, that the
+        run was written without counts as its default there (a run of an earlier version resumes).
         """
         fingerprints = {name: fingerprint(path) for name, path in inputs.items() if path}
         if not self.exists():
@@ -107,6 +108,9 @@ class RunDir:
         current = json.loads(json.dumps(asdict(config), default=str))  # tuples as lists, as stored
         # A field added after the run was written counts as its default there.
         previous = {**_defaults(config), **previous}
+        if hyperparameter_defaults is not None and isinstance(previous.get("hyperparameters"), dict):
+            previous["hyperparameters"] = {**json.loads(json.dumps(dict(hyperparameter_defaults), default=str)),
+                                           **previous["hyperparameters"]}
         changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
         stored = raw.get("data_fingerprints", {})
         changed += [f"the {name} {'data' if name in ('train', 'valid', 'test') else 'file'} ({inputs[name]})"

@@ -46,7 +46,7 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import (HeldOut, Queries, SourceData, attribute_tables, held_out_queries,
                                     item_vocabulary, load_source, resolve_source)
 from mdrec.pretraining.model import PretrainModel
-from mdrec.pretraining.settings import TRAINING
+from mdrec.pretraining.settings import DEFAULTS, TRAINING
 from mdrec.spec import Spec, load_spec
 from mdrec.training.board import Validation
 from mdrec.training.projector import MAX_ROWS, EmbeddingRows, IdCounts, write_projector
@@ -146,7 +146,7 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
                          hyperparameters=hp)
     run = RunDir(out)
     fingerprints = run.prepare(config, {"train": config.train, "valid": config.valid, "test": config.test,
-                                        "spec": spec_path}, overwrite=overwrite)
+                                        "spec": spec_path}, overwrite=overwrite, hyperparameter_defaults=DEFAULTS)
     built = _build_model(run, hp, sequences, seed)
     held = sequences.held
     data_summary = _data_summary(sequences.source, held.train, built.vocabulary, built.attributes, hp["max_length"])
@@ -225,6 +225,9 @@ def _fit(built: _Model, run: RunDir, config: TrainConfig, sequences: _Sequences,
                               model.window, config.batch_size, config.seed,
                               times=[held.train_times[u] for u in users] if held.train_times and hp["time_buckets"]
                               else None, repeats=int(hp["repeats"]))
+    if hp["loss_weighting"] == "token":  # read when the step is traced, in fit()
+        model.targets_per_batch = batches.mean_targets_per_batch(
+            next_item=model.objective != "mlm", share=1.0 if model.objective != "mlm" else hp["mask_rate"])
     evaluate_valid = built.evaluator(held.train, held.valid, held.train_times, hp["knn_neighbours"])
     early = (evaluate_valid.head if model.predicts_items else evaluate_valid.knn)
     # Every ranking metric becomes a validation curve; the early-stopping one decides.

@@ -12,7 +12,7 @@ from mdrec.errors import MdrecError
 from mdrec.models.user_encoder import default_block
 from mdrec.pretraining.objectives import full_softmax
 from mdrec.pretraining.settings import (BLOCKS, DEFAULTS, FULL_SOFTMAX_ITEMS, OBJECTIVES, POOLINGS,
-                                        SAMPLED_NEGATIVES, SCHEDULES)
+                                        SAMPLED_NEGATIVES, SCHEDULES, LOSS_WEIGHTINGS)
 from mdrec.spec import Spec
 
 MODEL = "user_encoder"  # config.json's model: what marks a run folder as a pretraining run
@@ -96,6 +96,9 @@ def _check_sizes(hp: dict[str, Any], spec: Spec) -> None:
         raise MdrecError(f"--negatives must be >= 0 (0: full softmax), got {hp['negatives']}")
     if hp["schedule"] not in SCHEDULES:
         raise MdrecError(f"unknown --schedule '{hp['schedule']}'", hint=f"use {' or '.join(SCHEDULES)}")
+    if hp["loss_weighting"] not in LOSS_WEIGHTINGS:
+        raise MdrecError(f"unknown --loss-weighting '{hp['loss_weighting']}'",
+                         hint=f"use {' or '.join(LOSS_WEIGHTINGS)}")
     if int(hp["time_buckets"]) < 0:
         raise MdrecError(f"--time-buckets must be >= 0, got {hp['time_buckets']}")
     if int(hp["time_buckets"]) and not spec.time:
