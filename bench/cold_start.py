@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
 from mdrec.data.io import read_file  # noqa: E402
 from mdrec.data.prepare import prepare  # noqa: E402
 from mdrec.data.splits import split_files  # noqa: E402
 from mdrec.evaluation.cold_start import METRICS  # noqa: E402
+from mdrec.cli.commands import parse_params  # noqa: E402
 from mdrec.fileio import atomic_write_table  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
@@ -87,7 +87,8 @@ def main() -> None:
     spec_path = Path(args.spec) if args.spec else SHIPPED_SPECS / f"{args.dataset}.yaml"
     spec = load_spec(spec_path)
     params = {"towers": "shared", "temperature": 0.1} if spec.sequence else {}
-    params.update({k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)})
+    params.update(parse_params(args.param))
+    pretraining = parse_params(args.pretrain_param)
     data = Path(args.data)
     if not (data / "log.parquet").is_file():
         if not (out / "data" / "prepare.json").is_file():
@@ -128,7 +129,6 @@ def main() -> None:
                         _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
                         scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
                     source = _line_only(paths, spec.domain.column, args.source_line, split / "source-only")
-                    pretraining = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.pretrain_param)}
                     encoder_tag = ",".join(f"{k}={v}" for k, v in sorted(pretraining.items())) or "defaults"
                     pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-{encoder_tag}-seed{seed}"
                     _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, pretraining, err)

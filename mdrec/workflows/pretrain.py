@@ -226,8 +226,8 @@ def _fit(built: _Model, run: RunDir, config: TrainConfig, sequences: _Sequences,
                               times=[held.train_times[u] for u in users] if held.train_times and hp["time_buckets"]
                               else None, repeats=int(hp["repeats"]))
     if hp["loss_weighting"] == "token":  # read when the step is traced, in fit()
-        model.targets_per_batch = batches.mean_targets_per_batch(
-            next_item=model.objective != "mlm", share=1.0 if model.objective != "mlm" else hp["mask_rate"])
+        model.targets_per_batch = batches.mean_targets_per_batch(next_item=model.objective != "mlm",
+                                                                 share=hp["mask_rate"])
     evaluate_valid = built.evaluator(held.train, held.valid, held.train_times, hp["knn_neighbours"])
     early = (evaluate_valid.head if model.predicts_items else evaluate_valid.knn)
     # Every ranking metric becomes a validation curve; the early-stopping one decides.
