@@ -1,7 +1,7 @@
 """The user encoder against the published sequential-recommendation table (MovieLens-1M).
 
     python bench/sequential.py --data ../shared/data/movielens-1m [--out /tmp/bench-sequential] \
-        [--variants sasrec,sasrec_token,nextitnet,bert4rec,cl4srec,clue,...] [--seeds 0]
+        [--variants sasrec,sasrec_batch,nextitnet,bert4rec,cl4srec,clue,...] [--seeds 0]
 
 Prepares the raw folder with ``mdrec data prepare movielens-1m-sequential`` (every rating an
 interaction, 5-core, leave-last-out; once, into OUT/data), then pretrains every variant with the
@@ -33,8 +33,8 @@ VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "sasrec": ("autoregressive", "transformer", {}),
     "sasrec_keep_seen": ("autoregressive", "transformer", {"exclude_seen": False}),  # the default before
     "sasrec_cosine": ("autoregressive", "transformer", {"schedule": "cosine"}),  # the rate decays to 0 by the cap
-    "sasrec_token": ("autoregressive", "transformer", {"loss_weighting": "token"}),  # every target weighs the same
-    "bert4rec_token": ("mlm", "transformer", {"loss_weighting": "token"}),
+    "sasrec_batch": ("autoregressive", "transformer", {"loss_weighting": "batch"}),  # the default before
+    "bert4rec_batch": ("mlm", "transformer", {"loss_weighting": "batch"}),
     "nextitnet": ("autoregressive", "nextitnet", {}),
     "bert4rec": ("mlm", "transformer", {}),
     "cl4srec": ("contrastive", "transformer", {}),

@@ -450,19 +450,21 @@ def test_pretrain_reports_test_and_evaluate_reproduces_it(data, capsys, tmp_path
             assert row[key] == pytest.approx(test_rows[row["model"]][key], abs=1e-6), (row["model"], key)
 
 
-def test_a_run_written_before_a_setting_existed_resumes_while_it_keeps_its_default(data, tmp_path):
+def test_a_run_written_before_a_setting_existed_resumes_while_the_setting_keeps_the_value_it_trained_with(
+        data, tmp_path):
     log = tmp_path / "log.csv"
     sequence_log().to_csv(log, index=False)
     kwargs = dict(objective="autoregressive", domains=["a"], dim=8, layers=1, max_length=8, epochs=1, batch_size=16,
                   log=lambda *_: None)
-    first = pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
+    first = pretrain_run(data / "spec.yaml", log, tmp_path / "run", loss_weighting="batch", **kwargs)
     config_path = tmp_path / "run" / "config.json"
     stored = json.loads(config_path.read_text())
-    del stored["config"]["hyperparameters"]["loss_weighting"]  # as an earlier version wrote it
+    del stored["config"]["hyperparameters"]["loss_weighting"]  # as an earlier version wrote it: batch weighting
     config_path.write_text(json.dumps(stored))
-    again = pretrain_run(data / "spec.yaml", log, tmp_path / "run", **kwargs)
+    again = pretrain_run(data / "spec.yaml", log, tmp_path / "run", loss_weighting="batch", **kwargs)
     assert again["best_epoch"] == first["best_epoch"] and again["epochs_run"] == first["epochs_run"]
-    with pytest.raises(MdrecError, match=r"different configuration or inputs \(changed: hyperparameters\)"):
+    # Token weighting would continue that run under another loss: refused, naming the setting.
+    with pytest.raises(MdrecError, match=r"\(changed: hyperparameters: loss_weighting 'batch' -> 'token'\)"):
         pretrain_run(data / "spec.yaml", log, tmp_path / "run", loss_weighting="token", **kwargs)
 
 

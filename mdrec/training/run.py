@@ -66,6 +66,15 @@ def _defaults(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=str))
 
 
+def _change(name: str, before: Any, now: Any) -> str:
+    """A changed config field as the refusal names it; a dict field (the hyperparameters) names its
+    changed keys with both values, so the user sees which flag to set back."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return name
+    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return f"{name}: " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -98,7 +107,7 @@ class RunDir:
         in every input it recorded. A log swapped under a killed run would otherwise resume with the old
         vocabularies and train on the new rows without a word. A different run raises, or with
         ``overwrite`` is deleted. A config field, or a key of ``hyperparameter_defaults``, that the
-        run was written without counts as its default there (a run of an earlier version resumes).
+        run was written without counts as that value there (a run of an earlier version resumes).
         """
         fingerprints = {name: fingerprint(path) for name, path in inputs.items() if path}
         if not self.exists():
@@ -111,7 +120,8 @@ class RunDir:
         if hyperparameter_defaults is not None and isinstance(previous.get("hyperparameters"), dict):
             previous["hyperparameters"] = {**json.loads(json.dumps(dict(hyperparameter_defaults), default=str)),
                                            **previous["hyperparameters"]}
-        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        changed = [_change(k, previous.get(k), current.get(k))
+                   for k in sorted(set(previous) | set(current)) if previous.get(k) != current.get(k)]
         stored = raw.get("data_fingerprints", {})
         changed += [f"the {name} {'data' if name in ('train', 'valid', 'test') else 'file'} ({inputs[name]})"
                     for name, value in fingerprints.items() if name in stored and stored[name] != value]

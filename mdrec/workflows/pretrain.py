@@ -46,7 +46,7 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import (HeldOut, Queries, SourceData, attribute_tables, held_out_queries,
                                     item_vocabulary, load_source, resolve_source)
 from mdrec.pretraining.model import PretrainModel
-from mdrec.pretraining.settings import DEFAULTS, TRAINING
+from mdrec.pretraining.settings import DEFAULTS, INTRODUCED_LATER, TRAINING
 from mdrec.spec import Spec, load_spec
 from mdrec.training.board import Validation
 from mdrec.training.projector import MAX_ROWS, EmbeddingRows, IdCounts, write_projector
@@ -146,7 +146,8 @@ def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, va
                          hyperparameters=hp)
     run = RunDir(out)
     fingerprints = run.prepare(config, {"train": config.train, "valid": config.valid, "test": config.test,
-                                        "spec": spec_path}, overwrite=overwrite, hyperparameter_defaults=DEFAULTS)
+                                        "spec": spec_path}, overwrite=overwrite,
+                                        hyperparameter_defaults={**DEFAULTS, **INTRODUCED_LATER})
     built = _build_model(run, hp, sequences, seed)
     held = sequences.held
     data_summary = _data_summary(sequences.source, held.train, built.vocabulary, built.attributes, hp["max_length"])
