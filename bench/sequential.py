@@ -31,7 +31,7 @@ from mdrec.workflows.pretrain import pretrain_run  # noqa: E402
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "movielens-1m-sequential.yaml"
 VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "sasrec": ("autoregressive", "transformer", {}),
-    "sasrec_keep_seen": ("autoregressive", "transformer", {"exclude_seen": False}),  # the default before
+    "sasrec_keep_seen": ("autoregressive", "transformer", {"exclude_seen": False}),  # the default before 2026-12-05
     "sasrec_cosine": ("autoregressive", "transformer", {"schedule": "cosine"}),  # the rate decays to 0 by the cap
     "sasrec_batch": ("autoregressive", "transformer", {"loss_weighting": "batch"}),  # the default before
     "bert4rec_batch": ("mlm", "transformer", {"loss_weighting": "batch"}),

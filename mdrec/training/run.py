@@ -66,13 +66,16 @@ def _defaults(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(out, default=str))
 
 
+def _changed_keys(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+
+
 def _change(name: str, before: Any, now: Any) -> str:
     """A changed config field as the refusal names it; a dict field (the hyperparameters) names its
     changed keys with both values, so the user sees which flag to set back."""
     if not (isinstance(before, dict) and isinstance(now, dict)):
         return name
-    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-    return f"{name}: " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
+    return f"{name}: " + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in _changed_keys(before, now))
 
 
 class RunDir:
@@ -120,8 +123,7 @@ class RunDir:
         if hyperparameter_defaults is not None and isinstance(previous.get("hyperparameters"), dict):
             previous["hyperparameters"] = {**json.loads(json.dumps(dict(hyperparameter_defaults), default=str)),
                                            **previous["hyperparameters"]}
-        changed = [_change(k, previous.get(k), current.get(k))
-                   for k in sorted(set(previous) | set(current)) if previous.get(k) != current.get(k)]
+        changed = [_change(k, previous.get(k), current.get(k)) for k in _changed_keys(previous, current)]
         stored = raw.get("data_fingerprints", {})
         changed += [f"the {name} {'data' if name in ('train', 'valid', 'test') else 'file'} ({inputs[name]})"
                     for name, value in fingerprints.items() if name in stored and stored[name] != value]
