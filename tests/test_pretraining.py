@@ -164,6 +164,22 @@ def test_the_softmax_can_leave_the_sequence_s_other_items_out():
     np.testing.assert_allclose(got[:, 0], expected, rtol=1e-6)
 
 
+def test_the_seen_excluded_gradient_is_the_softmax_over_the_unseen_items_and_the_target():
+    # One window holding items 0 and 1, one position predicting item 1; scores 100x those above, so
+    # an unstable exp would overflow. d loss / d score = p over {target, unseen}, minus 1 at the target.
+    seen = obj.window_items(tf.constant([[2, 3]]), 4)
+    table = tf.constant([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 1.0]])
+    bias = tf.constant([0.0, 0.0, 0.0, 97.0])
+    states = tf.Variable([[[100.0, 0.0]]])
+    with tf.GradientTape() as tape:
+        loss = obj.seen_excluded_loss(states, tf.constant([[1]]), table, bias, seen)
+    scores = np.array([100.0, 0.0, 97.0])  # items 1 (target), 2, 3; exp(100) overflows float32
+    p = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    np.testing.assert_allclose(loss.numpy()[0, 0], np.log(np.exp(scores - 100).sum()), rtol=1e-6)
+    d_scores = p - np.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(tape.gradient(loss, states).numpy()[0, 0], d_scores @ table.numpy()[1:], atol=1e-6)
+
+
 def test_mask_pooling_scores_the_next_item_after_the_history():
     encoder = _encoder()  # bidirectional: pooling defaults to an appended [MASK]
     assert encoder.pooling == "mask"
