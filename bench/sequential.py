@@ -35,6 +35,8 @@ VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "sasrec_cosine": ("autoregressive", "transformer", {"schedule": "cosine"}),  # the rate decays to 0 by the cap
     "sasrec_batch": ("autoregressive", "transformer", {"loss_weighting": "batch"}),  # the default before
     "bert4rec_batch": ("mlm", "transformer", {"loss_weighting": "batch"}),
+    "bert4rec_exclude_seen": ("mlm", "transformer", {"exclude_seen": True}),  # the softmax the ranking filters
+    "bert4rec_mask_last": ("mlm", "transformer", {"mask_last": 0.2}),  # BERT4Rec's last-item samples
     "nextitnet": ("autoregressive", "nextitnet", {}),
     "bert4rec": ("mlm", "transformer", {}),
     "cl4srec": ("contrastive", "transformer", {}),
