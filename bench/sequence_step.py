@@ -4,9 +4,10 @@
         [--rounds 3] [--batches 40]
 
 Prepares the raw folder as ``bench/sequential.py`` does (OUT/data, reused), builds the default
-(autoregressive, seen items left out of the softmax) encoder over its training sequences, and times the compiled training step (forward, backward and
-Adam, XLA as ``mdrec pretrain`` runs it) on the first ``--batches`` batches of epoch 0 (shuffled:
-a mix of the epoch's window widths), rounds alternating between the variants:
+encoder (autoregressive, the user's items left out of the softmax) over its training sequences,
+and times the compiled training step (forward, backward and Adam, under XLA as ``mdrec pretrain``
+runs it) on the first ``--batches`` batches of epoch 0 (shuffled: a mix of the epoch's window
+widths), rounds alternating between the variants:
   kit            the step ``mdrec pretrain`` runs
   einsum_lse     the same step with the seen-excluded softmax written as before 2026-12-06 (an
                  einsum and reduce_logsumexp, the mask applied per position)

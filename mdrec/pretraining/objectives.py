@@ -186,8 +186,8 @@ def seen_excluded_loss(states: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, 
     loss = log(exp(s_target) + sum_{i not seen} exp(s_i)) - s_target, with s = state . table + bias."""
     targets = tf.cast(targets, tf.int32)
     # The seen items' -1e9 rides on the bias, once per window [B, 1, V] rather than a mask per position;
-    # a batched matmul, and the max / exp-sum written out, ran the step 1.45x faster than an einsum and
-    # reduce_logsumexp under XLA on 2 CPU cores (2026-12-06, ML-1M, 42 s against 61 s an epoch).
+    # a batched matmul, and the max / exp-sum written out, ran the step 1.29x faster than an einsum and
+    # reduce_logsumexp under XLA on 2 CPU cores (bench/sequence_step.py, ML-1M, 2026-12-06).
     window_bias = tf.where(seen, tf.constant(-1e9, states.dtype), bias[None, :])
     logits = tf.matmul(states, table, transpose_b=True) + window_bias[:, None, :]
     # The target is a seen item (it is in the window): its score comes from its own row instead.
