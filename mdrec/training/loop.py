@@ -118,6 +118,7 @@ class Steps(Protocol):
 
     chief: bool  # writes the run's curves (a multi-worker non-chief does not)
     batches_per_epoch: int | None  # None: unknown before the pass (streamed files)
+    optimizer: type[tf_keras.optimizers.Adam]  # the Adam these steps need (asynchronous workers: their own)
 
     def scope(self) -> ContextManager[Any]:
         """Where variables are created (the strategy's scope)."""
@@ -151,6 +152,7 @@ class LocalSteps:
     """Training steps in this process: one tf.function over ``model.training_loss``."""
 
     chief = True
+    optimizer = tf_keras.optimizers.Adam
 
     def __init__(self, train: "InMemoryEpochs | StreamingEpochs", jit_compile: bool = False):
         self.train, self.jit_compile = train, jit_compile
@@ -234,7 +236,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
             after_build(model)
         rate = (tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, int(decay_steps)) if decay_steps
                 else config.learning_rate)
-        optimizer = tf_keras.optimizers.Adam(rate)
+        optimizer = steps.optimizer(rate)
         steps.compile(model, optimizer)
     state = _loop_state()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
