@@ -37,6 +37,8 @@ VARIANTS = {  # name -> (objective, architecture, extra hyperparameters)
     "bert4rec_batch": ("mlm", "transformer", {"loss_weighting": "batch"}),
     "bert4rec_exclude_seen": ("mlm", "transformer", {"exclude_seen": True}),  # the softmax the ranking filters
     "bert4rec_mask_last": ("mlm", "transformer", {"mask_last": 0.2}),  # BERT4Rec's last-item samples
+    # A transformer's usual recipe against the slow start: a linear warm-up to twice the rate, cosine to 0.
+    "bert4rec_warmup": ("mlm", "transformer", {"warmup_epochs": 3, "schedule": "cosine", "learning_rate": 2e-3}),
     "nextitnet": ("autoregressive", "nextitnet", {}),
     "bert4rec": ("mlm", "transformer", {}),
     "cl4srec": ("contrastive", "transformer", {}),

@@ -12,7 +12,7 @@ from mdrec.data.log import load_log
 from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streaming_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
-from mdrec.training.loop import logloss_rising
+from mdrec.training.loop import learning_rate_schedule, logloss_rising
 from mdrec.workflows.evaluate import evaluate_run
 from mdrec.workflows.train import train_run
 from conftest import Crashed, crash_at, reload_and_serve, tiny_config
@@ -189,6 +189,19 @@ def test_the_counted_batches_are_all_the_epoch_has(domain_batches):
         batches = list(train.epoch(1, skip))
         assert len(batches) == train.batches_per_epoch - skip
     assert sum(len(y) for _, y in train.epoch(1, 0)) == n
+
+
+@pytest.mark.parametrize("decay_steps, warmup_steps, expected", [
+    # steps 0, 2, 4, 6, 8, 10 and 14 of a rate of 2e-3
+    (None, 0, [2e-3] * 7),
+    (None, 4, [0.0, 1e-3, 2e-3, 2e-3, 2e-3, 2e-3, 2e-3]),  # linear to the rate, then the rate
+    (8, 0, [2e-3, 1.7071e-3, 1e-3, 0.2929e-3, 0.0, 0.0, 0.0]),  # (1 + cos(pi t / 8)) / 2 of the rate
+    (12, 4, [0.0, 1e-3, 2e-3, 1.7071e-3, 1e-3, 0.2929e-3, 0.0]),  # warm-up, then that cosine over 12 - 4
+])
+def test_the_learning_rate_warms_up_linearly_and_decays_on_a_cosine(decay_steps, warmup_steps, expected):
+    schedule = learning_rate_schedule(2e-3, decay_steps, warmup_steps)
+    rates = [float(schedule(t)) if callable(schedule) else schedule for t in (0, 2, 4, 6, 8, 10, 14)]
+    np.testing.assert_allclose(rates, expected, atol=1e-7)
 
 
 def test_logloss_rising_needs_every_recent_epoch_above_the_earlier_best():

@@ -127,7 +127,8 @@ def run_pretrain(args) -> int:
                            temperature=args.temperature,
                            next_item_weight=args.next_item_weight, negatives=args.negatives,
                            exclude_seen=args.exclude_seen, repeats=args.repeats,
-                           schedule=args.schedule, loss_weighting=args.loss_weighting)
+                           schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                           loss_weighting=args.loss_weighting)
     print_pretrain_metrics(metrics)
     print(f"\nrun folder: {args.out}")
     return 0

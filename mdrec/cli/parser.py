@@ -254,6 +254,8 @@ def _pretrain_command(sub: argparse._SubParsersAction) -> None:
                        seed="seeds the weights, batches, masks and negatives")
     p.add_argument("--schedule", choices=SCHEDULES, default=PRE["schedule"],
                    help="learning rate: constant, or cosine from --learning-rate to 0 over --epochs")
+    p.add_argument("--warmup-epochs", type=float, default=PRE["warmup_epochs"],
+                   help="the learning rate first rises linearly from 0 to --learning-rate over this many epochs")
     p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS, default=PRE["loss_weighting"],
                    help="batch: each batch's item loss is the mean over its targets (batches are grouped by "
                         "window length, so targets of short windows weigh more); token: every target of an "

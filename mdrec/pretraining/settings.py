@@ -20,12 +20,12 @@ DEFAULTS: dict[str, Any] = {
     "mask_rate": 0.2, "mask_last": 0.0, "attribute_weight": 1.0, "negatives": None, "exclude_seen": None,
     "temperature": 0.1, "next_item_weight": 1.0,
     "crop": 0.6, "mask": 0.3, "reorder": 0.6, "knn_neighbours": 50, "max_valid_users": 10000,
-    "repeats": 1, "schedule": "constant", "loss_weighting": "token",
+    "repeats": 1, "schedule": "constant", "warmup_epochs": 0.0, "loss_weighting": "token",
 }
 # Settings added after pretraining runs had been written, with the value those runs trained with: a
 # run folder written before a setting existed resumes while the setting asks for that value, and
 # refuses (naming it) once the setting's default moves on.
-INTRODUCED_LATER: dict[str, Any] = {"schedule": "constant", "loss_weighting": "batch"}
+INTRODUCED_LATER: dict[str, Any] = {"schedule": "constant", "loss_weighting": "batch", "warmup_epochs": 0.0}
 SCHEDULES = ("constant", "cosine")
 # "batch": a batch's item loss is the mean over its targets; batches are grouped by window length,
 # so a target in a batch of short windows weighs more than one in a batch of long ones. "token":

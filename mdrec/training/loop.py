@@ -100,6 +100,22 @@ def logloss_rising(history: list[dict], patience: int) -> tuple[int, float] | No
     return best if all(loss > best[1] for _, loss in points[-patience:]) else None
 
 
+def learning_rate_schedule(rate: float, decay_steps: int | None = None, warmup_steps: int = 0
+                           ) -> float | tf_keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate of step t: ``rate`` throughout; with ``warmup_steps`` w, rising linearly
+    from 0 (rate · t / w) to ``rate`` at step w; with ``decay_steps`` d, a cosine from ``rate`` (after
+    any warm-up) down to 0 at step d (d counts the warm-up: the schedule ends where it would without it)."""
+    warmup_steps = int(warmup_steps)
+    if decay_steps:
+        if not warmup_steps:
+            return tf_keras.optimizers.schedules.CosineDecay(rate, int(decay_steps))
+        return tf_keras.optimizers.schedules.CosineDecay(0.0, max(int(decay_steps) - warmup_steps, 1),
+                                                         warmup_target=rate, warmup_steps=warmup_steps)
+    if warmup_steps:  # linear from 0 to rate over the warm-up, then rate
+        return tf_keras.optimizers.schedules.PolynomialDecay(0.0, warmup_steps, end_learning_rate=rate, power=1.0)
+    return rate
+
+
 def learning_rate_now(optimizer) -> float:
     """The optimizer's learning rate at its current step (a schedule evaluated there)."""
     rate = optimizer.learning_rate
@@ -214,7 +230,8 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         validate: Callable[[], Any] | None, *, metric: str = "valid_auc",
         log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
         after_build: Callable[[tf_keras.Model], None] | None = None, jit_compile: bool = False,
-        decay_steps: int | None = None, steps: Steps | None = None, resume_from: Path | None = None) -> FitResult:
+        decay_steps: int | None = None, warmup_steps: int = 0, steps: Steps | None = None,
+        resume_from: Path | None = None) -> FitResult:
     """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
 
     ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
@@ -223,7 +240,8 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
     there is one, then overrides them. ``jit_compile``: the one-process step is compiled with XLA.
     ``decay_steps``: the learning rate follows a cosine from ``config.learning_rate`` down to 0 over
     that many steps (the optimizer's step count is in the checkpoint, so a resumed run continues the
-    curve). ``steps``: how the steps run (default: :class:`LocalSteps` over ``train``; a
+    curve); ``warmup_steps``: it first rises linearly from 0 over that many steps
+    (:func:`learning_rate_schedule`). ``steps``: how the steps run (default: :class:`LocalSteps` over ``train``; a
     tf.distribute strategy's :class:`~mdrec.training.distribute.StrategySteps`); ``train`` then
     only provides the rows that build the model. ``resume_from``: the checkpoints folder to resume
     from when it is not ``run``'s (a multi-worker non-chief restores the chief's, writes to scratch).
@@ -234,9 +252,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         build(model, train.sample())
         if after_build is not None:
             after_build(model)
-        rate = (tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, int(decay_steps)) if decay_steps
-                else config.learning_rate)
-        optimizer = steps.optimizer(rate)
+        optimizer = steps.optimizer(learning_rate_schedule(config.learning_rate, decay_steps, warmup_steps))
         steps.compile(model, optimizer)
     state = _loop_state()
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)

@@ -96,6 +96,8 @@ def _check_sizes(hp: dict[str, Any], spec: Spec) -> None:
         raise MdrecError(f"--negatives must be >= 0 (0: full softmax), got {hp['negatives']}")
     if hp["schedule"] not in SCHEDULES:
         raise MdrecError(f"unknown --schedule '{hp['schedule']}'", hint=f"use {' or '.join(SCHEDULES)}")
+    if not float(hp["warmup_epochs"]) >= 0:
+        raise MdrecError(f"--warmup-epochs must be >= 0, got {hp['warmup_epochs']}")
     if hp["loss_weighting"] not in LOSS_WEIGHTINGS:
         raise MdrecError(f"unknown --loss-weighting '{hp['loss_weighting']}'",
                          hint=f"use {' or '.join(LOSS_WEIGHTINGS)}")
