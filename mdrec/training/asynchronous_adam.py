@@ -35,6 +35,8 @@ class AsynchronousAdam(tf_keras.optimizers.Adam):
             raise ValueError("AsynchronousAdam does not support amsgrad")
 
     def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable) -> None:
+        # tf_keras' update_step written out: it applies the weight step in the same method as the
+        # moments, so the guarded step cannot be added around a call to it.
         lr = tf.cast(self.learning_rate, variable.dtype)
         local_step = tf.cast(self.iterations + 1, variable.dtype)
         beta_1_power = tf.pow(tf.cast(self.beta_1, variable.dtype), local_step)
