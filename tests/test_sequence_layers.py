@@ -9,7 +9,7 @@ import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
-from mdrec.layers.attention import SelfAttention, seeded_dropout
+from mdrec.layers.attention import BERT_INITIALIZER, SelfAttention, seeded_dropout
 from mdrec.layers.sequence import SASRecBlock, TransformerBlock
 
 
@@ -62,9 +62,30 @@ def test_sasrec_block_keeps_the_published_residual_form():
     assert block.ffn_dim == 4  # SASRec's feed-forward keeps the width
 
 
+def _kernels(block) -> dict[str, np.ndarray]:
+    block(tf.zeros([1, 3, block.dim]))
+    layers = {"query": block.attention.query, "key_value": block.attention.key_value,
+              "output": block.attention.output_projection, "ffn_in": block.ffn_in, "ffn_out": block.ffn_out}
+    return {name: layer.kernel.numpy() for name, layer in layers.items()}
+
+
+def test_the_pre_norm_block_starts_from_glorot_and_sasrec_from_bert():
+    # Glorot uniform: std sqrt(2 / (fan_in + fan_out)); BERT's: N(0, 0.02^2) truncated (std 0.0176).
+    # The pre-norm block's scale is what lets a masked position read its context from the start.
+    tf_keras.utils.set_random_seed(0)
+    for name, kernel in _kernels(TransformerBlock(64, heads=2)).items():
+        assert kernel.std() == pytest.approx(np.sqrt(2.0 / sum(kernel.shape)), rel=0.1), name
+    for name, kernel in _kernels(SASRecBlock(64, heads=2)).items():
+        assert kernel.std() == pytest.approx(0.0176, rel=0.1), name
+    bert = _kernels(TransformerBlock(64, heads=2, kernel_initializer=BERT_INITIALIZER))
+    assert bert["query"].std() == pytest.approx(0.0176, rel=0.1)
+    assert not np.allclose(bert["query"], bert["output"])  # a fresh initializer per weight
+
+
 @pytest.mark.parametrize("layer", [SelfAttention(8, 2, dropout=0.1, name="a"),
                                    SASRecBlock(8, 2, dropout=0.2, adapter_bottleneck=3, name="b"),
-                                   TransformerBlock(8, 2, ffn_dim=16, dropout=0.2, name="c")])
+                                   TransformerBlock(8, 2, ffn_dim=16, dropout=0.2, name="c"),
+                                   TransformerBlock(8, 2, kernel_initializer=BERT_INITIALIZER, name="d")])
 def test_config_round_trip(layer):
     config = layer.get_config()
     again = type(layer).from_config(config)

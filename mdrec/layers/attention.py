@@ -11,6 +11,7 @@ stateful generator), so a compiled (XLA) step stays seeded (its state is not in 
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -19,12 +20,20 @@ import tensorflow as tf
 import tf_keras
 
 _NEG = -1e9  # an excluded key's logit: exp() underflows to 0 after the max is subtracted
+# BERT's initializer, N(0, 0.02^2) truncated, as a Keras identifier (what get_config stores).
+BERT_INITIALIZER: dict[str, Any] = {"class_name": "TruncatedNormal", "config": {"stddev": 0.02}}
+Initializer = str | dict[str, Any]  # a Keras initializer identifier: "glorot_uniform" or {"class_name", "config"}
+
+
+def fresh_initializer(identifier: Initializer) -> tf_keras.initializers.Initializer:
+    """A new initializer instance per weight (a shared unseeded instance would give every weight
+    the same values)."""
+    return tf_keras.initializers.get(copy.deepcopy(identifier))
 
 
 def small_normal() -> tf_keras.initializers.Initializer:
-    """BERT's initializer, N(0, 0.02^2) truncated; a fresh instance per weight (a shared unseeded
-    instance would give every weight the same values)."""
-    return tf_keras.initializers.TruncatedNormal(stddev=0.02)
+    """BERT's initializer (:data:`BERT_INITIALIZER`), a fresh instance."""
+    return fresh_initializer(BERT_INITIALIZER)
 
 
 def seeded_dropout(rate: float, **kwargs: Any) -> tf_keras.layers.Dropout:
@@ -35,17 +44,23 @@ def seeded_dropout(rate: float, **kwargs: Any) -> tf_keras.layers.Dropout:
 class SelfAttention(tf_keras.layers.Layer):
     """call(x [B, L, dim], mask bool broadcastable to [B, L, L] or None, training, memory=None)
     -> [B, L, dim]; with ``memory`` [B, L, dim] the keys and values are projected from it and the
-    queries from x (SASRec's block reads normalised queries against raw keys)."""
+    queries from x (SASRec's block reads normalised queries against raw keys).
+    ``kernel_initializer``: of the query, key/value and output projections (BERT's by default)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0,
+                 kernel_initializer: Initializer = BERT_INITIALIZER, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(dim) % int(heads):
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.dim, self.heads, self.dropout = int(dim), int(heads), float(dropout)
+        self.kernel_initializer = copy.deepcopy(kernel_initializer)
         self.head_dim = self.dim // self.heads
-        self.query = tf_keras.layers.Dense(self.dim, kernel_initializer=small_normal(), name="query")
-        self.key_value = tf_keras.layers.Dense(2 * self.dim, kernel_initializer=small_normal(), name="key_value")
-        self.output_projection = tf_keras.layers.Dense(self.dim, kernel_initializer=small_normal(), name="output")
+        self.query = tf_keras.layers.Dense(self.dim, kernel_initializer=fresh_initializer(kernel_initializer),
+                                           name="query")
+        self.key_value = tf_keras.layers.Dense(2 * self.dim, kernel_initializer=fresh_initializer(kernel_initializer),
+                                               name="key_value")
+        self.output_projection = tf_keras.layers.Dense(self.dim, kernel_initializer=fresh_initializer(kernel_initializer),
+                                                       name="output")
         self.drop = seeded_dropout(self.dropout)
 
     def build(self, input_shape: tf.TensorShape) -> None:
@@ -73,4 +88,5 @@ class SelfAttention(tf_keras.layers.Layer):
         return self.output_projection(tf.reshape(context, [batch, length, self.dim]))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "dropout": self.dropout}
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads, "dropout": self.dropout,
+                "kernel_initializer": copy.deepcopy(self.kernel_initializer)}
