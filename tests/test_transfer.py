@@ -165,7 +165,9 @@ def test_short_histories_are_encoded_at_the_short_width_with_the_full_width_vect
     for a, b in zip(*grads):
         assert (a is None) == (b is None)
         if a is not None:
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+            # float32 sums in another order: entries that nearly cancel differ by up to ~1e-5 of the
+            # variable's largest gradient (6e-6 measured), so the floor scales with that.
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
 
 
 def test_each_distinct_user_is_encoded_once_with_the_per_row_result(setup):
