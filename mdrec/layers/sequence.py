@@ -90,7 +90,6 @@ class TransformerBlock(_AdapterSlots):
         self.dim, self.heads = int(dim), int(heads)
         self.ffn_dim = int(ffn_dim or 4 * dim)
         self.dropout = float(dropout)
-        self.kernel_initializer = kernel_initializer
         self.norm_attention = tf_keras.layers.LayerNormalization(epsilon=1e-6, name="norm_attention")
         self.attention = SelfAttention(self.dim, self.heads, dropout=self.dropout,
                                        kernel_initializer=kernel_initializer, name="attention")
@@ -111,7 +110,8 @@ class TransformerBlock(_AdapterSlots):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads, "ffn_dim": self.ffn_dim,
                 "dropout": self.dropout, "adapter_bottleneck": self.adapter_bottleneck,
-                "kernel_initializer": self.kernel_initializer}
+                # One identifier for every projection: the attention's (a copy) is the block's.
+                "kernel_initializer": self.attention.get_config()["kernel_initializer"]}
 
 
 class SASRecBlock(_AdapterSlots):
