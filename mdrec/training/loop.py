@@ -44,8 +44,10 @@ def finish_epoch(model: tf_keras.Model, run: RunDir, config: TrainConfig, state:
     history.json, advance the epoch counter, checkpoint, add the epoch's TensorBoard points.
     Returns whether to stop early (patience reached before the last epoch)."""
     epoch = int(state["epoch"])
+    started = time.time()
     validation = scored(validate()) if validate is not None else None
     if validation is not None:
+        entry["valid_seconds"] = round(time.time() - started, 2)
         entry[metric] = float(validation.score)
         if "logloss" in validation.scalars:
             entry["valid_logloss"] = float(validation.scalars["logloss"])
