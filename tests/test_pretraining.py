@@ -18,7 +18,7 @@ import mdrec  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tf_keras
 
-from mdrec.cli import main
+from mdrec.cli import build_parser, main
 from mdrec.errors import MdrecError
 from mdrec.models.user_encoder import SPECIAL_ROWS, UserEncoder
 from mdrec.pretraining import objectives as obj
@@ -515,7 +515,8 @@ def test_help_shows_every_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     from mdrec.pretraining.settings import DEFAULTS, TRAINING
 
-    shown = {**{k: TRAINING[k] for k in ("epochs", "batch_size", "learning_rate", "patience")},
+    shown = {**{k: TRAINING[k] for k in ("batch_size", "learning_rate")},
+             "epochs": "60; 100 for --objective mlm", "patience": "10; 20 for --objective mlm",
              **{k: DEFAULTS[k] for k in ("max_length", "dropout", "mask_rate", "dim", "heads", "schedule",
                                         "loss_weighting")}, "seed": 0}
     for key, default in shown.items():
@@ -531,6 +532,19 @@ def test_length_batched_vectors_equal_the_full_width_ones(kwargs):
     ids = _ids(rows=40, seed=4)
     full = encoder.vectors_of_ids(tf.constant(ids)).numpy()
     np.testing.assert_allclose(encoder_vectors(encoder, ids, batch_size=7, width_step=2), full, atol=1e-5)
+
+
+def test_mlm_trains_longer_by_default_and_the_flags_still_decide():
+    from mdrec.pretraining.settings import training_defaults
+
+    assert {k: training_defaults("mlm")[k] for k in ("epochs", "patience")} == {"epochs": 100, "patience": 20}
+    assert {k: training_defaults("autoregressive")[k] for k in ("epochs", "patience")} == {"epochs": 60,
+                                                                                           "patience": 10}
+    args = build_parser().parse_args(["pretrain", "--spec", "s", "--data", "d", "--out", "o", "--objective", "mlm"])
+    assert (args.epochs, args.patience) == (None, None)   # left to pretrain_run, which reads the objective
+    args = build_parser().parse_args(["pretrain", "--spec", "s", "--data", "d", "--out", "o", "--objective", "mlm",
+                                      "--epochs", "7", "--patience", "3"])
+    assert (args.epochs, args.patience) == (7, 3)
 
 
 def test_exclude_seen_is_on_by_default_only_for_next_item_training_over_the_full_softmax():

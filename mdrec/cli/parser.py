@@ -53,12 +53,13 @@ SCHEDULE_HELP = {
 def add_schedule_flags(p: argparse.ArgumentParser, defaults: dict, **help_text: str) -> None:
     """--epochs, --batch-size, --learning-rate, --patience and --seed (those ``defaults`` names),
     declared once for every training command; the defaults are the workflow's own
-    (mdrec.training.schedule), so --help shows what a run will use."""
-    from mdrec.training.schedule import SCHEDULE_KEYS
+    (mdrec.training.schedule), so --help shows what a run will use. A None default is decided by
+    the workflow (its help text says how)."""
+    from mdrec.training.schedule import SCHEDULE_KEYS, SCHEDULE_TYPES
 
     for key in SCHEDULE_KEYS:
         if key in defaults:
-            p.add_argument("--" + key.replace("_", "-"), type=type(defaults[key]), default=defaults[key],
+            p.add_argument("--" + key.replace("_", "-"), type=SCHEDULE_TYPES[key], default=defaults[key],
                            help=help_text.get(key, SCHEDULE_HELP[key]))
 
 
@@ -199,7 +200,8 @@ def _train_command(sub: argparse._SubParsersAction) -> None:
 def _pretrain_command(sub: argparse._SubParsersAction) -> None:
     """`mdrec pretrain`."""
     from mdrec.pretraining.settings import (ARCHITECTURES, BLOCKS, DEFAULTS as PRE, FULL_SOFTMAX_ITEMS, OBJECTIVES,
-                                            POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING, LOSS_WEIGHTINGS)
+                                            POOLINGS, SAMPLED_NEGATIVES, SCHEDULES, TRAINING, LOSS_WEIGHTINGS,
+                                            default_text)
 
     p = sub.add_parser("pretrain", help="pretrain a user encoder on one line's behaviour sequences (autoregressive, "
                        "mlm or contrastive; resumes if interrupted)")
@@ -248,9 +250,12 @@ def _pretrain_command(sub: argparse._SubParsersAction) -> None:
                         "them out); default: on for --objective autoregressive over the full softmax, else off")
     p.add_argument("--repeats", type=int, default=PRE["repeats"], help="windows per user and epoch: the last "
                    "max_length clicks, then windows ending at random points of the whole history")
-    add_schedule_flags(p, TRAINING, epochs="passes over the users' windows at most",
+    # epochs and patience depend on the objective: None is resolved by pretrain_run.
+    add_schedule_flags(p, {**TRAINING, "epochs": None, "patience": None},
+                       epochs=f"passes over the users' windows at most (default: {default_text('epochs')})",
                        batch_size="windows per training step",
-                       patience="epochs without a validation NDCG@10 gain before stopping",
+                       patience="epochs without a validation NDCG@10 gain before stopping (default: "
+                                f"{default_text('patience')})",
                        seed="seeds the weights, batches, masks and negatives")
     p.add_argument("--schedule", choices=SCHEDULES, default=PRE["schedule"],
                    help="learning rate: constant, or cosine from --learning-rate to 0 over --epochs")

@@ -46,7 +46,7 @@ from mdrec.pretraining.batches import SequenceBatches
 from mdrec.pretraining.data import (HeldOut, Queries, SourceData, attribute_tables, held_out_queries,
                                     item_vocabulary, load_source, resolve_source)
 from mdrec.pretraining.model import PretrainModel
-from mdrec.pretraining.settings import DEFAULTS, INTRODUCED_LATER, TRAINING
+from mdrec.pretraining.settings import DEFAULTS, INTRODUCED_LATER, TRAINING, training_defaults
 from mdrec.spec import Spec, load_spec
 from mdrec.training.board import Validation
 from mdrec.training.projector import MAX_ROWS, EmbeddingRows, IdCounts, write_projector
@@ -125,19 +125,23 @@ class _Fitted:
 
 
 def pretrain_run(spec_path: str | Path, data: str | Path, out: str | Path, *, valid: str | Path | None = None,
-                 test: str | Path | None = None, epochs: int = TRAINING["epochs"],
+                 test: str | Path | None = None, epochs: int | None = None,
                  batch_size: int = TRAINING["batch_size"], learning_rate: float = TRAINING["learning_rate"],
-                 patience: int = TRAINING["patience"], seed: int = TRAINING["seed"],
+                 patience: int | None = None, seed: int = TRAINING["seed"],
                  checkpoint_every: int = TRAINING["checkpoint_every"], overwrite: bool = False, log: Printer = print,
                  on_batch: Callable[[int], None] | None = None, **hyperparameters) -> PretrainMetrics:
     """Pretrain a user encoder on ``data``'s click sequences into run folder ``out`` (resumes).
 
-    Returns the run's metrics (also written to ``out/metrics.json``): the ranking tables of the
-    validation and (with ``test``) test queries, the resolved settings and the training time.
+    ``epochs`` and ``patience`` left None are the objective's (``training_defaults``). Returns the
+    run's metrics (also written to ``out/metrics.json``): the ranking tables of the validation and
+    (with ``test``) test queries, the resolved settings and the training time.
     """
     started = time.time()
     spec = load_spec(spec_path)
     hp = resolve_hyperparameters(hyperparameters, spec)
+    schedule = training_defaults(hp["objective"])
+    epochs = schedule["epochs"] if epochs is None else epochs
+    patience = schedule["patience"] if patience is None else patience
     check_schedule(epochs, batch_size, learning_rate, patience)
     sequences = _read_sequences(spec, data, valid, test, hp, seed, log)
     config = TrainConfig(model=MODEL, train=sequences.train, valid=sequences.valid, test=sequences.test,
