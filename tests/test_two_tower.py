@@ -260,6 +260,30 @@ class _Crash(Exception):
     pass
 
 
+def test_uniform_negatives_join_the_softmax_with_the_mixed_logq(tiny_spec_path, tiny_splits):
+    sampled = 6
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, logq="frequency", temperature=0.5,
+                                                 uniform_negatives=sampled)
+    rows = np.arange(8)
+    x = _batch(inputs, rows)
+    # The catalogue rows the step will draw: the same generator from the same state.
+    twin = tf.random.Generator.from_state(model.sampler.state.numpy(), alg=model.sampler.algorithm)
+    drawn = twin.uniform([sampled], maxval=len(catalogue), dtype=tf.int64).numpy()
+    extra = {k: tf.constant(v[drawn]) for k, v in catalogue.inputs(spec).items()}
+    q = model.query_embedding(x).numpy()
+    c = np.concatenate([model.candidate_embedding(x).numpy(), model.candidate_embedding(extra).numpy()])
+    items = np.concatenate([catalogue.index_of(log.frame["item_id"].to_numpy()[rows]), drawn])
+    # Each candidate's expected share of the mixed set: p + M / (B N).
+    share = catalogue.sampling_probability()[items] + sampled / (len(rows) * len(catalogue))
+    positive = np.eye(len(rows), len(items), dtype=bool)
+    keep = (items[:len(rows), None] != items[None, :]) | positive   # an accidental hit is no negative
+    scores = np.where(keep, q @ c.T / 0.5 - np.log(share)[None, :], -np.inf)
+    expected = float(-(scores[positive] - np.log(np.exp(scores).sum(1))).mean())
+    assert float(model.training_loss(x, None)) == pytest.approx(expected, rel=1e-5)
+    # The validation loss stays in-batch (no draw, so the same value twice).
+    assert float(model.training_loss(x, None, training=False)) == float(model.training_loss(x, None, training=False))
+
+
 def _tt_config(paths, **overrides):
     base = dict(model="two_tower", train=str(paths["train"]), valid=str(paths["valid"]), test=str(paths["test"]),
                 epochs=3, batch_size=16, learning_rate=1e-2, patience=5, checkpoint_every=4,
@@ -268,20 +292,26 @@ def _tt_config(paths, **overrides):
     return TrainConfig(**base)
 
 
-def test_two_tower_resumes_after_a_crash_exactly(tmp_path, tiny_spec_path, tiny_splits):
+@pytest.mark.parametrize("extra", [{}, {"uniform_negatives": 8}])
+def test_two_tower_resumes_after_a_crash_exactly(tmp_path, tiny_spec_path, tiny_splits, extra):
     quiet = lambda *_: None  # noqa: E731
-    full = train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "full", log=quiet)
+    config = _tt_config(tiny_splits, hyperparameters={**_tt_config(tiny_splits).hyperparameters, **extra})
+    full = train_run(tiny_spec_path, config, tmp_path / "full", log=quiet)
 
     def crash(step):
         if step == 14:  # mid-epoch 2, two steps after the step-12 checkpoint
             raise _Crash()
 
     with pytest.raises(_Crash):
-        train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "crashed", log=quiet, on_batch=crash)
+        train_run(tiny_spec_path, config, tmp_path / "crashed", log=quiet, on_batch=crash)
     messages = []
-    resumed = train_run(tiny_spec_path, _tt_config(tiny_splits), tmp_path / "crashed", log=messages.append)
+    resumed = train_run(tiny_spec_path, config, tmp_path / "crashed", log=messages.append)
     assert any("resuming from" in m for m in messages)
-    # The streaming estimator's state is part of the checkpoint, so the resumed run is the same run.
+    # The streaming estimator's state and the negatives' generator are part of the checkpoint, so
+    # the resumed run is the same run.
+    losses = [[h["train_loss"] for h in json.loads((tmp_path / run / "history.json").read_text())]
+              for run in ("full", "crashed")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     pd.testing.assert_frame_equal(pd.DataFrame(resumed["tables"]["test"]), pd.DataFrame(full["tables"]["test"]))
 
 

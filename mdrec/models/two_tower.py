@@ -30,7 +30,11 @@ The loss is ``tfrs.tasks.Retrieval``: in-batch softmax with the logQ correction 
 logit minus log of its sampling probability, from training frequencies or the streaming estimator
 of Yi et al. 2019), accidental hits removed by candidate id, and optional hard-negative mining.
 With ``negatives="domain"`` a query is contrasted only with in-batch items of its own line's
-catalogue, as it is served.
+catalogue, as it is served. ``uniform_negatives=M`` adds M catalogue items drawn uniformly each
+step to every query's negatives (mixed negative sampling, Yang et al., WWW 2020): in-batch
+negatives are clicked items, so popular ones, and a tail item is rarely contrasted with anything.
+The logQ correction then uses each candidate's expected share of the mixed set, p + M / (B N)
+for training frequency p, batch B and catalogue size N.
 """
 from __future__ import annotations
 
@@ -75,7 +79,7 @@ def candidate_signature(spec: Spec) -> dict[str, tf.TensorSpec]:
 
 
 def _check_arguments(spec: Spec, *, towers: str, logq: str, negatives: str, temperature: float,
-                     hard_negatives: int, user_feature: bool = False) -> None:
+                     hard_negatives: int, uniform_negatives: int = 0, user_feature: bool = False) -> None:
     """Raise ValueError on the first of TwoTower's arguments that does not fit (the item encoder's
     mode is checked once the encoder has resolved it)."""
     if towers not in TOWERS:
@@ -95,6 +99,8 @@ def _check_arguments(spec: Spec, *, towers: str, logq: str, negatives: str, temp
         raise ValueError(f"temperature must be positive, got {temperature}")
     if hard_negatives < 0:
         raise ValueError(f"hard_negatives must be >= 0 (0 keeps every negative), got {hard_negatives}")
+    if uniform_negatives < 0:
+        raise ValueError(f"uniform_negatives must be >= 0 (0: in-batch negatives only), got {uniform_negatives}")
 
 
 def _log_frequency_prior(positives: np.ndarray, slots: np.ndarray, vocabulary_size: int,
@@ -124,15 +130,16 @@ class TwoTower(tf_keras.Model):
                  hidden: Sequence[int] = (128,),
                  dropout: float = 0.0, temperature: float = 0.05, logq: str = "frequency",
                  frequency_alpha: float = 0.01, remove_accidental_hits: bool = True,
-                 hard_negatives: int = 0, negatives: str = "all", item_bias: bool = True,
-                 user_id_embedding: bool = True,
+                 hard_negatives: int = 0, negatives: str = "all", uniform_negatives: int = 0,
+                 item_bias: bool = True, user_id_embedding: bool = True,
                  embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
                  item_encoder: str = "auto", text_encoder: str = "mean",
                  frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp",
                  sequence_layers: int = 2, sequence_heads: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _check_arguments(spec, towers=towers, logq=logq, negatives=negatives, temperature=temperature,
-                         hard_negatives=hard_negatives, user_feature=user_feature is not None)
+                         hard_negatives=hard_negatives, uniform_negatives=int(uniform_negatives),
+                         user_feature=user_feature is not None)
         self.spec = spec
         self.catalogue = catalogue  # the items it retrieves from (kept for evaluation and export)
         lines = len(catalogue.domains)
@@ -142,6 +149,13 @@ class TwoTower(tf_keras.Model):
         self.embedding_dim = int(embedding_dim) + (lines if item_bias else 0)  # width of both towers' output
         self.logq = logq
         self.negatives = negatives
+        self.uniform_negatives = int(uniform_negatives)
+        # The catalogue's candidate inputs the uniform negatives are drawn from, and the generator
+        # drawing them (made in build_variables, after the run has seeded TensorFlow; it resumes
+        # with the checkpoint).
+        self.catalogue_inputs = ({k: tf.constant(v) for k, v in catalogue.inputs(spec).items()}
+                                 if self.uniform_negatives else {})
+        self.sampler: tf.random.Generator | None = None
         # Checkpoints and SavedModels address variables by attribute name: the steps below assign
         # the sublayers in a fixed order under fixed names; keep both when changing them.
         self._build_encoders(transform, towers, item_encoder, embeddings_l2=embeddings_l2, user_feature=user_feature,
@@ -294,6 +308,8 @@ class TwoTower(tf_keras.Model):
         self.candidate_embedding(inputs)
         if self.frequency is not None:
             self.frequency(self.item_slot(inputs))
+        if self.uniform_negatives and self.sampler is None:
+            self.sampler = tf.random.Generator.from_seed(int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)))
 
     # ---- training -----------------------------------------------------------------------------------
     def training_loss(self, inputs: dict[str, tf.Tensor], labels: tf.Tensor, training: bool = True) -> tf.Tensor:
@@ -309,13 +325,36 @@ class TwoTower(tf_keras.Model):
         elif self.logq == "streaming":
             # the estimator exists exactly when logq=streaming
             probability = cast(StreamingFrequencyEstimator, self.frequency)(slot, training=training)
+        if self.uniform_negatives and training:  # the validation loss stays in-batch: no sampling noise
+            candidate, slot, probability = self._with_uniform_negatives(candidate, slot, probability, training)
         mask = None
         if self.negatives == "domain":
             domain = self.encoder.domain_index(inputs)
-            in_line = tf.gather(tf.gather(self.item_membership, domain), slot, axis=1)   # [B, B]
-            mask = tf.logical_or(in_line, tf.eye(tf.shape(slot)[0], dtype=tf.bool))
+            in_line = tf.gather(tf.gather(self.item_membership, domain), slot, axis=1)   # [B, B (+ M)]
+            mask = tf.logical_or(in_line, tf.eye(tf.shape(query)[0], tf.shape(slot)[0], dtype=tf.bool))
         return self.task(query, candidate, candidate_sampling_probability=probability, candidate_ids=slot,
                          compute_metrics=False, compute_batch_metrics=False, score_mask=mask)
+
+    def _with_uniform_negatives(self, candidate: tf.Tensor, slot: tf.Tensor, probability: tf.Tensor | None,
+                                training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """The batch's candidates [B, d] followed by ``uniform_negatives`` catalogue items [M, d], their
+        table rows [B + M] and logQ probabilities [B + M]: each candidate's expected share of the
+        mixed set, p + M / (B N) (``probability`` p of the in-batch rows; the sampled rows' own)."""
+        sampler = cast(tf.random.Generator, self.sampler)  # made by build_variables
+        size = len(self.catalogue)
+        rows = sampler.uniform([self.uniform_negatives], maxval=size, dtype=tf.int64)
+        sampled = {name: tf.gather(values, rows) for name, values in self.catalogue_inputs.items()}
+        slots = tf.concat([slot, self.item_slot(sampled)], 0)
+        candidates = tf.concat([candidate, self.candidate_embedding(sampled, training=training)], 0)
+        if probability is None:
+            return candidates, slots, None
+        if self.logq == "frequency":
+            probability = tf.gather(self.item_probability, slots)
+        else:  # streaming: the sampled rows are not batch occurrences, so they read the estimate only
+            estimated = cast(StreamingFrequencyEstimator, self.frequency)(slots[tf.size(slot):], training=False)
+            probability = tf.concat([probability, estimated], 0)
+        batch = tf.cast(tf.size(slot), probability.dtype)
+        return candidates, slots, probability + self.uniform_negatives / (batch * size)
 
 
 class _Tower(tf_keras.layers.Layer):
