@@ -35,7 +35,7 @@ LOSS_WEIGHTINGS = ("batch", "token")
 TRAINING: dict[str, Any] = {"epochs": 60, "batch_size": 32, "learning_rate": 1e-3, "patience": 10, "seed": 0,
                             "checkpoint_every": 200}
 # Where an objective's schedule differs. mlm scores a fifth of the positions a step and keeps climbing
-# for longer (MovieLens-1M: best epochs 82-89 of 100 against 43-56 of 60); BERT4Rec's reproductions
+# for longer (MovieLens-1M: best epochs 82-91 of 100 against 43-56 of 60); BERT4Rec's reproductions
 # stop it after 20 epochs without a gain.
 TRAINING_BY_OBJECTIVE: dict[str, dict[str, Any]] = {"mlm": {"epochs": 100, "patience": 20}}
 
