@@ -344,17 +344,17 @@ class TwoTower(tf_keras.Model):
         size = len(self.catalogue)
         rows = sampler.uniform([self.uniform_negatives], maxval=size, dtype=tf.int64)
         sampled = {name: tf.gather(values, rows) for name, values in self.catalogue_inputs.items()}
-        slots = tf.concat([slot, self.item_slot(sampled)], 0)
+        sampled_slot = self.item_slot(sampled)
+        slots = tf.concat([slot, sampled_slot], 0)
         candidates = tf.concat([candidate, self.candidate_embedding(sampled, training=training)], 0)
         if probability is None:
             return candidates, slots, None
-        if self.logq == "frequency":
-            probability = tf.gather(self.item_probability, slots)
-        else:  # streaming: the sampled rows are not batch occurrences, so they read the estimate only
-            estimated = cast(StreamingFrequencyEstimator, self.frequency)(slots[tf.size(slot):], training=False)
-            probability = tf.concat([probability, estimated], 0)
+        # streaming: the sampled rows are not batch occurrences, so they read the estimate only
+        sampled_probability = (tf.gather(self.item_probability, sampled_slot) if self.logq == "frequency"
+                               else cast(StreamingFrequencyEstimator, self.frequency)(sampled_slot, training=False))
         batch = tf.cast(tf.size(slot), probability.dtype)
-        return candidates, slots, probability + self.uniform_negatives / (batch * size)
+        mixed = tf.concat([probability, sampled_probability], 0)
+        return candidates, slots, mixed + self.uniform_negatives / (batch * size)
 
 
 class _Tower(tf_keras.layers.Layer):
