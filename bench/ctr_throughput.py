@@ -20,9 +20,11 @@ vocabulary sizes of the spec) and the same hidden widths, fed integer ids from m
 with plain ``fit`` (Adam): the speed of this stack on this machine. Each model's ``training_loop``
 and ``train_steps`` lines carry ``over_reference`` (its examples/s over the reference's at the same
 batch size; 1.0 = as fast). A second reference, ``reference (dropout 0.1)``, adds the kit's default
-dropout after each hidden layer (Keras' Dropout draws a float per value, a third of a batch-4096
-step here): ``over_reference_with_dropout`` separates the kit's overhead from that modelling
-choice. Variants run in alternation, ``--rounds`` times; the median is printed.
+dropout after each hidden layer, with the kit's dropout layer (``mdrec.layers.dropout.ByteDropout``):
+``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. A third,
+``reference (Keras Dropout 0.1)``, uses Keras' Dropout instead (a float drawn per value, a third of a
+batch-4096 step here); the second reference's line carries ``over_keras_dropout``, what the kit's
+layer saves. Variants run in alternation, ``--rounds`` times; the median is printed.
 
 ``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
 no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch
@@ -49,6 +51,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from mdrec.data.transform import Transform  # noqa: E402
+from mdrec.layers.dropout import ByteDropout  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS, load_spec  # noqa: E402
 from mdrec.training import loop, validation  # noqa: E402
@@ -61,7 +64,8 @@ PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
         "shared_bottom": {"hidden": [128], "interaction": "none"},
         "mmoe": {"hidden": [128], "interaction": "none"}}
 DEFAULT_WIDTHS = [256, 128, 64]
-MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second reference pays for it too
+MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second and third references pay for it too
+REFERENCES = ((0.0, "kit"), (MODEL_DROPOUT, "kit"), (MODEL_DROPOUT, "keras"))  # (rate, dropout layer)
 
 
 class _Measured(Exception):
@@ -132,9 +136,10 @@ def _rows(path: Path) -> int:
 
 
 def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int], epochs: int,
-                      dropout: float = 0.0) -> dict:
+                      dropout: float = 0.0, layer: str = "kit") -> dict:
     """Plain tf_keras fit of embeddings + MLP (``dropout`` after each hidden layer, as the kit's
-    MLPs place it) on integer ids from memory; the last epoch's examples/s."""
+    MLPs place it; ``layer`` "kit" = ByteDropout, "keras" = tf_keras Dropout) on integer ids from
+    memory; the last epoch's examples/s."""
     from mdrec.data.log import DOMAIN, load_log
 
     spec = load_spec(spec_path)
@@ -155,7 +160,8 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
     h = tf_keras.layers.Concatenate()(embedded)
     for width in widths:
         h = tf_keras.layers.Dense(width, activation="relu")(h)
-        h = tf_keras.layers.Dropout(dropout)(h) if dropout else h
+        if dropout:
+            h = (ByteDropout(dropout) if layer == "kit" else tf_keras.layers.Dropout(dropout))(h)
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(h))
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.BinaryCrossentropy(from_logits=True))
     labels = log.labels.astype(np.float32)
@@ -169,12 +175,14 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
             seconds.append(time.perf_counter() - self.started)
 
     model.fit(ids, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
-    return {"model": reference_name(dropout), "batch": batch, "phase": "training_loop",
+    return {"model": reference_name(dropout, layer), "batch": batch, "phase": "training_loop",
             "ex_per_s": len(labels) / seconds[-1], "seconds": seconds[-1], "widths": widths, "dropout": dropout}
 
 
-def reference_name(dropout: float) -> str:
-    return f"reference (dropout {dropout:g})" if dropout else "reference"
+def reference_name(dropout: float, layer: str = "kit") -> str:
+    if not dropout:
+        return "reference"
+    return f"reference (dropout {dropout:g})" if layer == "kit" else f"reference (Keras Dropout {dropout:g})"
 
 
 def main() -> None:
@@ -198,10 +206,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for batch in batches:
             widths = PEER["star"]["hidden"] if args.peer_widths else DEFAULT_WIDTHS
-            for dropout in (0.0, MODEL_DROPOUT):
-                key = (reference_name(dropout), batch, "training_loop")
+            for dropout, layer in REFERENCES:
+                key = (reference_name(dropout, layer), batch, "training_loop")
                 measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs,
-                                                                      dropout))
+                                                                      dropout, layer))
             for model in models:
                 params = dict(PEER.get(model, {})) if args.peer_widths else {}
                 for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
@@ -211,6 +219,9 @@ def main() -> None:
         for key in ("ex_per_s", "seconds"):
             if key in out:
                 out[key] = round(statistics.median(line[key] for line in lines), 3 if key == "seconds" else 0)
+        if model == reference_name(MODEL_DROPOUT):
+            keras_ = measured[(reference_name(MODEL_DROPOUT, "keras"), batch, "training_loop")]
+            out["over_keras_dropout"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in keras_), 3)
         if not model.startswith("reference") and phase in ("training_loop", "train_steps"):
             for dropout, key in ((0.0, "over_reference"), (MODEL_DROPOUT, "over_reference_with_dropout")):
                 lines_ = measured[(reference_name(dropout), batch, "training_loop")]

@@ -7,6 +7,8 @@ import mdrec  # noqa: F401
 import tensorflow as tf
 import tf_keras
 
+from mdrec.layers.dropout import ByteDropout
+
 
 class MLP(tf_keras.layers.Layer):
     """Dense -> activation -> dropout, per hidden width. [B, d_in] -> [B, hidden[-1]]."""
@@ -21,7 +23,7 @@ class MLP(tf_keras.layers.Layer):
         regularizer = tf_keras.regularizers.l2(l2) if l2 else None
         self.dense = [tf_keras.layers.Dense(h, activation=activation, kernel_regularizer=regularizer,
                                             name=f"dense_{i}") for i, h in enumerate(self.hidden)]
-        self.drop = [tf_keras.layers.Dropout(dropout) for _ in self.hidden] if dropout else []
+        self.drop = [ByteDropout(dropout) for _ in self.hidden] if dropout else []
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         for i, dense in enumerate(self.dense):

@@ -24,6 +24,7 @@ import tf_keras
 from mdrec.data.transform import Transform
 from mdrec.layers.calibration import LineCalibration
 from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
+from mdrec.layers.dropout import ByteDropout
 from mdrec.layers.features import DOMAIN_KEY, FeatureEncoder
 from mdrec.layers.first_order import FirstOrderTerms
 from mdrec.layers.interaction import ProjectedDotInteraction
@@ -164,7 +165,7 @@ class Star(CTRModel):
             if normalization == "hidden" else []
         self.star = [StarDense(w, m, activation=None, name=f"star_{i}") for i, w in enumerate(hidden)]
         self.star_out = StarDense(1, m, activation=None, name="star_out")
-        self.drop = [tf_keras.layers.Dropout(dropout) for _ in hidden] if dropout else []
+        self.drop = [ByteDropout(dropout) for _ in hidden] if dropout else []
         self.aux = MLP(aux_hidden, name="aux")
         self.aux_out = tf_keras.layers.Dense(1, name="aux_out")
 
