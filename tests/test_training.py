@@ -9,7 +9,7 @@ import pytest
 
 from mdrec.cli import main
 from mdrec.data.log import load_log
-from mdrec.data.pipeline import epoch_dataset, labels_of, model_inputs, streaming_dataset
+from mdrec.data.pipeline import as_tensors, epoch_dataset, labels_of, model_inputs, streaming_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
 from mdrec.training.loop import learning_rate_schedule, logloss_rising
@@ -87,6 +87,25 @@ def test_streaming_matches_in_memory(tmp_path, tiny_spec_path, tiny_splits):
             np.testing.assert_array_equal(xa[key].numpy(), xb[key].numpy())
     with pytest.raises(MdrecError, match="cannot build behaviour sequences"):
         streaming_dataset(tiny_splits["train"], load_spec(tiny_spec_path), 50)
+
+
+def test_epoch_batches_are_consecutive_rows_of_the_permutation_from_arrays_or_tensors():
+    inputs = {"user": np.array([f"u{i}" for i in range(10)], dtype=object),
+              "history": np.arange(20, dtype=np.float32).reshape(10, 2)}
+    labels = np.arange(10, dtype=np.float32)
+    order = np.random.default_rng([3, 1]).permutation(10)
+    for source in (inputs, as_tensors(inputs)):
+        batches = list(epoch_dataset(source, labels, 4, seed=3, epoch=1))
+        # 10 rows in batches of 4: rows 0-3, 4-7 and a short batch of 8-9 of the epoch's order
+        assert [len(y) for _, y in batches] == [4, 4, 2]
+        np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in batches]), order.astype(np.float32))
+        users = np.concatenate([x["user"].numpy() for x, _ in batches]).astype(str)
+        np.testing.assert_array_equal(users, inputs["user"][order].astype(str))
+        np.testing.assert_array_equal(batches[2][0]["history"].numpy(), inputs["history"][order[8:]])
+        resumed = list(epoch_dataset(source, labels, 4, seed=3, epoch=1, skip_batches=2))
+        np.testing.assert_array_equal(resumed[0][1].numpy(), batches[2][1].numpy())
+    assert [len(y) for _, y in epoch_dataset(inputs, labels, 5)] == [5, 5]   # no empty last batch
+    assert [len(y) for _, y in epoch_dataset(inputs, labels, 16)] == [10]    # fewer rows than a batch
 
 
 def test_cli_train_and_evaluate(tmp_path, tiny_spec_path, tiny_splits, capsys):

@@ -7,7 +7,7 @@ from disk, validated and batched without holding the log in memory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -45,22 +45,45 @@ def labels_of(log: Log) -> np.ndarray:
     return log.frame[LABEL].to_numpy().astype(np.float32)
 
 
-def epoch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, *,
+def epoch_dataset(inputs: Mapping[str, np.ndarray | tf.Tensor], labels: np.ndarray, batch_size: int, *,
                   seed: int | None = None, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of (inputs, labels) for one epoch.
 
     With ``seed`` the rows are permuted by a generator seeded with (seed, epoch), so the order is
-    reproducible; ``skip_batches`` drops the batches a resumed run has already trained on.
+    reproducible; ``skip_batches`` drops the batches a resumed run has already trained on. Inputs
+    may be arrays or tensors (:func:`as_tensors`: converted once, where arrays of strings are
+    converted again every epoch).
     """
     n = len(labels)
     order = np.arange(n)
     if seed is not None:
         order = np.random.default_rng([seed, epoch]).permutation(n)
     order = order[skip_batches * batch_size:]
-    # Slicing numpy per epoch is cheap at this scale and keeps the dataset free of large captured constants.
-    features = {name: values[order] for name, values in inputs.items()}
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels[order]))
-    return in_memory(dataset.batch(batch_size))
+    # Gathering per epoch keeps the dataset free of large captured constants.
+    features = {name: tf.gather(values, order) if tf.is_tensor(values) else values[order]
+                for name, values in inputs.items()}
+    return in_memory(consecutive_batches((features, labels[order]), batch_size))
+
+
+def as_tensors(inputs: Mapping[str, np.ndarray]) -> dict[str, tf.Tensor]:
+    """Model inputs as tensors (arrays of strings as tf.string), for :func:`epoch_dataset`."""
+    return {name: tf.convert_to_tensor(values, dtype=_dtype(values)) for name, values in inputs.items()}
+
+
+def consecutive_batches(tensors: Any, batch_size: int) -> tf.data.Dataset:
+    """Rows [0, b), [b, 2b), ... of a structure of tensors or arrays (the last batch may be short).
+
+    Cut a batch at a time: ``from_tensor_slices(...).batch(b)`` slices row by row and stacks the
+    rows again, most of the input pipeline's time for string features."""
+    flat = [tf.convert_to_tensor(t) for t in tf.nest.flatten(tensors)]
+    n = int(flat[0].shape[0])
+    full = n - n % batch_size
+    whole = [tf.reshape(t[:full], tf.concat([[full // batch_size, batch_size], tf.shape(t)[1:]], 0)) for t in flat]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(tensors, whole))
+    if full < n:
+        last = tf.data.Dataset.from_tensors(tf.nest.pack_sequence_as(tensors, [t[full:] for t in flat]))
+        dataset = dataset.concatenate(last)
+    return dataset
 
 
 def domain_batch_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray, domains: np.ndarray,

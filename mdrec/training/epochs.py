@@ -9,7 +9,7 @@ import numpy as np
 import mdrec  # noqa: F401
 import tensorflow as tf
 
-from mdrec.data.pipeline import count_domain_batches, domain_batch_dataset, epoch_dataset
+from mdrec.data.pipeline import as_tensors, count_domain_batches, domain_batch_dataset, epoch_dataset
 
 
 class InMemoryEpochs:
@@ -20,6 +20,7 @@ class InMemoryEpochs:
                  domains: np.ndarray | None = None):
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
         self.domains = domains
+        self.tensors = as_tensors(inputs) if domains is None else None  # converted once, gathered per epoch
         self.batches_per_epoch: int | None = (-(-len(labels) // batch_size) if domains is None
                                               else count_domain_batches(domains, batch_size))
 
@@ -30,7 +31,7 @@ class InMemoryEpochs:
         if self.domains is not None:
             return domain_batch_dataset(self.inputs, self.labels, self.domains, self.batch_size,
                                         seed=self.seed, epoch=epoch, skip_batches=skip_batches)
-        return epoch_dataset(self.inputs, self.labels, self.batch_size, seed=self.seed, epoch=epoch,
+        return epoch_dataset(self.tensors or self.inputs, self.labels, self.batch_size, seed=self.seed, epoch=epoch,
                              skip_batches=skip_batches)
 
 

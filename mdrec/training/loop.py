@@ -277,6 +277,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         losses = _EpochSteps(steps, state, config, manager, verbose, on_batch, log, started)
         in_steps = steps.run_epoch(epoch, skip, losses.after_step)
         losses.extend(steps.flush())
+        losses.sync()
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses.values)) if losses.values else None,
                  "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip,
                  "learning_rate": learning_rate_now(optimizer)}
@@ -294,7 +295,11 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
 
 
 class _EpochSteps:
-    """One epoch's bookkeeping after each step: counters, progress, periodic checkpoints, losses."""
+    """One epoch's bookkeeping after each step: counters, progress, periodic checkpoints, losses.
+
+    The step and batch counters live in Python during the epoch and reach the checkpointed
+    variables only before a save and at the epoch's end (:meth:`sync`): two variable updates and
+    their reads after every step cost 0.8 ms, a tenth of a batch-1024 shared-bottom step."""
 
     def __init__(self, steps: Steps, state: dict[str, tf.Variable], config: TrainConfig,
                  manager: tf.train.CheckpointManager, verbose: int, on_batch: Callable[[int], None] | None,
@@ -302,29 +307,36 @@ class _EpochSteps:
         self.steps, self.state, self.config, self.manager = steps, state, config, manager
         self.verbose, self.on_batch, self.log = verbose, on_batch, log
         self.started = self.last_note = started
+        self.step, self.batch = int(state["step"]), int(state["batch"])
         self.values: list[float] = []
         self.bar = tf_keras.utils.Progbar(steps.batches_per_epoch, verbose=verbose)  # shows the running epoch mean
+
+    def sync(self) -> None:
+        """Write the counters to the checkpointed variables."""
+        self.state["step"].assign(self.step)
+        self.state["batch"].assign(self.batch)
 
     def extend(self, losses: list[float]) -> None:
         self.values.extend(losses)
         if losses:
-            self.bar.update(int(self.state["batch"]))
+            self.bar.update(self.batch)
 
     def after_step(self, loss: float | None) -> None:
-        state = self.state
-        state["step"].assign_add(1)
-        state["batch"].assign_add(1)
+        self.step += 1
+        self.batch += 1
         if loss is not None:
             self.values.append(loss)
-            self.bar.update(int(state["batch"]), values=[("loss", loss)])
+            if self.verbose:
+                self.bar.update(self.batch, values=[("loss", loss)])
         if self.verbose == 2 and self.values and time.time() - self.last_note >= PROGRESS_SECONDS:
             # No live bar into a file or pipe: a line now and then, so a long epoch shows it moves.
             self.last_note = time.time()
             total = f"/{self.steps.batches_per_epoch}" if self.steps.batches_per_epoch else ""
-            self.log(f"  batch {int(state['batch'])}{total}, mean loss {np.mean(self.values):.4f}, "
+            self.log(f"  batch {self.batch}{total}, mean loss {np.mean(self.values):.4f}, "
                      f"{self.last_note - self.started:.0f} s")
-        if int(state["step"]) % self.config.checkpoint_every == 0:
+        if self.step % self.config.checkpoint_every == 0:
             self.extend(self.steps.flush())  # asynchronous steps finish before their state is saved
-            self.manager.save(checkpoint_number=int(state["step"]))
+            self.sync()
+            self.manager.save(checkpoint_number=self.step)
         if self.on_batch is not None:
-            self.on_batch(int(state["step"]))
+            self.on_batch(self.step)
