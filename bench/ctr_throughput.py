@@ -22,7 +22,7 @@ and ``train_steps`` lines carry ``over_reference`` (its examples/s over the refe
 batch size; 1.0 = as fast). A second reference, ``reference (dropout 0.1)``, adds the kit's default
 dropout after each hidden layer, with the kit's dropout layer (``mdrec.layers.dropout.ByteDropout``):
 ``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. A third,
-``reference (Keras Dropout 0.1)``, uses Keras' Dropout instead (a float drawn per value, a third of a
+``reference (Keras Dropout 0.1)``, uses Keras' Dropout instead (a float drawn per value, a fifth of a
 batch-4096 step here); the second reference's line carries ``over_keras_dropout``, what the kit's
 layer saves. Variants run in alternation, ``--rounds`` times; the median is printed.
 

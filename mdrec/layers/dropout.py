@@ -1,7 +1,7 @@
 """Dropout whose mask costs a quarter of the random numbers of Keras' ``Dropout``.
 
 Keras draws one 32-bit random float per value; on a CPU that draw is most of what dropout costs
-(about 3.5 ms for a [4096, 256] activation on 2 cores, a sixth of a shared-bottom training step at
+(about 3.5 ms for a [4096, 256] activation on 2 cores; a fifth of a shared-bottom training step at
 batch 4096). Here each 32-bit random word is cut into four bytes and a value is kept when its byte
 is at least ``round(rate * 256)``: the same mask distribution with the rate rounded to a multiple of
 1/256 (0.1 becomes 26/256 = 0.1016), at 0.4-0.6x the time. Kept values are scaled by
