@@ -132,7 +132,7 @@ def _dtype(values: np.ndarray) -> tf.DType:
 
 
 def predict_dataset(inputs: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
-    return in_memory(tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size))
+    return in_memory(consecutive_batches(inputs, batch_size))
 
 
 def streaming_dataset(path: str | Path, spec: Spec, batch_size: int, *, chunk_rows: int = 65536,

@@ -279,7 +279,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         losses.extend(steps.flush())
         losses.sync()
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses.values)) if losses.values else None,
-                 "seconds": round(time.time() - started, 2), "steps": int(state["batch"]) - skip,
+                 "seconds": round(time.time() - started, 2), "steps": losses.batch - skip,
                  "learning_rate": learning_rate_now(optimizer)}
         if in_steps is not None:
             entry["step_seconds"] = round(in_steps, 2)
