@@ -9,6 +9,7 @@ import tensorflow as tf
 from mdrec.data.pipeline import domain_batch_dataset
 from mdrec.errors import MdrecError
 from mdrec.layers.domain import DomainDense, PartitionedNormalization, StarDense, fused_inference
+from mdrec.layers.star import StarTower
 from mdrec.training.run import TrainConfig
 from mdrec.workflows.train import train_run
 from conftest import reload_and_serve
@@ -65,18 +66,15 @@ def test_star_dense_matches_per_domain_reference():
     # Inference before any fuse() computes W ⊙ W_p itself (the fused weights are still zeros).
     np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
     layer.fuse()                                                    # serving path: precomputed W*_p
-    assert bool(layer.is_fused.numpy())
-    np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
-    # A training call makes the fused weights stale: inference goes back to W ⊙ W_p until fuse().
-    layer(x, domain, training=True)
     layer.kernel.assign(2 * w)
-    assert not bool(layer.is_fused.numpy())
     doubled = np.stack([x[i] @ (2 * w * wp[domain[i]]) + b + bp[domain[i]] for i in range(40)])
+    # Called directly, the layer always computes W ⊙ W_p (the fused copy is stale now) ...
     np.testing.assert_allclose(layer(x, domain, training=False).numpy(), doubled, rtol=1e-5, atol=1e-5)
-    # An export traces under fused_inference: the fused weights are read with no check (they were
-    # fused just before and cannot change), so here they still give the pre-doubling scores.
+    # ... and an export traces under fused_inference: the fused weights, read with no check (they
+    # were fused just before and cannot change), so here they still give the pre-doubling scores.
     with fused_inference():
         np.testing.assert_allclose(layer(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    layer.kernel.assign(w)
     # Domain weights learn only from their own domain; shared weights from every example.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x[domain == 0], domain[domain == 0], training=True))
@@ -85,6 +83,78 @@ def test_star_dense_matches_per_domain_reference():
     assert np.abs(grads["domain_kernel"].numpy()[0]).sum() > 0
     assert np.abs(grads["domain_kernel"].numpy()[1:]).sum() == 0
     assert np.abs(grads["kernel"].numpy()).sum() > 0
+
+
+def _star_tower_by_hand(tower: StarTower, x: np.ndarray, domain: np.ndarray) -> np.ndarray:
+    """Row by row in numpy: each row through its domain's W ⊙ W_p, ReLU between the layers."""
+    layers = tower.star + [tower.star_out]
+    rows = []
+    for i in range(len(x)):
+        h, d = x[i], domain[i]
+        for j, layer in enumerate(layers):
+            h = h @ (layer.kernel.numpy() * layer.domain_kernel.numpy()[d]) + layer.bias.numpy() \
+                + layer.domain_bias.numpy()[d]
+            h = np.maximum(h, 0) if j < len(layers) - 1 else h
+        rows.append(h)
+    return np.stack(rows)
+
+
+def test_star_tower_routes_each_row_through_its_domains_stack():
+    rng = np.random.default_rng(5)
+    tower = StarTower([6, 4], num_domains=3, units=2)
+    x = rng.normal(size=(30, 5)).astype(np.float32)
+    domain = np.array([0, 2] * 15, np.int32)                       # domain 1 absent
+    tower(x, domain, training=True)
+    for layer in tower.star + [tower.star_out]:                    # domains that differ from the start
+        layer.domain_kernel.assign(rng.normal(1, 0.5, layer.domain_kernel.shape).astype(np.float32))
+        layer.domain_bias.assign(rng.normal(0, 0.5, layer.domain_bias.shape).astype(np.float32))
+    expected = _star_tower_by_hand(tower, x, domain)
+    np.testing.assert_allclose(tower(x, domain, training=True).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tower(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    one = np.full(30, 2, np.int32)                                 # a one-domain batch: the direct path
+    np.testing.assert_allclose(tower(x, one, training=True).numpy(), _star_tower_by_hand(tower, x, one),
+                               rtol=1e-5, atol=1e-5)
+    assert tower(x[:0], domain[:0], training=False).shape == (0, 2)
+    # Served fused while fresh; a training call makes the fused weights stale, and inference goes
+    # back to W ⊙ W_p until the next fuse(); an export (fused_inference) reads them unchecked.
+    tower.fuse()
+    assert bool(tower.is_fused.numpy())
+    np.testing.assert_allclose(tower(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    tower(x, domain, training=True)
+    assert not bool(tower.is_fused.numpy())
+    first = tower.star[0]
+    first.kernel.assign(2 * first.kernel)
+    changed = _star_tower_by_hand(tower, x, domain)
+    assert np.abs(changed - expected).max() > 1e-2
+    np.testing.assert_allclose(tower(x, domain, training=False).numpy(), changed, rtol=1e-5, atol=1e-5)
+    with fused_inference():
+        np.testing.assert_allclose(tower(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Domain weights learn only from their own domain's rows.
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tower(x, domain, training=True))
+    grad = tf.convert_to_tensor(tape.gradient(loss, first.domain_kernel)).numpy()
+    assert np.abs(grad[[0, 2]]).sum() > 0 and np.abs(grad[1]).sum() == 0
+    clone = StarTower.from_config(tower.get_config())
+    assert (clone.hidden, clone.num_domains, clone.units) == ((6, 4), 3, 2)
+
+
+def test_star_tower_normalizes_each_domain_by_its_own_rows():
+    # With PN, routing once must equal PN over the whole mixed batch by domain (one layer here).
+    rng = np.random.default_rng(6)
+    tower = StarTower([4], num_domains=2, normalization=True, pn_momentum=0.5)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    domain = rng.integers(0, 2, 20).astype(np.int32)
+    out = tower(x, domain, training=True).numpy()
+    star, out_layer, pn = tower.star[0], tower.star_out, tower.norms[0]
+    z = np.stack([x[i] @ (star.kernel.numpy() * star.domain_kernel.numpy()[d]) + star.bias.numpy()
+                  for i, d in enumerate(domain)])
+    normed = np.empty_like(z)
+    for d in (0, 1):
+        rows = domain == d
+        normed[rows] = (z[rows] - z[rows].mean(0)) / np.sqrt(z[rows].var(0) + pn.epsilon)
+        np.testing.assert_allclose(pn.moving_mean.numpy()[d], 0.5 * z[rows].mean(0), rtol=1e-4, atol=1e-5)
+    expected = np.maximum(normed, 0) @ out_layer.kernel.numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_star_dense_mixed_batch_gradients_by_hand():

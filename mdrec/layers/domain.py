@@ -54,8 +54,12 @@ def domain_matmul(x: tf.Tensor, domain: tf.Tensor, kernels: tf.Tensor, biases: t
         per_kernel, per_bias = tf.unstack(kernels, num=num_domains), tf.unstack(biases, num=num_domains)
         return route_by_domain(x, domain, num_domains, lambda d, part: tf.matmul(part, per_kernel[d]) + per_bias[d])
 
-    one_domain = tf.logical_and(tf.size(domain) > 0, tf.reduce_all(tf.equal(domain, domain[:1])))
-    return tf.cond(one_domain, single, mixed)
+    return tf.cond(single_domain(domain), single, mixed)
+
+
+def single_domain(domain: tf.Tensor) -> tf.Tensor:
+    """bool []: the batch (domain int [B]) is not empty and holds one domain only."""
+    return tf.logical_and(tf.size(domain) > 0, tf.reduce_all(tf.equal(domain, domain[:1])))
 
 
 class PartitionedNormalization(tf_keras.layers.Layer):
@@ -137,7 +141,7 @@ def fused_inference() -> Iterator[None]:
     """Inference traced in this block reads STAR's fused weights with no staleness check.
 
     For exports: their weights are fused before tracing (``prepare_inference``) and cannot change
-    afterwards, so the check (a ``tf.cond`` per layer, 10-15% of a served request) buys nothing.
+    afterwards, so the check (a ``tf.cond``, 10-15% of a served request) buys nothing.
     """
     previous = getattr(_tracing, "trust_fused", False)
     _tracing.trust_fused = True
@@ -147,16 +151,19 @@ def fused_inference() -> Iterator[None]:
         _tracing.trust_fused = previous
 
 
+def trusts_fused() -> bool:
+    """Whether the inference being traced reads fused weights unchecked (inside :func:`fused_inference`)."""
+    return bool(getattr(_tracing, "trust_fused", False))
+
+
 class StarDense(_PerDomainDense):
     """STAR's star-topology fully connected layer. [B, d_in] x domain [B] -> [B, units].
 
     Domain p uses W*_p = W ⊙ W_p and b*_p = b + b_p. W learns from every example, W_p only from
-    domain p's. Training computes W ⊙ W_p per step. Inference reads ``fused_kernel`` (W*_p for every
-    domain, precomputed by :meth:`fuse`, so serving costs what one dense layer costs) while
-    ``is_fused`` holds, and computes W ⊙ W_p itself otherwise. A training call clears ``is_fused``,
-    so a model trained by any loop scores correctly before and after :meth:`fuse`; only weights
-    assigned by hand need a :meth:`fuse` (or leave ``is_fused`` cleared) to be served fused.
-    Exports trace under :func:`fused_inference`, which reads the fused weights without the check.
+    domain p's. A call computes W ⊙ W_p itself, except when traced under :func:`fused_inference`
+    (exports), where inference reads ``fused_kernel``: W*_p for every domain, precomputed by
+    :meth:`fuse` just before, so serving costs what one dense layer costs. A stack of these layers
+    routed once and served fused when fresh is :class:`mdrec.layers.star.StarTower`.
     """
 
     def build(self, input_shape: tf.TensorShape) -> None:
@@ -169,31 +176,25 @@ class StarDense(_PerDomainDense):
         self.fused_kernel = self.add_weight("fused_kernel", [m, d_in, self.units], initializer="zeros",
                                             trainable=False)
         self.fused_bias = self.add_weight("fused_bias", [m, self.units], initializer="zeros", trainable=False)
-        # Saved with the fused weights it vouches for; a checkpoint without it restores "not fused".
-        self.is_fused = self.add_weight("is_fused", [], dtype=tf.bool, initializer="zeros", trainable=False,
-                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         super().build(input_shape)
 
     def fuse(self) -> None:
         """Precompute W*_p and b*_p for inference."""
-        self.fused_kernel.assign(self.kernel[None] * self.domain_kernel)
-        self.fused_bias.assign(self.bias[None] + self.domain_bias)
-        self.is_fused.assign(True)
+        kernels, biases = self.domain_weights()
+        self.fused_kernel.assign(kernels)
+        self.fused_bias.assign(biases)
+
+    def domain_weights(self, fused: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """(kernels [M, d_in, units], biases [M, units]): W ⊙ W_p and b + b_p, or (``fused``) the
+        copies the last :meth:`fuse` stored."""
+        if fused:
+            return self.fused_kernel, self.fused_bias
+        # W ⊙ W_p for every domain at once: one product of M·d_in·units values, small beside the matmuls
+        return self.kernel[None] * self.domain_kernel, self.bias[None] + self.domain_bias
 
     def call(self, x: tf.Tensor, domain: tf.Tensor, training: bool = False) -> tf.Tensor:
-        if training:
-            self.is_fused.assign(False)  # the step about to be taken makes fused_kernel stale
-            return self._activate(self._matmul(x, domain))
-        if getattr(_tracing, "trust_fused", False):
-            return self._activate(self._matmul(x, domain, fused=True))
-        return self._activate(tf.cond(self.is_fused, lambda: self._matmul(x, domain, fused=True),
-                                      lambda: self._matmul(x, domain)))
-
-    def _matmul(self, x: tf.Tensor, domain: tf.Tensor, fused: bool = False) -> tf.Tensor:
-        if fused:
-            return domain_matmul(x, domain, self.fused_kernel, self.fused_bias)
-        # W ⊙ W_p for every domain at once: one product of M·d_in·units values, small beside the matmuls
-        return domain_matmul(x, domain, self.kernel[None] * self.domain_kernel, self.bias[None] + self.domain_bias)
+        fused = not training and trusts_fused()
+        return self._activate(domain_matmul(x, domain, *self.domain_weights(fused)))
 
 
 class DomainDense(_PerDomainDense):

@@ -23,13 +23,13 @@ import tf_keras
 
 from mdrec.data.transform import Transform
 from mdrec.layers.calibration import LineCalibration
-from mdrec.layers.domain import PartitionedNormalization, StarDense, domain_tower, route_by_domain
-from mdrec.layers.dropout import ByteDropout
+from mdrec.layers.domain import PartitionedNormalization, domain_tower, route_by_domain
 from mdrec.layers.features import DOMAIN_KEY, FeatureEncoder
 from mdrec.layers.first_order import FirstOrderTerms
 from mdrec.layers.interaction import ProjectedDotInteraction
 from mdrec.layers.item_encoders import ItemEncoder
 from mdrec.layers.mlp import MLP
+from mdrec.layers.star import StarTower
 from mdrec.spec import Spec
 
 if TYPE_CHECKING:
@@ -161,32 +161,21 @@ class Star(CTRModel):
         self.normalization = normalization
         self.input_norm = PartitionedNormalization(m, pn_momentum, name="pn_input") \
             if normalization == "input" else None
-        self.hidden_norms = [PartitionedNormalization(m, pn_momentum, name=f"pn_{i}") for i in range(len(hidden))] \
-            if normalization == "hidden" else []
-        self.star = [StarDense(w, m, activation=None, name=f"star_{i}") for i, w in enumerate(hidden)]
-        self.star_out = StarDense(1, m, activation=None, name="star_out")
-        self.drop = [ByteDropout(dropout) for _ in hidden] if dropout else []
+        self.tower = StarTower(hidden, m, dropout=dropout, normalization=normalization == "hidden",
+                               pn_momentum=pn_momentum, name="star")
         self.aux = MLP(aux_hidden, name="aux")
         self.aux_out = tf_keras.layers.Dense(1, name="aux_out")
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         x, embedded, domain = self.features(inputs, with_domain=False)
         h = self.input_norm(x, domain, training=training) if self.input_norm is not None else x
-        for i, layer in enumerate(self.star):
-            h = layer(h, domain, training=training)
-            if self.hidden_norms:
-                h = self.hidden_norms[i](h, domain, training=training)
-            h = tf.nn.relu(h)
-            if self.drop:
-                h = self.drop[i](h, training=training)
-        s_m = self.star_out(h, domain, training=training)
+        s_m = self.tower(h, domain, training=training)
         s_a = self.aux_out(self.aux(tf.concat([embedded[DOMAIN_KEY], x], -1), training=training))
         return self.output_logit(inputs, tf.squeeze(s_m + s_a, -1))
 
     def prepare_inference(self) -> None:
-        for layer in self.star + [self.star_out]:
-            if layer.built:
-                layer.fuse()
+        if self.tower.built:
+            self.tower.fuse()
 
 
 class MMoE(CTRModel):
