@@ -24,7 +24,9 @@ dropout after each hidden layer, with the kit's dropout layer (``mdrec.layers.dr
 ``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. A third,
 ``reference (Keras Dropout 0.1)``, uses Keras' Dropout instead (a float drawn per value, a fifth of a
 batch-4096 step here); the second reference's line carries ``over_keras_dropout``, what the kit's
-layer saves. Variants run in alternation, ``--rounds`` times; the median is printed.
+layer saves. MMoE does the work of four such MLPs (its experts): with ``mmoe`` among ``--models``,
+two more references of its own shape (``reference (mmoe, 4 experts)``, with and without dropout;
+gates and per-line towers as plain Keras layers) and ``over_mmoe_reference...`` on its lines. Variants run in alternation, ``--rounds`` times; the median is printed.
 
 ``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
 no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch
@@ -64,6 +66,7 @@ PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
         "shared_bottom": {"hidden": [128], "interaction": "none"},
         "mmoe": {"hidden": [128], "interaction": "none"}}
 DEFAULT_WIDTHS = [256, 128, 64]
+MMOE_WIDTHS, MMOE_EXPERTS = [256, 128], 4  # the kit's MMoE defaults (each expert; a 64-unit tower per line)
 MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second and third references pay for it too
 REFERENCES = ((0.0, "kit"), (MODEL_DROPOUT, "kit"), (MODEL_DROPOUT, "keras"))  # (rate, dropout layer)
 
@@ -136,10 +139,12 @@ def _rows(path: Path) -> int:
 
 
 def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int], epochs: int,
-                      dropout: float = 0.0, layer: str = "kit") -> dict:
+                      dropout: float = 0.0, layer: str = "kit", experts: int = 0) -> dict:
     """Plain tf_keras fit of embeddings + MLP (``dropout`` after each hidden layer, as the kit's
     MLPs place it; ``layer`` "kit" = ByteDropout, "keras" = tf_keras Dropout) on integer ids from
-    memory; the last epoch's examples/s."""
+    memory; the last epoch's examples/s. ``experts`` > 0: MMoE-shaped instead (that many expert
+    MLPs of ``widths``, a softmax gate per line, a 64-unit tower per line, every line's gate and
+    tower computed for every row and the row's own picked by a one-hot product)."""
     from mdrec.data.log import DOMAIN, load_log
 
     spec = load_spec(spec_path)
@@ -154,15 +159,29 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
         embedded.append(tf_keras.layers.Embedding(len(vocab) + 1, feature.embedding_dim)(x))
     lines = {v: i for i, v in enumerate(transform.domains)}
     ids["line"] = np.asarray([lines[v] for v in log.frame[DOMAIN]], np.int32)
-    x = tf_keras.Input([], dtype=tf.int32, name="line")
-    inputs.append(x)
-    embedded.append(tf_keras.layers.Embedding(len(lines), 8)(x))
+    line_id = tf_keras.Input([], dtype=tf.int32, name="line")
+    inputs.append(line_id)
+    embedded.append(tf_keras.layers.Embedding(len(lines), 8)(line_id))
     h = tf_keras.layers.Concatenate()(embedded)
-    for width in widths:
-        h = tf_keras.layers.Dense(width, activation="relu")(h)
-        if dropout:
-            h = (ByteDropout(dropout) if layer == "kit" else tf_keras.layers.Dropout(dropout))(h)
-    model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(h))
+
+    def mlp(h):
+        for width in widths:
+            h = tf_keras.layers.Dense(width, activation="relu")(h)
+            if dropout:
+                h = (ByteDropout(dropout) if layer == "kit" else tf_keras.layers.Dropout(dropout))(h)
+        return h
+
+    if experts:
+        line = tf.one_hot(line_id, len(lines))                                                  # [B, M]
+        mixed = tf.stack([mlp(h) for _ in range(experts)], axis=1)                        # [B, K, H]
+        gates = tf.reshape(tf_keras.layers.Dense(len(lines) * experts)(h), [-1, len(lines), experts])
+        gate = tf.nn.softmax(tf.einsum("bmk,bm->bk", gates, line), axis=-1)
+        mixed = tf.reduce_sum(mixed * gate[..., None], axis=1)
+        towers = [tf_keras.layers.Dense(1)(tf_keras.layers.Dense(64, activation="relu")(mixed)) for _ in lines]
+        out = tf.reduce_sum(tf.concat(towers, axis=-1) * line, axis=-1, keepdims=True)
+    else:
+        out = tf_keras.layers.Dense(1)(mlp(h))
+    model = tf_keras.Model(inputs, out)
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.BinaryCrossentropy(from_logits=True))
     labels = log.labels.astype(np.float32)
     seconds: list[float] = []
@@ -175,14 +194,16 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
             seconds.append(time.perf_counter() - self.started)
 
     model.fit(ids, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
-    return {"model": reference_name(dropout, layer), "batch": batch, "phase": "training_loop",
+    return {"model": reference_name(dropout, layer, experts), "batch": batch, "phase": "training_loop",
             "ex_per_s": len(labels) / seconds[-1], "seconds": seconds[-1], "widths": widths, "dropout": dropout}
 
 
-def reference_name(dropout: float, layer: str = "kit") -> str:
+def reference_name(dropout: float, layer: str = "kit", experts: int = 0) -> str:
+    shape = f"mmoe, {experts} experts" if experts else ""
     if not dropout:
-        return "reference"
-    return f"reference (dropout {dropout:g})" if layer == "kit" else f"reference (Keras Dropout {dropout:g})"
+        return f"reference ({shape})" if shape else "reference"
+    what = f"dropout {dropout:g}" if layer == "kit" else f"Keras Dropout {dropout:g}"
+    return f"reference ({shape}, {what})" if shape else f"reference ({what})"
 
 
 def main() -> None:
@@ -210,6 +231,12 @@ def main() -> None:
                 key = (reference_name(dropout, layer), batch, "training_loop")
                 measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs,
                                                                       dropout, layer))
+            if "mmoe" in models:  # MMoE does four experts' work: a reference of its own shape too
+                mmoe_widths = PEER["mmoe"]["hidden"] if args.peer_widths else MMOE_WIDTHS
+                for dropout in (0.0, MODEL_DROPOUT):
+                    key = (reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")
+                    measured.setdefault(key, []).append(measure_reference(
+                        batch, data, spec_path, mmoe_widths, args.epochs, dropout, experts=MMOE_EXPERTS))
             for model in models:
                 params = dict(PEER.get(model, {})) if args.peer_widths else {}
                 for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
@@ -225,6 +252,10 @@ def main() -> None:
         if not model.startswith("reference") and phase in ("training_loop", "train_steps"):
             for dropout, key in ((0.0, "over_reference"), (MODEL_DROPOUT, "over_reference_with_dropout")):
                 lines_ = measured[(reference_name(dropout), batch, "training_loop")]
+                out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
+        if model == "mmoe" and phase in ("training_loop", "train_steps"):
+            for dropout, key in ((0.0, "over_mmoe_reference"), (MODEL_DROPOUT, "over_mmoe_reference_with_dropout")):
+                lines_ = measured[(reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")]
                 out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
         out["rounds"] = len(lines)
         out["peer_widths"] = args.peer_widths
