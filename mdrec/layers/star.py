@@ -17,9 +17,10 @@ class StarTower(tf_keras.layers.Layer):
 
     A mixed batch is partitioned by domain once at the input and put back in order once at the
     output: each domain's rows run through the whole stack with that domain's weights W ⊙ W_p.
-    Routing every layer separately costs a partition and a stitch per layer (STAR's training step
-    took 1.4x shared-bottom's at 2 domains and 1.9x at 30; routed once, 1.2x and 1.5x). A batch of
-    one domain (``--domain-batches``, a single request) takes that domain's weights directly.
+    Routing every layer separately costs a partition and a stitch per layer (bench/star_cost.py,
+    mixed batches: STAR's training step took 1.33x shared-bottom's at 3 domains and 1.91x at 30;
+    routed once, 1.14x and 1.72x). A batch of one domain (``--domain-batches``, a single request)
+    takes that domain's weights directly.
 
     Inference reads the fused weights W*_p (:meth:`fuse`) while ``is_fused`` holds and computes
     W ⊙ W_p otherwise. A training call clears ``is_fused``, so a model trained by any loop scores
