@@ -111,9 +111,10 @@ def test_star_tower_routes_each_row_through_its_domains_stack():
     expected = _star_tower_by_hand(tower, x, domain)
     np.testing.assert_allclose(tower(x, domain, training=True).numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(tower(x, domain, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
-    one = np.full(30, 2, np.int32)                                 # a one-domain batch: the direct path
-    np.testing.assert_allclose(tower(x, one, training=True).numpy(), _star_tower_by_hand(tower, x, one),
-                               rtol=1e-5, atol=1e-5)
+    one = np.full(30, 2, np.int32)  # one domain: partitioned in training, the direct path at inference
+    expected_one = _star_tower_by_hand(tower, x, one)
+    np.testing.assert_allclose(tower(x, one, training=True).numpy(), expected_one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tower(x, one, training=False).numpy(), expected_one, rtol=1e-5, atol=1e-5)
     assert tower(x[:0], domain[:0], training=False).shape == (0, 2)
     # Served fused while fresh; a training call makes the fused weights stale, and inference goes
     # back to W ⊙ W_p until the next fuse(); an export (fused_inference) reads them unchecked.

@@ -19,8 +19,8 @@ class StarTower(tf_keras.layers.Layer):
     output: each domain's rows run through the whole stack with that domain's weights W ⊙ W_p.
     Routing every layer separately costs a partition and a stitch per layer (bench/star_cost.py,
     mixed batches: STAR's training step took 1.33x shared-bottom's at 3 domains and 1.91x at 30;
-    routed once, 1.14x and 1.72x). A batch of one domain (``--domain-batches``, a single request)
-    takes that domain's weights directly.
+    routed once, 1.14x and 1.72x). At inference a batch of one domain (a single request) takes that
+    domain's weights directly; training always partitions (a cond per step cost more than it saved).
 
     Inference reads the fused weights W*_p (:meth:`fuse`) while ``is_fused`` holds and computes
     W ⊙ W_p otherwise. A training call clears ``is_fused``, so a model trained by any loop scores
@@ -90,6 +90,10 @@ class StarTower(tf_keras.layers.Layer):
             return route_by_domain(x, domain, m, lambda d, part: self._chain(
                 part, tf.constant(d), [(k[d], b[d]) for k, b in split], training))
 
+        if training:
+            # The one-line shortcut's cond cost 0.7 ms of a 7 ms step (2 lines, batch 1024); the
+            # partitioned path is correct for a one-line batch too (--domain-batches: empty parts).
+            return mixed()
         return tf.cond(single_domain(domain), single, mixed)
 
     def _chain(self, h: tf.Tensor, d: tf.Tensor, weights: list[tuple[tf.Tensor, tf.Tensor]],
