@@ -33,28 +33,45 @@ def route_by_domain(inputs: tf.Tensor | dict[str, tf.Tensor], domain: tf.Tensor,
     return tf.dynamic_stitch(positions, outputs)
 
 
-def domain_matmul(x: tf.Tensor, domain: tf.Tensor, kernels: tf.Tensor, biases: tf.Tensor) -> tf.Tensor:
-    """x[i] @ kernels[domain[i]] + biases[domain[i]] for every example i.
+Weights = list[tuple[tf.Tensor, tf.Tensor]]  # (kernel, bias) per layer
 
-    x [B, d_in], domain int [B], kernels [M, d_in, units], biases [M, units] -> [B, units].
-    A batch from a single domain (``--domain-batches`` training, a single serving request) takes one
-    matmul with that domain's weights; a mixed batch is partitioned by domain. The weights are split
-    with one ``tf.unstack``, whose gradient is one stack of the M domain gradients: indexing
-    ``kernels[d]`` per domain instead sends back M dense [M, d_in, units] gradients to be summed,
-    a cost quadratic in M (at 30 domains it made STAR's training step 3.7-5x shared-bottom's).
+
+def route_with_weights(x: tf.Tensor, domain: tf.Tensor, weights: Weights,
+                       fn: Callable[[tf.Tensor, tf.Tensor, Weights], tf.Tensor], shortcut: bool = True) -> tf.Tensor:
+    """``fn(rows, d, that domain's weights)`` over each domain's rows of x, in batch order.
+
+    x [B, d_in], domain int [B], weights: (kernels [M, ...], biases [M, ...]) per layer; ``fn``
+    gets the rows of domain d (int32 []) and each layer's (kernel, bias) of d. With ``shortcut``, a
+    batch of one domain (a single serving request) runs ``fn`` once on the whole batch with that
+    domain's weights; otherwise (and for a mixed batch) the batch is partitioned by domain. The
+    weights are split with one ``tf.unstack``, whose gradient is one stack of the M domain
+    gradients: indexing ``kernels[d]`` per domain instead sends back M dense [M, ...] gradients to
+    be summed, a cost quadratic in M (at 30 domains it made STAR's training step 3.7-5x
+    shared-bottom's).
     """
     domain = tf.cast(domain, tf.int32)
-    num_domains = int(kernels.shape[0])
+    num_domains = int(weights[0][0].shape[0])
 
     def single() -> tf.Tensor:
         d = domain[0]
-        return tf.matmul(x, tf.gather(kernels, d)) + tf.gather(biases, d)
+        return fn(x, d, [(tf.gather(k, d), tf.gather(b, d)) for k, b in weights])
 
     def mixed() -> tf.Tensor:
-        per_kernel, per_bias = tf.unstack(kernels, num=num_domains), tf.unstack(biases, num=num_domains)
-        return route_by_domain(x, domain, num_domains, lambda d, part: tf.matmul(part, per_kernel[d]) + per_bias[d])
+        split = [(tf.unstack(k, num=num_domains), tf.unstack(b, num=num_domains)) for k, b in weights]
+        return route_by_domain(x, domain, num_domains,
+                               lambda d, part: fn(part, tf.constant(d), [(k[d], b[d]) for k, b in split]))
 
-    return tf.cond(single_domain(domain), single, mixed)
+    return tf.cond(single_domain(domain), single, mixed) if shortcut else mixed()
+
+
+def domain_matmul(x: tf.Tensor, domain: tf.Tensor, kernels: tf.Tensor, biases: tf.Tensor) -> tf.Tensor:
+    """x[i] @ kernels[domain[i]] + biases[domain[i]] for every example i.
+
+    x [B, d_in], domain int [B], kernels [M, d_in, units], biases [M, units] -> [B, units], routed
+    by :func:`route_with_weights` (a one-domain batch takes one matmul with that domain's weights).
+    """
+    return route_with_weights(x, domain, [(kernels, biases)],
+                              lambda rows, _, layer: tf.matmul(rows, layer[0][0]) + layer[0][1])
 
 
 def single_domain(domain: tf.Tensor) -> tf.Tensor:
