@@ -26,7 +26,14 @@ dropout after each hidden layer, with the kit's dropout layer (``mdrec.layers.dr
 batch-4096 step here); the second reference's line carries ``over_keras_dropout``, what the kit's
 layer saves. MMoE does the work of four such MLPs (its experts): with ``mmoe`` among ``--models``,
 two more references of its own shape (``reference (mmoe, 4 experts)``, with and without dropout;
-gates and per-line towers as plain Keras layers) and ``over_mmoe_reference...`` on its lines. Variants run in alternation, ``--rounds`` times; the median is printed.
+gates and per-line towers as plain Keras layers) and ``over_mmoe_reference...`` on its lines.
+``two_tower`` (issue 22's "the same for two-tower") trains on the training clicks with its
+defaults and is compared with its own reference, ``reference (two_tower)``: a ``tfrs.Model`` of the
+same shape (user id and line embeddings -> 128 -> 32 against item id -> 128 -> 32, L2-normalised,
+the line one-hot against a per-item-and-line offset, ``tfrs.tasks.Retrieval`` with the logQ
+correction and accidental hits removed) fitted with plain ``fit`` on integer ids from memory; its
+``over_reference`` is against that one. Variants run in alternation, ``--rounds`` times; the median
+is printed.
 
 ``--peer-widths``: the widths of the PyTorch peer in issue 22 (STAR 128,64,32; shared-bottom 128;
 no dot interaction; 16-dim ids): its STAR ran 94k and its shared-bottom 281k examples/s at batch
@@ -61,13 +68,14 @@ from mdrec.training.run import TrainConfig  # noqa: E402
 from mdrec.workflows.train import train_run  # noqa: E402
 from ctr_models import prepared  # noqa: E402
 
-MODELS = ("star", "shared_bottom", "mmoe")
+MODELS = ("star", "shared_bottom", "mmoe", "two_tower")
 PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
         "shared_bottom": {"hidden": [128], "interaction": "none"},
         "mmoe": {"hidden": [128], "interaction": "none"}}
 DEFAULT_WIDTHS = [256, 128, 64]
 MMOE_WIDTHS, MMOE_EXPERTS = [256, 128], 4  # the kit's MMoE defaults (each expert; a 64-unit tower per line)
 MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second and third references pay for it too
+TWO_TOWER_WIDTHS, TWO_TOWER_REFERENCE = [128], "reference (two_tower)"  # the two-tower's default hidden widths
 REFERENCES = ((0.0, "kit"), (MODEL_DROPOUT, "kit"), (MODEL_DROPOUT, "keras"))  # (rate, dropout layer)
 
 
@@ -126,8 +134,9 @@ def measure_kit(model: str, batch: int, data: Path, spec_path: Path, work: Path,
          "steps": last["steps"]},
         {**base, "phase": "train_steps", "ex_per_s": rows / last["step_seconds"], "seconds": last["step_seconds"],
          "ms_per_step": 1000 * last["step_seconds"] / last["steps"]},
-        {**base, "phase": "validation", "ex_per_s": valid_rows / timings["validation"],
-         "seconds": timings["validation"]},
+        # A retrieval run's validation ranks the line's catalogue per query: seconds only.
+        {**base, "phase": "validation", "seconds": timings["validation"],
+         **({} if model == "two_tower" else {"ex_per_s": valid_rows / timings["validation"]})},
         {**base, "phase": "checkpointing", "seconds": timings["finish"] - timings["validation"]},
     ]
 
@@ -184,6 +193,70 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
     model = tf_keras.Model(inputs, out)
     model.compile(tf_keras.optimizers.Adam(1e-3), tf_keras.losses.BinaryCrossentropy(from_logits=True))
     labels = log.labels.astype(np.float32)
+    seconds = _fit_seconds(model, ids, labels, batch, epochs)
+    return {"model": reference_name(dropout, layer, experts), "batch": batch, "phase": "training_loop",
+            "ex_per_s": len(labels) / seconds, "seconds": seconds, "widths": widths, "dropout": dropout}
+
+
+def measure_two_tower_reference(batch: int, data: Path, spec_path: Path, epochs: int, hidden: list[int],
+                                embedding_dim: int = 32, temperature: float = 0.05) -> dict:
+    """Plain tf_keras ``fit`` of a tfrs two-tower of the kit's default shape on the training clicks,
+    integer ids from memory: query = user id and line embeddings -> MLP ``hidden`` -> ``embedding_dim``,
+    L2-normalised, with the line one-hot; candidate = item id embedding -> MLP -> ``embedding_dim``,
+    L2-normalised, with a learned offset per item and line; ``tfrs.tasks.Retrieval`` with the logQ
+    correction (training frequencies) and accidental hits removed. The last epoch's examples/s."""
+    import tensorflow_recommenders as tfrs
+
+    from mdrec.data.log import DOMAIN, load_log
+
+    spec = load_spec(spec_path)
+    log = load_log(data / "train.parquet", spec)
+    clicks = log.frame[log.labels > 0]
+    transform = Transform.fit(log, spec)
+    user_vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[spec.user_id.table])}
+    item_vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[spec.item_id.table])}
+    lines = {v: i for i, v in enumerate(transform.domains)}
+    ids = {"user": np.asarray([user_vocab.get(v, 0) for v in clicks[spec.user_id.name]], np.int32),
+           "item": np.asarray([item_vocab.get(v, 0) for v in clicks[spec.item_id.name]], np.int32),
+           "line": np.asarray([lines[v] for v in clicks[DOMAIN]], np.int32)}
+    frequency = np.bincount(ids["item"], minlength=len(item_vocab) + 1).astype(np.float32) + 1.0
+    probability = tf.constant(frequency / frequency.sum())
+
+    def tower() -> tf_keras.Sequential:
+        layers = [tf_keras.layers.Dense(width, activation="relu") for width in hidden]
+        return tf_keras.Sequential(layers + [tf_keras.layers.Dense(embedding_dim)])
+
+    class Reference(tfrs.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.user = tf_keras.layers.Embedding(len(user_vocab) + 1, spec.user_id.embedding_dim)
+            self.line = tf_keras.layers.Embedding(len(lines), 8)
+            self.item = tf_keras.layers.Embedding(len(item_vocab) + 1, spec.item_id.embedding_dim)
+            self.offset = tf_keras.layers.Embedding(len(item_vocab) + 1, len(lines))
+            self.query_tower, self.candidate_tower = tower(), tower()
+            self.task = tfrs.tasks.Retrieval(loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
+                                             temperature=temperature, remove_accidental_hits=True)
+
+        def compute_loss(self, features, training=False):
+            query = tf.math.l2_normalize(self.query_tower(tf.concat(
+                [self.user(features["user"]), self.line(features["line"])], -1)), axis=-1)
+            query = tf.concat([query, tf.one_hot(features["line"], len(lines))], -1)
+            candidate = tf.math.l2_normalize(self.candidate_tower(self.item(features["item"])), axis=-1)
+            candidate = tf.concat([candidate, self.offset(features["item"])], -1)
+            return self.task(query, candidate, candidate_ids=features["item"],
+                             candidate_sampling_probability=tf.gather(probability, features["item"]),
+                             compute_metrics=False, compute_batch_metrics=False)
+
+    model = Reference()
+    model.compile(tf_keras.optimizers.Adam(1e-3))
+    seconds = _fit_seconds(model, ids, None, batch, epochs)
+    rows = len(ids["item"])
+    return {"model": "reference (two_tower)", "batch": batch, "phase": "training_loop", "ex_per_s": rows / seconds,
+            "seconds": seconds, "widths": hidden, "dropout": 0.0}
+
+
+def _fit_seconds(model: tf_keras.Model, x: dict, y: np.ndarray | None, batch: int, epochs: int) -> float:
+    """Plain ``fit`` from memory (shuffled); the last epoch's seconds."""
     seconds: list[float] = []
 
     class EpochTimer(tf_keras.callbacks.Callback):
@@ -193,9 +266,8 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.started)
 
-    model.fit(ids, labels, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
-    return {"model": reference_name(dropout, layer, experts), "batch": batch, "phase": "training_loop",
-            "ex_per_s": len(labels) / seconds[-1], "seconds": seconds[-1], "widths": widths, "dropout": dropout}
+    model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
+    return seconds[-1]
 
 
 def reference_name(dropout: float, layer: str = "kit", experts: int = 0) -> str:
@@ -227,7 +299,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for batch in batches:
             widths = PEER["star"]["hidden"] if args.peer_widths else DEFAULT_WIDTHS
-            for dropout, layer in REFERENCES:
+            if "two_tower" in models:  # its own reference: a tfrs two-tower of the kit's default shape
+                measured.setdefault((TWO_TOWER_REFERENCE, batch, "training_loop"), []).append(
+                    measure_two_tower_reference(batch, data, spec_path, args.epochs, TWO_TOWER_WIDTHS))
+            for dropout, layer in (REFERENCES if set(models) - {"two_tower"} else ()):
                 key = (reference_name(dropout, layer), batch, "training_loop")
                 measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs,
                                                                       dropout, layer))
@@ -249,7 +324,10 @@ def main() -> None:
         if model == reference_name(MODEL_DROPOUT):
             keras_ = measured[(reference_name(MODEL_DROPOUT, "keras"), batch, "training_loop")]
             out["over_keras_dropout"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in keras_), 3)
-        if not model.startswith("reference") and phase in ("training_loop", "train_steps"):
+        if model == "two_tower" and phase in ("training_loop", "train_steps"):
+            lines_ = measured[(TWO_TOWER_REFERENCE, batch, "training_loop")]
+            out["over_reference"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
+        elif not model.startswith("reference") and phase in ("training_loop", "train_steps"):
             for dropout, key in ((0.0, "over_reference"), (MODEL_DROPOUT, "over_reference_with_dropout")):
                 lines_ = measured[(reference_name(dropout), batch, "training_loop")]
                 out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
