@@ -5,7 +5,13 @@
     python bench/cold_start.py --data ../shared/data/douban-book-music --dataset douban-book-music \
         --source-line book --target-line music
 
-``--data`` is the raw shared folder (prepared into OUT/data with the shipped spec of --dataset) or
+    python bench/cold_start.py --synthetic transfer --source-line main --target-line grocery --cold-fraction 0.2
+
+``--synthetic PRESET`` generates the synthetic log of that preset (seeded, so every run the same)
+and adds the click-model ceiling (:mod:`mdrec.data.synthetic.ceiling`: each user's expected clicks
+per item from the generator's own click model and exposure rule) as a row, and to each transfer
+row's summary its share of the gap from popularity to that ceiling (``share_of_gap <metric>``;
+issue 19 asks for at least half on cold users). ``--data`` is the raw shared folder (prepared into OUT/data with the shipped spec of --dataset) or
 a prepared folder (log.parquet). The log is split once (``mdrec data split --by cold_users``,
 --cold-fraction of the users with clicks in both lines, split seed 0); the seeds vary the learned
 methods only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
@@ -57,8 +63,11 @@ ALONE = "two_tower (target line only)"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--dataset", required=True, help="a shipped spec's name, e.g. amazon-cloth-sport")
+    parser.add_argument("--data", help="the raw shared folder or a prepared one (not with --synthetic)")
+    parser.add_argument("--synthetic", metavar="PRESET",
+                        help="generate the synthetic log of this preset (e.g. transfer) instead of reading --data: "
+                             "the table then has the click-model ceiling and each transfer row's share of its gap")
+    parser.add_argument("--dataset", help="a shipped spec's name, e.g. amazon-cloth-sport (synthetic with --synthetic)")
     parser.add_argument("--spec", help="a spec for the same prepared log (default: the shipped spec of --dataset)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="two-tower hyperparameter (default with a behaviour sequence in the spec: the README's "
@@ -83,13 +92,27 @@ def main() -> None:
     args = parser.parse_args()
     err = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
+    if bool(args.data) == bool(args.synthetic):
+        parser.error("give --data or --synthetic")
+    args.dataset = args.dataset or ("synthetic" if args.synthetic else None)
+    if not args.dataset:
+        parser.error("--dataset is required with --data")
     out = Path(args.out)
     spec_path = Path(args.spec) if args.spec else SHIPPED_SPECS / f"{args.dataset}.yaml"
     spec = load_spec(spec_path)
     params = {"towers": "shared", "temperature": 0.1} if spec.sequence else {}
     params.update(parse_params(args.param))
     pretraining = parse_params(args.pretrain_param)
-    data = Path(args.data)
+    truth = None
+    if args.synthetic:
+        from mdrec.data import synthetic
+
+        generated = synthetic.generate(synthetic.preset(args.synthetic))
+        truth, data = generated.truth, out / "data"
+        if not (data / "log.parquet").is_file():
+            synthetic.write(generated, data)
+    else:
+        data = Path(args.data)
     if not (data / "log.parquet").is_file():
         if not (out / "data" / "prepare.json").is_file():
             prepare(args.dataset, data, out / "data")
@@ -105,6 +128,8 @@ def main() -> None:
         task = ColdStartTask(spec_path, paths["train"], paths["valid"], paths["test"], target=args.target_line,
                              log=err)
         fixed = _cached_baselines(task, split / "baselines")
+        if truth is not None:  # the generator's own ranking: the bound the transfer rows are measured against
+            fixed.append(task.ceiling(truth.expected_clicks))
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         settings = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
         results = []
@@ -222,9 +247,11 @@ def summary(results: list[ColdStartResult], seeds: list[int]) -> list[dict]:
         if not mask.any():
             continue
         reference = seed_mean.best_without_transfer(group)
+        shares = {m: seed_mean.share_of_gap(group, m) for m in ("recall@10", "ndcg@10")}
         for method in first.methods:
             per_seed = pd.DataFrame([{m: r.per_user[method.name][m][mask].mean() for m in METRICS} for r in results])
-            row = {"summary": method.name, "transfer": method.transfer, "learned": method.learned, "users": group,
+            row = {"summary": method.name, "transfer": method.transfer, "learned": method.learned,
+                   "ceiling": method.ceiling, "users": group,
                    "seeds": len(seeds), "gain_over": reference}
             for m in METRICS:
                 row[f"{m}_mean"] = round(float(per_seed[m].mean()), 5)
@@ -236,6 +263,9 @@ def summary(results: list[ColdStartResult], seeds: list[int]) -> list[dict]:
                     row[f"gain {m}"] = round(float(g[f"gain {m}"]), 5)
                     row[f"ci95 {m}"] = [round(float(g[f"low {m}"]), 5), round(float(g[f"high {m}"]), 5)]
                     row[f"ratio {m}"] = round(float(averaged[method.name][m][mask].mean() / base), 3) if base else None
+            for m, share in shares.items():
+                if method.name in share:
+                    row[f"share_of_gap {m}"] = round(share[method.name], 3)
             if method.settings:
                 row["settings"] = {k: v for k, v in method.settings.items() if k != "validation_grid"}
             rows.append(row)

@@ -261,3 +261,25 @@ def test_a_run_trained_on_the_target_line_alone_is_scored_on_its_own_test_rows(t
     assert main(command) == 2
     err = capsys.readouterr().err
     assert "was trained on new only" in err and "--test" in err and "Traceback" not in err
+
+
+def test_the_ceiling_row_is_never_the_reference_and_measures_each_transfer_rows_share_of_the_gap():
+    from mdrec.workflows.cold_start import CEILING, POPULARITY, ColdStartResult, Method
+
+    groups = np.array(["cold", "cold", "warm"])
+    per_user = {POPULARITY: {"ndcg@10": np.array([0.1, 0.1, 0.2])},
+                "knn": {"ndcg@10": np.array([0.2, 0.3, 0.2])},
+                "alone": {"ndcg@10": np.array([0.0, 0.1, 0.3])},
+                CEILING: {"ndcg@10": np.array([0.6, 0.6, 0.9])}}
+    methods = [Method(POPULARITY, transfer=False, learned=False), Method("knn", transfer=True, learned=False),
+               Method("alone", transfer=False, learned=True),
+               Method(CEILING, transfer=False, learned=False, ceiling=True)]
+    result = ColdStartResult(methods, per_user, np.array(["a", "b", "c"]), groups)
+    # The ceiling leads every group but is a bound, not a row without transfer to beat.
+    assert result.best_without_transfer("cold") == POPULARITY
+    assert result.best_without_transfer("warm") == "alone"
+    # cold: knn 0.25 against popularity 0.1 and the ceiling 0.6 -> (0.25 - 0.1) / 0.5
+    assert result.share_of_gap("cold") == pytest.approx({"knn": 0.3})
+    assert result.share_of_gap("warm") == pytest.approx({"knn": 0.0})
+    without = ColdStartResult(methods[:3], {k: v for k, v in per_user.items() if k != CEILING}, result.users, groups)
+    assert without.share_of_gap("cold") == {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ from mdrec.training.run import RunDir
 
 POPULARITY = "popularity (target line)"
 EMCDR_NAME = "EMCDR (PureSVD + mapping)"
+CEILING = "click-model ceiling (synthetic ground truth)"
 EMCDR_GRID = [{"rank": r, "mapping": m} for m in ("linear", "mlp") for r in (32, 64, 128, 256)]
 
 
@@ -47,6 +48,7 @@ class Method:
     transfer: bool
     learned: bool
     settings: dict = field(default_factory=dict)
+    ceiling: bool = False  # a known click model's own ranking: the bound the others are measured against
 
 
 @dataclass
@@ -66,8 +68,22 @@ class ColdStartResult:
         empty): what transfer has to beat there. Ties go to the row listed first."""
         users = self.groups == group
         users = users if users.any() else np.ones(len(users), bool)
-        plain = [m.name for m in self.methods if not m.transfer]
+        plain = [m.name for m in self.methods if not m.transfer and not m.ceiling]
         return max(plain, key=lambda name: self.per_user[name][metric][users].mean())
+
+    def share_of_gap(self, group: str = "cold", metric: str = "ndcg@10") -> dict[str, float]:
+        """Each transfer method's share of the gap between popularity and the ceiling row on
+        ``group``'s users: (method - popularity) / (ceiling - popularity), 1 = the ceiling's level
+        (empty without a ceiling row or when the ceiling is not above popularity)."""
+        users = self.groups == group
+        ceiling = [m.name for m in self.methods if m.ceiling]
+        if not ceiling or not users.any():
+            return {}
+        mean = {name: float(values[metric][users].mean()) for name, values in self.per_user.items()}
+        gap = mean[ceiling[0]] - mean[POPULARITY]
+        if gap <= 0:
+            return {}
+        return {m.name: (mean[m.name] - mean[POPULARITY]) / gap for m in self.methods if m.transfer}
 
     def intervals(self, **kwargs) -> pd.DataFrame:
         """Each method's gain over its group's best row without transfer (column ``reference``),
@@ -149,6 +165,18 @@ class ColdStartTask:
         return self.score(Method(name, transfer=transfer, learned=True),
                           run_scorer(run, self.test_path, self.catalogue, self.queries, self.target,
                                      test_lines=set(self.logs["test"].domains)))
+
+    def ceiling(self, expected_clicks: Callable[[Sequence[str], str, Sequence[str]], np.ndarray]
+                ) -> tuple[Method, dict[str, np.ndarray]]:
+        """The ranking by a known click model (``expected_clicks(users, line, item ids)`` -> [users,
+        items], e.g. the synthetic generator's ``ClickTruth.expected_clicks``): the best achievable
+        ranking, the row the others' share of the gap is measured against (never a competitor)."""
+        users = list(pd.unique(self.queries.users))
+        columns = _line_columns(self.catalogue, self.target)
+        scores = expected_clicks(users, self.target, [str(i) for i in self.catalogue.ids[columns]])
+        row = pd.Index(users).get_indexer(self.queries.users)
+        return self.score(Method(CEILING, transfer=False, learned=False, ceiling=True),
+                          _in_target_columns(np.asarray(scores, np.float32), row, columns, len(self.catalogue)))
 
     def result(self, scored: list[tuple[Method, dict[str, np.ndarray]]]) -> ColdStartResult:
         return ColdStartResult([m for m, _ in scored], {m.name: v for m, v in scored}, self.queries.users,
@@ -286,7 +314,7 @@ def json_rows(result: ColdStartResult, seed: int, dataset: str) -> list[dict]:
     rows = []
     for (method, users), values in table.iterrows():
         rows.append({"dataset": dataset, "method": method, "transfer": kinds[method].transfer,
-                     "learned": kinds[method].learned, "users": users, "seed": seed, "count": int(values["count"]),
+                     "learned": kinds[method].learned, "ceiling": kinds[method].ceiling, "users": users, "seed": seed, "count": int(values["count"]),
                      **{k: round(float(values[k]), 5) for k in table.columns if k != "count"}})
     return rows
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mdrec.data.synthetic.ceiling import ClickTruth
 from mdrec.data.synthetic.clicks import ClickModel, expose_and_click, related_items, sample_devices, sample_items
 from mdrec.data.synthetic.config import AGE_GROUPS, DEVICES, SyntheticConfig
 from mdrec.data.synthetic.items import make_items
@@ -38,6 +39,10 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticLog:
     item_of, shelf, logit, click = expose_and_click(rng, cfg, items, related, user_of, dom, when, item_of,
                                                      model.logit, device)
     prob = 1.0 / (1.0 + np.exp(-logit))
+    truth = ClickTruth(config=cfg, model=model, user_ids=users["ids"], item_ids=items["ids"],
+                       catalogues=items["catalogues"], feed_weights=items["weights"], intro=items["intro"],
+                       related=related, user_of=user_of, line_of=dom, when=when, device=device, item_of=item_of,
+                       click=click)
 
     # Timestamps: whole seconds; a stable sort keeps the (deterministic) generation order on ties.
     span = cfg.days * 86400
@@ -52,7 +57,7 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticLog:
     cold_items = tuple(items["ids"][items["intro"] > 0])
     meta = describe(cfg, frame, prob, user_of, item_of, dom, items, users, model.describe(cfg, shelf, click))
     return SyntheticLog(frame=frame, meta=meta, true_probability=prob, catalogues=catalogues,
-                        cold_users=cold_users, cold_items=cold_items)
+                        cold_users=cold_users, cold_items=cold_items, truth=truth)
 
 
 def _frame(cfg: SyntheticConfig, users: dict, items: dict, user_of: np.ndarray, item_of: np.ndarray,

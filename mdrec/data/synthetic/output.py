@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mdrec.data.synthetic.ceiling import ClickTruth
 from mdrec.data.synthetic.config import is_real
 from mdrec.errors import MdrecError
 from mdrec.fileio import atomic_write_json, atomic_write_table
@@ -22,7 +23,8 @@ class SyntheticLog:
     counts, click model). The remaining fields are ground truth for tests and benchmarks and are
     never written as model inputs: ``true_probability`` (float64, aligned with ``frame`` rows),
     ``catalogues`` (domain -> sorted item ids), ``cold_users`` / ``cold_items`` (ids of the users
-    and items that only exist in the last 20% of time).
+    and items that only exist in the last 20% of time), ``truth`` (the click model and every
+    impression, :class:`~mdrec.data.synthetic.ceiling.ClickTruth`: each user's expected clicks per item).
     """
 
     frame: pd.DataFrame
@@ -31,6 +33,7 @@ class SyntheticLog:
     catalogues: dict = field(default_factory=dict, repr=False)
     cold_users: tuple = field(default=(), repr=False)
     cold_items: tuple = field(default=(), repr=False)
+    truth: ClickTruth | None = field(default=None, repr=False)  # the click model and exposures (ceiling.py)
 
     def split(self, valid_fraction: float = 0.1, test_fraction: float = 0.1
               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
