@@ -15,8 +15,8 @@ with feed_t the line's popularity weights over the items introduced by then, r_t
 anchor among the user's newest clicks (weights 2^-j) has i among its related items (each picked
 with 1 / related_items) and fallback_t the shelf's mass on items not yet introduced, which the
 generator replaces with the feed's item. Ranking by it is the best any model can do knowing the
-impressions but not their outcomes: what "the click model's best achievable ranking" means in the
-cold-start table (issue 19), the retrieval counterpart of the Bayes AUC.
+impressions but not their outcomes: the ceiling row of the cold-start table
+(:mod:`mdrec.workflows.cold_start`), the retrieval counterpart of the Bayes AUC.
 """
 from __future__ import annotations
 
