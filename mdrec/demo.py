@@ -34,25 +34,33 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, log=print) -
 
     out = Path(out)
     started = time.time()
-    data_dir, paths, bayes = _data_step(out, quick=quick, log=log)
+    seconds: dict[str, float] = {}  # per step, for the closing line: the budget is 10 minutes in all
+
+    def timed(steps: str, fn, *args, **kwargs):
+        begun = time.time()
+        result = fn(*args, **kwargs)
+        seconds[steps] = time.time() - begun
+        return result
+
+    data_dir, paths, bayes = timed("1", _data_step, out, quick=quick, log=log)
     spec_path = data_dir / "spec.yaml"
-    runs, table = _ctr_steps(spec_path, paths, out, bayes, quick=quick, log=log)
-    comparison = _compare_step(list(runs.values()), paths["test"], out / "compare", bayes, log=log)
-    retrieval = _retrieval_steps(spec_path, paths, out, quick=quick, log=log)
-    exports = _export_step(runs["star"], out / "two_tower", out / "export", log=log)
+    runs, table = timed("2-3", _ctr_steps, spec_path, paths, out, bayes, quick=quick, log=log)
+    comparison = timed("3 table", _compare_step, list(runs.values()), paths["test"], out / "compare", bayes, log=log)
+    retrieval = timed("4-5", _retrieval_steps, spec_path, paths, out, quick=quick, log=log)
+    exports = timed("6", _export_step, runs["star"], out / "two_tower", out / "export", log=log)
     log(f"\n[7/{STEPS}] mdrec ab --control runs/demo/shared_bottom --treatment runs/demo/star "
         "--data runs/demo/data/test.parquet --out runs/demo/ab")
-    ab = ab_step(runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
-                 n_bootstrap=200 if quick else 500)
-    pretraining, transfer, cold_start = _transfer_step(spec_path, out, quick=quick, log=log)
-    branches = _branches_step(spec_path, paths, out, quick=quick, log=log)
-    scale_out = _scale_out_step(spec_path, paths, out, star_metrics=runs["star"] / "metrics.json", quick=quick,
-                                log=log)
-    lifelong = lifelong_step(spec_path, out / "transfer_data", out, quick=quick, log=log,
-                             header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
-                                    "tasks learned one after another on one encoder")
+    ab = timed("7", ab_step, runs["star"], runs["shared_bottom"], paths["test"], out / "ab", log=log,
+               n_bootstrap=200 if quick else 500)
+    pretraining, transfer, cold_start = timed("8", _transfer_step, spec_path, out, quick=quick, log=log)
+    branches = timed("9", _branches_step, spec_path, paths, out, quick=quick, log=log)
+    scale_out = timed("10", _scale_out_step, spec_path, paths, out, star_metrics=runs["star"] / "metrics.json",
+                      quick=quick, log=log)
+    lifelong = timed("11", lifelong_step, spec_path, out / "transfer_data", out, quick=quick, log=log,
+                     header=f"\n[11/{STEPS}] lifelong user representation (mdrec lifelong, Conure): three "
+                            "tasks learned one after another on one encoder")
     log(f"\nrun folders: {', '.join(map(str, list(runs.values()) + [out / 'two_tower']))}   data: {data_dir}   "
-        f"({time.time() - started:.0f} s)")
+        f"({time.time() - started:.0f} s; by step: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")")
     log(f"curves of every run (loss, AUC / recall per line, score histograms, embedding projector): "
         f"tensorboard --logdir {out}")
     return {"test_table": table, "comparison": comparison, **retrieval, "exports": exports, "ab": ab,
