@@ -161,11 +161,11 @@ def measure_reference(batch: int, data: Path, spec_path: Path, widths: list[int]
     transform = Transform.fit(log, spec)
     ids, inputs, embedded = {}, [], []
     for feature in [f for f in spec.features if f.is_categorical and not f.hash_buckets]:
-        vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[feature.table])}
-        ids[feature.name] = np.asarray([vocab.get(v, 0) for v in log.frame[feature.name]], np.int32)
+        vocabulary = transform.vocabularies[feature.table]
+        ids[feature.name] = _integer_ids(log.frame[feature.name], vocabulary)
         x = tf_keras.Input([], dtype=tf.int32, name=feature.name)
         inputs.append(x)
-        embedded.append(tf_keras.layers.Embedding(len(vocab) + 1, feature.embedding_dim)(x))
+        embedded.append(tf_keras.layers.Embedding(len(vocabulary) + 1, feature.embedding_dim)(x))
     lines = {v: i for i, v in enumerate(transform.domains)}
     ids["line"] = np.asarray([lines[v] for v in log.frame[DOMAIN]], np.int32)
     line_id = tf_keras.Input([], dtype=tf.int32, name="line")
@@ -213,13 +213,12 @@ def measure_two_tower_reference(batch: int, data: Path, spec_path: Path, epochs:
     log = load_log(data / "train.parquet", spec)
     clicks = log.frame[log.labels > 0]
     transform = Transform.fit(log, spec)
-    user_vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[spec.user_id.table])}
-    item_vocab = {v: i + 1 for i, v in enumerate(transform.vocabularies[spec.item_id.table])}
     lines = {v: i for i, v in enumerate(transform.domains)}
-    ids = {"user": np.asarray([user_vocab.get(v, 0) for v in clicks[spec.user_id.name]], np.int32),
-           "item": np.asarray([item_vocab.get(v, 0) for v in clicks[spec.item_id.name]], np.int32),
+    ids = {"user": _integer_ids(clicks[spec.user_id.name], transform.vocabularies[spec.user_id.table]),
+           "item": _integer_ids(clicks[spec.item_id.name], transform.vocabularies[spec.item_id.table]),
            "line": np.asarray([lines[v] for v in clicks[DOMAIN]], np.int32)}
-    frequency = np.bincount(ids["item"], minlength=len(item_vocab) + 1).astype(np.float32) + 1.0
+    users, items = len(transform.vocabularies[spec.user_id.table]), len(transform.vocabularies[spec.item_id.table])
+    frequency = np.bincount(ids["item"], minlength=items + 1).astype(np.float32) + 1.0
     probability = tf.constant(frequency / frequency.sum())
 
     def tower() -> tf_keras.Sequential:
@@ -229,10 +228,10 @@ def measure_two_tower_reference(batch: int, data: Path, spec_path: Path, epochs:
     class Reference(tfrs.Model):
         def __init__(self) -> None:
             super().__init__()
-            self.user = tf_keras.layers.Embedding(len(user_vocab) + 1, spec.user_id.embedding_dim)
+            self.user = tf_keras.layers.Embedding(users + 1, spec.user_id.embedding_dim)
             self.line = tf_keras.layers.Embedding(len(lines), 8)
-            self.item = tf_keras.layers.Embedding(len(item_vocab) + 1, spec.item_id.embedding_dim)
-            self.offset = tf_keras.layers.Embedding(len(item_vocab) + 1, len(lines))
+            self.item = tf_keras.layers.Embedding(items + 1, spec.item_id.embedding_dim)
+            self.offset = tf_keras.layers.Embedding(items + 1, len(lines))
             self.query_tower, self.candidate_tower = tower(), tower()
             self.task = tfrs.tasks.Retrieval(loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
                                              temperature=temperature, remove_accidental_hits=True)
@@ -253,6 +252,12 @@ def measure_two_tower_reference(batch: int, data: Path, spec_path: Path, epochs:
     rows = len(ids["item"])
     return {"model": "reference (two_tower)", "batch": batch, "phase": "training_loop", "ex_per_s": rows / seconds,
             "seconds": seconds, "widths": hidden, "dropout": 0.0}
+
+
+def _integer_ids(values, vocabulary) -> np.ndarray:
+    """Each value's row in an embedding table of ``vocabulary`` (1-based; 0 for a value outside it), int32."""
+    row = {v: i + 1 for i, v in enumerate(vocabulary)}
+    return np.asarray([row.get(v, 0) for v in values], np.int32)
 
 
 def _fit_seconds(model: tf_keras.Model, x: dict, y: np.ndarray | None, batch: int, epochs: int) -> float:

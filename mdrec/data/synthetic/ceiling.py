@@ -58,22 +58,26 @@ class ClickTruth:
         catalogue, weights = self.catalogues[d], np.asarray(self.feed_weights[d], np.float64)
         position = {key: j for j, key in enumerate(self.item_ids[catalogue])}
         columns = np.asarray([position.get(key, -1) for key in items])
+        slot_of = np.full(len(self.item_ids), -1)  # item index -> position in the catalogue
+        slot_of[catalogue] = np.arange(catalogue.size)
+        # Every user's events in the generator's walk (by user, then time, then order), sorted once.
+        walk = np.lexsort((np.arange(self.user_of.size), self.when, self.user_of))
+        walk_users = self.user_of[walk]
         user_index = {key: u for u, key in enumerate(self.user_ids)}
         out = np.zeros((len(users), len(items)))
         for row, user in enumerate(users):
             u = user_index.get(user)
             if u is not None:
-                per_item = self._user_expected_clicks(u, d, catalogue, weights)
+                events = walk[np.searchsorted(walk_users, u, "left"):np.searchsorted(walk_users, u, "right")]
+                per_item = self._user_expected_clicks(u, d, events, catalogue, weights, slot_of)
                 out[row, columns >= 0] = per_item[columns[columns >= 0]]
         return out
 
-    def _user_expected_clicks(self, u: int, d: int, catalogue: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """float64 [catalogue]: user u's expected clicks on line d's items (the module's formula)."""
+    def _user_expected_clicks(self, u: int, d: int, events: np.ndarray, catalogue: np.ndarray, weights: np.ndarray,
+                              slot_of: np.ndarray) -> np.ndarray:
+        """float64 [catalogue]: user u's expected clicks on line d's items (the module's formula),
+        from the user's ``events`` in walk order; ``slot_of``: item index -> catalogue position."""
         cfg = self.config
-        events = np.flatnonzero(self.user_of == u)
-        events = events[np.lexsort((events, self.when[events]))]  # the generator's walk: by time, then order
-        slot_of = np.full(len(self.item_ids), -1)
-        slot_of[catalogue] = np.arange(catalogue.size)
         recent: list[int] = []  # newest first, as the generator keeps them
         total = np.zeros(catalogue.size)
         for e in events:
