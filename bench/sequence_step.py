@@ -5,14 +5,16 @@
 
 Prepares the raw folder as ``bench/sequential.py`` does (OUT/data, reused), builds the default
 encoder (autoregressive, the user's items left out of the softmax) over its training sequences,
-and times the compiled training step (forward, backward and Adam, under XLA as ``mdrec pretrain``
-runs it) on the first ``--batches`` batches of epoch 0 (shuffled: a mix of the epoch's window
-widths), rounds alternating between the variants:
+and times the training step (forward, backward and Adam, a tf.function as ``mdrec pretrain`` runs
+it) on the first ``--batches`` batches of epoch 0 (shuffled: a mix of the epoch's window widths),
+rounds alternating between the variants:
   kit            the step ``mdrec pretrain`` runs
+  kit_xla        the same step compiled with XLA (as ``mdrec pretrain`` ran it before 2026-12-07)
   einsum_lse     the same step with the seen-excluded softmax written as before 2026-12-06 (an
                  einsum and reduce_logsumexp, the mask applied per position)
   encoder_only   the encoder's forward and backward alone, no item softmax (a lower bound)
-One JSON line per variant: variant, ms_per_step (the fastest round), compile_s, ratio_to_kit.
+One JSON line per variant: variant, ms_per_step (the fastest round), compile_s (the first step of
+each width: tracing, and XLA's compilation), ratio_to_kit.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from mdrec.workflows.pretrain_hyperparameters import (encoder_kwargs, resolve_ex
                                                       resolve_hyperparameters, resolve_negatives)
 
 SPEC = Path(__file__).resolve().parents[1] / "feature_specs" / "movielens-1m-sequential.yaml"
-VARIANTS = ("kit", "einsum_lse", "encoder_only")
+VARIANTS = ("kit", "kit_xla", "einsum_lse", "encoder_only")
 
 
 def einsum_lse_loss(states: tf.Tensor, targets: tf.Tensor, table: tf.Tensor, bias: tf.Tensor,
@@ -88,7 +90,9 @@ def main() -> None:
         return tf.reduce_mean(tf.square(states))
 
     def make_step(variant: str):
-        @tf.function(jit_compile=True, reduce_retracing=False)
+        xla = variant == "kit_xla"
+
+        @tf.function(jit_compile=xla, reduce_retracing=not xla)
         def step(x: dict) -> tf.Tensor:
             # The loss function is looked up when the step is traced, once per variant and width.
             obj.seen_excluded_loss = einsum_lse_loss if variant == "einsum_lse" else kit_loss

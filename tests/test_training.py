@@ -238,7 +238,7 @@ def test_logloss_rising_needs_every_recent_epoch_above_the_earlier_best():
 def test_the_training_step_is_traced_once_per_batch_shape():
     # The optimizer's slots exist before the first step: a step that creates variables is traced
     # twice by tf.function, a cost of seconds for every run. Full batches and the epoch's last,
-    # smaller one: two traces over any number of epochs.
+    # smaller one share one trace over any number of epochs.
     import tensorflow as tf
     import tf_keras
 
@@ -266,5 +266,39 @@ def test_the_training_step_is_traced_once_per_batch_shape():
     assert len(optimizer.variables()) == 1 + 2 * len(model.trainable_variables)   # iterations, m and v
     for epoch in range(6):
         steps.run_epoch(epoch, 0, lambda loss: None)
-    assert steps._step.experimental_get_tracing_count() == 2
+    assert steps._step.experimental_get_tracing_count() == 1
     assert float(model.dense.kernel[0, 0]) == pytest.approx(3.0, abs=0.25)   # it learned y = 3x
+
+
+def test_windows_of_every_width_share_the_training_steps_one_trace():
+    """The pretraining batches (windows of several widths, the last batch shorter) reuse the step's
+    one trace (a trace of a model holding a sequence encoder costs seconds); each step still sees
+    its batch as it is."""
+    import tensorflow as tf
+    import tf_keras
+
+    from mdrec.pretraining.batches import SequenceBatches
+    from mdrec.training.loop import LocalSteps
+
+    class Summed(tf_keras.Model):
+        """loss of a window = w x the sum of its ids: the batch's own shape reaches the loss."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(1.0)
+
+        def training_loss(self, x, y):
+            return self.w * tf.reduce_sum(tf.cast(x["ids"], tf.float32), axis=1) - y
+
+    # 12 histories of 1 to 70 items (each item row 2) in batches of 5, 5 and 2 windows.
+    histories = [np.full(n, 2, np.int32) for n in (1, 5, 9, 20, 30, 33, 40, 50, 64, 65, 68, 70)]
+    train = SequenceBatches(histories, width=96, batch_size=5, seed=0, width_step=32, chunk=1)
+    shapes = {x["ids"].shape for x, _ in train.epoch(0, 0)}
+    assert len({rows for rows, _ in shapes}) == 2 and len({width for _, width in shapes}) == 2
+    steps = LocalSteps(train)
+    steps.compile(Summed(), tf_keras.optimizers.SGD(0.0))
+    losses: list = []
+    steps.run_epoch(0, 0, losses.append)
+    lengths = np.asarray([len(h) for h in histories])
+    assert sorted(losses) == pytest.approx(sorted(2.0 * lengths[b].mean() for b in train.batches(0)))
+    assert steps._step.experimental_get_tracing_count() == 1

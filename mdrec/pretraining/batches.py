@@ -26,6 +26,8 @@ class SequenceBatches:
     """``histories``: per user the item rows (ints >= 2, oldest first); ``times``: the same users'
     event times (or None). See the module doc for the batching rule."""
 
+    varying_dims = (0, 1)  # a batch's windows and their width
+
     def __init__(self, histories: Sequence[np.ndarray], width: int, batch_size: int, seed: int, *,
                  times: Sequence[np.ndarray] | None = None, repeats: int = 1, width_step: int = 32,
                  chunk: int = 16):

@@ -16,6 +16,8 @@ class InMemoryEpochs:
     """Training batches from arrays in memory: a seeded permutation per epoch; with ``domains``,
     every batch comes from one domain (``--domain-batches``)."""
 
+    varying_dims = (0,)  # the batch's rows (the last batch is shorter)
+
     def __init__(self, inputs: dict[str, np.ndarray], labels: np.ndarray, batch_size: int, seed: int,
                  domains: np.ndarray | None = None):
         self.inputs, self.labels, self.batch_size, self.seed = inputs, labels, batch_size, seed
@@ -37,6 +39,8 @@ class InMemoryEpochs:
 
 class StreamingEpochs:
     """Training batches read from disk each epoch (bounded memory); resume skips seen batches."""
+
+    varying_dims = (0,)
 
     def __init__(self, make_dataset: Callable[[int], tf.data.Dataset], sample: dict[str, np.ndarray]):
         self.make_dataset = make_dataset

@@ -9,6 +9,7 @@ themselves run (one process, or a tf.distribute strategy) is a :class:`Steps` ob
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,15 @@ class Steps(Protocol):
         """Wait for steps still running; their losses (before a checkpoint and at the epoch's end)."""
 
 
+def open_signature(batch: Any, dims: tuple[int, ...]) -> Any:
+    """The TensorSpecs of ``batch`` (a structure of tensors or arrays) with the dimensions ``dims``
+    of every tensor left unknown."""
+    def spec(value: Any) -> tf.TensorSpec:
+        tensor = tf.convert_to_tensor(value)
+        return tf.TensorSpec([None if i in dims else d for i, d in enumerate(tensor.shape)], tensor.dtype)
+    return tf.nest.map_structure(spec, batch)
+
+
 def timed_steps(step: Callable[[Any, Any], Any], batches: Iterable[tuple[Any, Any]],
                 after_step: Callable[[float | None], None]) -> float:
     """Run ``step(x, y)`` on every batch, handing each loss to ``after_step``; returns the seconds
@@ -175,7 +185,8 @@ class LocalSteps:
     def __init__(self, train: "InMemoryEpochs | StreamingEpochs", jit_compile: bool = False):
         self.train, self.jit_compile = train, jit_compile
         self.batches_per_epoch = train.batches_per_epoch
-        self._step: Callable[[Any, Any], tf.Tensor] | None = None
+        self._step: Any = None  # the tf.function
+        self._traced = False
 
     def scope(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -184,7 +195,7 @@ class LocalSteps:
         # Slots made now, not in the first step: tf.function traces a step that creates variables
         # twice (seconds for every run).
         optimizer.build(model.trainable_variables)
-        # jit_compile: one XLA compilation per batch shape (the pretraining batches have few).
+        # jit_compile: one XLA compilation per batch shape (seconds each; measure before turning it on).
         @tf.function(reduce_retracing=not self.jit_compile, jit_compile=self.jit_compile,
                      autograph=uses_autograph(model))
         def train_step(x, y):
@@ -200,7 +211,17 @@ class LocalSteps:
 
     def run_epoch(self, epoch: int, skip: int, after_step: Callable[[float | None], None]) -> float:
         assert self._step is not None, "compile() first"
-        return timed_steps(self._step, self.train.epoch(epoch, skip), after_step)
+        batches = iter(self.train.epoch(epoch, skip))
+        first = next(batches, None)
+        if first is None:
+            return 0.0
+        if not self.jit_compile and not self._traced:
+            # One trace serves every batch: a step traced for the first batch's exact shape is traced
+            # again for the epoch's shorter last batch (or the next window width), seconds each when
+            # the model holds a sequence encoder.
+            self._step.get_concrete_function(*open_signature(first, self.train.varying_dims))
+            self._traced = True
+        return timed_steps(self._step, itertools.chain([first], batches), after_step)
 
     def flush(self) -> list[float]:
         return []

@@ -241,7 +241,7 @@ def _fit(built: _Model, run: RunDir, config: TrainConfig, sequences: _Sequences,
     decay = config.epochs * batches.batches_per_epoch if hp["schedule"] == "cosine" else None
     warmup = round(float(hp["warmup_epochs"]) * batches.batches_per_epoch)
     result = fit(model, run, config, batches, validate, metric=f"valid_{evaluation.EARLY_STOPPING}", log=log,
-                 on_batch=on_batch, jit_compile=True, decay_steps=decay, warmup_steps=warmup)
+                 on_batch=on_batch, decay_steps=decay, warmup_steps=warmup)
     restore_weights(model, run.best)
     save_encoder(built.encoder, run.path / "encoder")
     write_projector(run.path, [item_rows(built.encoder, built.vocabulary, held.train, sequences.source.domains)])
