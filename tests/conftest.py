@@ -135,8 +135,10 @@ def events(folder) -> dict[str, list[tuple[int, object]]]:
 
 
 # The longest modules go first, so that `make test`'s two workers (pytest-xdist, one file per
-# worker at a time) do not end with one of them alone on the demo.
-LONG_MODULES = ("test_demo.py", "test_distribute.py", "test_ctr_models.py")
+# worker at a time) do not end with one of them alone on the demo. The Makefile's
+# --no-loadscope-reorder keeps this order: xdist's own puts files with more tests first, which
+# started the one-test demo file last, alone for its last minutes.
+LONG_MODULES = ("test_demo.py", "test_distribute.py", "test_ctr_models.py", "test_export.py", "test_two_tower.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
