@@ -302,3 +302,17 @@ def test_windows_of_every_width_share_the_training_steps_one_trace():
     lengths = np.asarray([len(h) for h in histories])
     assert sorted(losses) == pytest.approx(sorted(2.0 * lengths[b].mean() for b in train.batches(0)))
     assert steps._step.experimental_get_tracing_count() == 1
+
+
+def test_open_signature_leaves_the_named_dims_of_dense_values_open():
+    import tensorflow as tf
+
+    from mdrec.training.loop import open_signature
+
+    batch = ({"ids": np.zeros((4, 7), np.int32), "tag": np.array(["a"] * 4, dtype=object),
+              "bag": tf.ragged.constant([[1], [2, 3], [], [4]])}, np.zeros(4, np.float32))
+    x, y = open_signature(batch, (0, 1))
+    assert x["ids"] == tf.TensorSpec([None, None], tf.int32) and x["tag"] == tf.TensorSpec([None], tf.string)
+    assert y == tf.TensorSpec([None], tf.float32)
+    assert isinstance(x["bag"], tf.RaggedTensorSpec)           # a ragged value keeps its own spec
+    assert open_signature(batch, (0,))[0]["ids"] == tf.TensorSpec([None, 7], tf.int32)

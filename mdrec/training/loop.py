@@ -155,11 +155,13 @@ class Steps(Protocol):
 
 
 def open_signature(batch: Any, dims: tuple[int, ...]) -> Any:
-    """The TensorSpecs of ``batch`` (a structure of tensors or arrays) with the dimensions ``dims``
-    of every tensor left unknown."""
-    def spec(value: Any) -> tf.TensorSpec:
-        tensor = tf.convert_to_tensor(value)
-        return tf.TensorSpec([None if i in dims else d for i, d in enumerate(tensor.shape)], tensor.dtype)
+    """The type specs of ``batch`` (a structure of tensors or arrays) with the dimensions ``dims``
+    of every dense tensor left unknown (other values, e.g. ragged ones, keep their own spec)."""
+    def spec(value: Any) -> Any:
+        spec = tf.type_spec_from_value(value)
+        if not isinstance(spec, tf.TensorSpec):
+            return spec
+        return tf.TensorSpec([None if i in dims else d for i, d in enumerate(spec.shape)], spec.dtype)
     return tf.nest.map_structure(spec, batch)
 
 
