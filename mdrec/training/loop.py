@@ -184,8 +184,8 @@ class LocalSteps:
     chief = True
     optimizer = tf_keras.optimizers.Adam
 
-    def __init__(self, train: "InMemoryEpochs | StreamingEpochs", jit_compile: bool = False):
-        self.train, self.jit_compile = train, jit_compile
+    def __init__(self, train: "InMemoryEpochs | StreamingEpochs"):
+        self.train = train
         self.batches_per_epoch = train.batches_per_epoch
         self._step: Any = None  # the tf.function
         self._traced = False
@@ -197,9 +197,9 @@ class LocalSteps:
         # Slots made now, not in the first step: tf.function traces a step that creates variables
         # twice (seconds for every run).
         optimizer.build(model.trainable_variables)
-        # jit_compile: one XLA compilation per batch shape (seconds each; measure before turning it on).
-        @tf.function(reduce_retracing=not self.jit_compile, jit_compile=self.jit_compile,
-                     autograph=uses_autograph(model))
+        # No XLA: it compiles every batch shape anew, seconds each, and made the user encoder's step
+        # only 4.5% faster (bench/sequence_step.py, kit_xla).
+        @tf.function(reduce_retracing=True, autograph=uses_autograph(model))
         def train_step(x, y):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(model.training_loss(x, y))
@@ -217,7 +217,7 @@ class LocalSteps:
         first = next(batches, None)
         if first is None:
             return 0.0
-        if not self.jit_compile and not self._traced:
+        if not self._traced:
             # One trace serves every batch: a step traced for the first batch's exact shape is traced
             # again for the epoch's shorter last batch (or the next window width), seconds each when
             # the model holds a sequence encoder.
@@ -254,7 +254,7 @@ def _restore(checkpoint: tf.train.Checkpoint, source: str, run: RunDir) -> None:
 def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemoryEpochs | StreamingEpochs",
         validate: Callable[[], Any] | None, *, metric: str = "valid_auc",
         log: Callable[[str], None] = print, on_batch: Callable[[int], None] | None = None,
-        after_build: Callable[[tf_keras.Model], None] | None = None, jit_compile: bool = False,
+        after_build: Callable[[tf_keras.Model], None] | None = None,
         decay_steps: int | None = None, warmup_steps: int = 0, steps: Steps | None = None,
         resume_from: Path | None = None) -> FitResult:
     """Train ``model`` in ``run``, resuming from ``run/checkpoints`` if a checkpoint is there.
@@ -262,7 +262,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
     ``model.training_loss(x, y)`` gives the batch loss; ``validate()`` the score to maximise
     (recorded in history.json under ``metric``), checked after every epoch for early stopping.
     ``after_build(model)`` initialises weights once they exist (ID warm start); a checkpoint, if
-    there is one, then overrides them. ``jit_compile``: the one-process step is compiled with XLA.
+    there is one, then overrides them.
     ``decay_steps``: the learning rate follows a cosine from ``config.learning_rate`` down to 0 over
     that many steps (the optimizer's step count is in the checkpoint, so a resumed run continues the
     curve); ``warmup_steps``: it first rises linearly from 0 over that many steps
@@ -271,7 +271,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
     only provides the rows that build the model. ``resume_from``: the checkpoints folder to resume
     from when it is not ``run``'s (a multi-worker non-chief restores the chief's, writes to scratch).
     """
-    steps = steps if steps is not None else LocalSteps(train, jit_compile)
+    steps = steps if steps is not None else LocalSteps(train)
     tf_keras.utils.set_random_seed(config.seed)
     with steps.scope():
         build(model, train.sample())
