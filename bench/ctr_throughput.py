@@ -214,10 +214,11 @@ def measure_two_tower_reference(batch: int, data: Path, spec_path: Path, epochs:
     clicks = log.frame[log.labels > 0]
     transform = Transform.fit(log, spec)
     lines = {v: i for i, v in enumerate(transform.domains)}
-    ids = {"user": _integer_ids(clicks[spec.user_id.name], transform.vocabularies[spec.user_id.table]),
-           "item": _integer_ids(clicks[spec.item_id.name], transform.vocabularies[spec.item_id.table]),
+    user_vocabulary, item_vocabulary = (transform.vocabularies[f.table] for f in (spec.user_id, spec.item_id))
+    ids = {"user": _integer_ids(clicks[spec.user_id.name], user_vocabulary),
+           "item": _integer_ids(clicks[spec.item_id.name], item_vocabulary),
            "line": np.asarray([lines[v] for v in clicks[DOMAIN]], np.int32)}
-    users, items = len(transform.vocabularies[spec.user_id.table]), len(transform.vocabularies[spec.item_id.table])
+    users, items = len(user_vocabulary), len(item_vocabulary)
     frequency = np.bincount(ids["item"], minlength=items + 1).astype(np.float32) + 1.0
     probability = tf.constant(frequency / frequency.sum())
 

@@ -188,7 +188,6 @@ class LocalSteps:
         self.train = train
         self.batches_per_epoch = train.batches_per_epoch
         self._step: Any = None  # the tf.function
-        self._traced = False
 
     def scope(self) -> ContextManager[Any]:
         return contextlib.nullcontext()
@@ -217,12 +216,11 @@ class LocalSteps:
         first = next(batches, None)
         if first is None:
             return 0.0
-        if not self._traced:
+        if not self._step.experimental_get_tracing_count():
             # One trace serves every batch: a step traced for the first batch's exact shape is traced
             # again for the epoch's shorter last batch (or the next window width), seconds each when
             # the model holds a sequence encoder.
             self._step.get_concrete_function(*open_signature(first, self.train.varying_dims))
-            self._traced = True
         return timed_steps(self._step, itertools.chain([first], batches), after_step)
 
     def flush(self) -> list[float]:
