@@ -101,20 +101,26 @@ def test_itemknn_by_hand():
     np.testing.assert_allclose(full.score(profile), [[s01 + s12, s12, s12, s23]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("users", [80, 30])   # more users than items: the item-side solve; fewer: the user-side one
-def test_ease_matches_the_closed_form(users):
+# More users than items: the item-side solve; fewer: the user-side one. Unclicked items (empty
+# columns) leave the solve: the full-catalogue closed form gives them B = 0, so must the fit.
+@pytest.mark.parametrize("users, unclicked", [(80, 0), (30, 0), (80, 12), (30, 12)])
+def test_ease_matches_the_closed_form(users, unclicked):
     import scipy.sparse as sp
 
     from mdrec.evaluation.baselines.ease import EASE
 
     rng = np.random.default_rng(users)
-    clicks = sp.csr_matrix((rng.random((users, 50)) < 0.2).astype(np.float32))
+    dense = (rng.random((users, 50)) < 0.2).astype(np.float32)
+    dense[:, rng.permutation(50)[:unclicked]] = 0.0
+    clicks = sp.csr_matrix(dense)
     x = clicks.toarray().astype(np.float64)
     p = np.linalg.inv(x.T @ x + 3.0 * np.eye(50))
     b = np.eye(50) - p / np.diag(p)[None, :]       # Steck's B: zero diagonal by construction
     assert np.abs(np.diag(b)).max() < 1e-9
     profiles = sp.csr_matrix((rng.random((6, 50)) < 0.2).astype(np.float32))
-    np.testing.assert_allclose(EASE(l2=3.0).fit(clicks).score(profiles), profiles.toarray() @ b, atol=1e-5)
+    scores = EASE(l2=3.0).fit(clicks).score(profiles)
+    np.testing.assert_allclose(scores, profiles.toarray() @ b, atol=1e-5)
+    assert scores.shape == (6, 50) and not scores[:, x.sum(0) == 0].any()
 
 
 def test_ease_of_a_line_without_training_clicks_scores_nothing():

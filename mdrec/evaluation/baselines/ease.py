@@ -11,6 +11,11 @@ cost. When there are fewer users U than items N, the same P comes from a U x U i
 
 so a catalogue of 40,000 items bought by 10,000 users costs a 10,000 x 10,000 solve. Beyond
 ``max_size`` on both sides the fit refuses with a clear error (:class:`TooLarge`).
+
+An item nobody clicked in training has an empty column: its row and column of P are those of
+I / λ, so B is zero there and it scores 0 for everyone. The solve therefore runs over the clicked
+items only (exactly the same B), which matters for one line's model over a shared catalogue:
+its Gram matrix is the line's items, not every line's.
 """
 from __future__ import annotations
 
@@ -47,13 +52,18 @@ class EASE:
             raise ValueError(f"l2 must be > 0, got {l2}")
         self.l2 = float(l2)
         self.max_size = int(max_size)
-        self.weights: np.ndarray | None = None          # primal: B float32 [N, N]
-        self._dual: tuple | None = None                 # dual: (X csr, X Xᵀ + λI factor, diag(P))
+        self.weights: np.ndarray | None = None          # primal: B float32 [A, A] over the clicked items
+        self._dual: tuple | None = None                 # dual: (X csr, (X Xᵀ + λI)⁻¹, diag(P)) over them
+        self.clicked: np.ndarray | None = None          # int [A]: the columns of the A items with a click
+        self.items = 0                                  # N
 
     def fit(self, clicks: sp.csr_matrix) -> "EASE":
         """clicks: binary csr [U, N]."""
         x = sp.csr_matrix(clicks, dtype=np.float64)
         x.data[:] = 1.0
+        self.items = x.shape[1]
+        self.clicked = np.flatnonzero(x.getnnz(axis=0))
+        x = x[:, self.clicked]
         users, items = x.shape
         if min(users, items) > self.max_size:
             raise TooLarge(f"EASE needs a {min(users, items):,} x {min(users, items):,} solve "
@@ -80,18 +90,25 @@ class EASE:
         return self
 
     def score(self, profiles: sp.csr_matrix) -> np.ndarray:
-        """profiles: binary csr [q, N] -> scores float32 [q, N]."""
-        if self.weights is not None:
-            return np.asarray(profiles @ self.weights, dtype=np.float32)
-        if self._dual is None:
+        """profiles: binary csr [q, N] -> scores float32 [q, N] (0 for items without a training click)."""
+        if self.clicked is None:
             raise RuntimeError("call fit() first")
+        q = sp.csr_matrix(profiles)[:, self.clicked]
+        out = np.zeros((q.shape[0], self.items), np.float32)
+        out[:, self.clicked] = self._score_clicked(q)
+        return out
+
+    def _score_clicked(self, q: sp.csr_matrix) -> np.ndarray:
+        """q: csr [q, A] over the clicked items -> x B float [q, A]."""
+        if self.weights is not None:
+            return np.asarray(q @ self.weights)
+        assert self._dual is not None
         x, inverse, diagonal = self._dual
-        q = sp.csr_matrix(profiles, dtype=np.float64)
-        dense = q.toarray()
+        dense = q.toarray().astype(np.float64)
         # x P = (x − ((x Xᵀ) (X Xᵀ + λI)⁻¹) X) / λ; the sparse X multiplies from the left
         through_users = np.asarray((q @ x.T) @ inverse)                 # [q, U]
         xp = (dense - (x.T @ through_users.T).T) / self.l2
-        return np.asarray(dense - xp / diagonal[None, :], dtype=np.float32)
+        return dense - xp / diagonal[None, :]
 
     def settings(self) -> dict:
         return {"l2": self.l2}

@@ -66,30 +66,43 @@ class FittedBaseline:
             out["skipped"] = self.skipped
         return out
 
-    def scorer(self, queries: RankingQueries, seen: Sequence[Log], spec: Spec, catalogue: Catalogue) -> ScoreBlock:
+    def scorer(self, queries: RankingQueries, seen: Sequence[Log], spec: Spec, catalogue: Catalogue,
+               profiles: dict[str | None, sp.csr_matrix] | None = None) -> ScoreBlock:
         """Scores of each query's user from their clicks in ``seen`` (the context splits). Ties,
         and users with no clicks to go on, fall back to popularity in the query's line (a nudge of
-        at most TIE_BREAK, below any difference the models' scores make)."""
+        at most TIE_BREAK, below any difference the models' scores make). ``profiles``: this
+        scope's :func:`scope_profiles` of the same queries and ``seen``, when the caller has them
+        (every baseline of a scope reads the same clicks)."""
         popularity = popularity_scores(catalogue, queries)
+        if profiles is None:
+            profiles = scope_profiles(self.scope, queries, seen, spec, catalogue)
         if self.scope == "all lines":
-            profiles = query_profiles(queries, seen, spec, catalogue)
-            model = self.models[None]
+            model, everywhere = self.models[None], profiles[None]
 
             def score(positions: np.ndarray) -> np.ndarray:
-                return model.score(profiles[positions]) + _nudge(popularity(positions))
+                return model.score(everywhere[positions]) + _nudge(popularity(positions))
 
             return score
-        per_line = {d: query_profiles(queries, seen, spec, catalogue, line=catalogue.domains[d])
-                    for d in np.unique(queries.domain)}
 
         def score_per_line(positions: np.ndarray) -> np.ndarray:
             out = _nudge(popularity(positions))
             for d in np.unique(queries.domain[positions]):
+                line = catalogue.domains[d]
                 mine = queries.domain[positions] == d
-                out[mine] += self.models[catalogue.domains[d]].score(per_line[d][positions[mine]])
+                out[mine] += self.models[line].score(profiles[line][positions[mine]])
             return out
 
         return score_per_line
+
+
+def scope_profiles(scope: str, queries: RankingQueries, seen: Sequence[Log], spec: Spec,
+                   catalogue: Catalogue) -> dict[str | None, sp.csr_matrix]:
+    """The clicks a baseline of ``scope`` reads for each query: key None -> :func:`query_profiles`
+    over every line ("all lines"), else each queried line -> the user's clicks in that line."""
+    if scope == "all lines":
+        return {None: query_profiles(queries, seen, spec, catalogue)}
+    return {catalogue.domains[d]: query_profiles(queries, seen, spec, catalogue, line=catalogue.domains[d])
+            for d in np.unique(queries.domain)}
 
 
 TIE_BREAK = 1e-4
@@ -110,12 +123,14 @@ def query_profiles(queries: RankingQueries, seen: Sequence[Log], spec: Spec, cat
 
 def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | None = None, *,
                   kinds: Sequence[str] = ("itemknn", "ease"), scopes: Sequence[str] = SCOPES,
+                  lines: Sequence[str] | None = None,
                   chosen: dict[str, dict] | None = None, grids: dict[str, list[dict]] | None = None,
                   max_valid_queries: int = 3000, log: Callable[[str], None] = lambda *_: None) -> list[FittedBaseline]:
     """Fit every kind x scope on ``train``'s clicks. ``chosen`` (name -> settings, e.g. from a run's
     metrics.json) skips the validation search, and ``grids`` (name -> the validation grid those
     settings won, as a report records it) is kept with them; otherwise each grid is searched on
-    ``valid``."""
+    ``valid``. ``lines``: the lines a "per line" baseline gets a model for (default: every line;
+    fewer when only those lines' users are scored, e.g. one target line)."""
     queries = None
     if valid is not None and not chosen:
         queries = ranking_queries(valid, spec, catalogue, [train])
@@ -126,7 +141,8 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
     for kind in kinds:
         for scope in scopes:
             name = row_name(kind, scope)
-            baseline = _fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(name), log)
+            baseline = _fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(name), log,
+                                lines=list(catalogue.domains) if lines is None else list(lines))
             if chosen and name in chosen:
                 baseline.grid = list((grids or {}).get(name, []))
             fitted.append(baseline)
@@ -134,12 +150,14 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
 
 
 def _fit_one(kind: str, scope: str, spec: Spec, catalogue: Catalogue, train: Log, queries: RankingQueries | None,
-             chosen: dict | None, log: Callable[[str], None]) -> FittedBaseline:
-    lines = [None] if scope == "all lines" else list(catalogue.domains)
-    matrices = {line: training_matrix(click_pairs([train], spec, catalogue, line), len(catalogue)) for line in lines}
+             chosen: dict | None, log: Callable[[str], None], *, lines: list[str]) -> FittedBaseline:
+    fitted_lines: list[str | None] = [None] if scope == "all lines" else list(lines)
+    matrices = {line: training_matrix(click_pairs([train], spec, catalogue, line), len(catalogue))
+                for line in fitted_lines}
     grid = GRIDS[kind]
     searching = not chosen and queries is not None and len(queries) > 0
     fitted: dict[int, tuple[FittedBaseline, float]] = {}
+    profiles = scope_profiles(scope, queries, [train], spec, catalogue) if searching else None
 
     def attempt(settings: dict) -> FittedBaseline:
         models = {line: FACTORIES[kind](**settings).fit(m) for line, m in matrices.items()}
@@ -152,7 +170,7 @@ def _fit_one(kind: str, scope: str, spec: Spec, catalogue: Catalogue, train: Log
         def evaluate(index: int) -> float:
             if index not in fitted:
                 candidate = attempt(grid[index])
-                score = float(full_ranking(candidate.scorer(queries, [train], spec, catalogue), queries,
+                score = float(full_ranking(candidate.scorer(queries, [train], spec, catalogue, profiles), queries,
                                            catalogue.membership, (10,))[SELECTION_METRIC].mean())
                 log(f"{candidate.name} {grid[index]}: valid {SELECTION_METRIC} {score:.4f}")
                 fitted[index] = (candidate, score)
