@@ -172,3 +172,40 @@ def test_a_parsed_log_is_kept_by_contents_and_handed_out_as_copies(tmp_path, tin
             load_log(path, spec, known_domains=["nowhere"])
     finally:
         log_module.canonicalize, log_module.PARSED = parse, kept
+
+
+@pytest.mark.parametrize("separator, texts", [
+    (None, ["0.1 2 -3e-1", "  4\t5   6 ", None, "7 8 9"]),      # runs of whitespace, as str.split()
+    (",", ["0.1,2,-3e-1", "4,5,6", None, "7,8,9"]),
+])
+def test_vectors_read_to_the_bit_with_missing_rows_zero(tmp_path, separator, texts):
+    # The vectorised parse must give the float32 that float(text) rounds to, as the row-by-row one does.
+    vec = "{name: vec, role: item, type: dense_vector, dim: 3" + (f", separator: '{separator}'" if separator else "")
+    spec_path = tmp_path / "v.yaml"
+    spec_path.write_text("name: v\nlabel: {column: click}\nfeatures:\n"
+                         "  - {name: user_id, role: user_id, type: categorical}\n"
+                         "  - {name: item_id, role: item_id, type: categorical}\n"
+                         f"  - {vec}, nullable: true}}\n")
+    frame = pd.DataFrame({"user_id": list("abcd"), "item_id": list("wxyz"), "click": [1, 0, 1, 0], "vec": texts})
+    log = load_log(_write(tmp_path, frame, "v.parquet"), load_spec(spec_path))
+    expected = np.array([[0.1, 2, -0.3], [4, 5, 6], [0, 0, 0], [7, 8, 9]], np.float64).astype(np.float32)
+    assert log.dense["vec"].dtype == np.float32 and log.dense["vec"].tobytes() == expected.tobytes()
+    assert log.missing == {"vec": 1}
+
+
+def test_vectors_given_as_lists(tmp_path, tiny_spec_path):
+    frame = tiny_frame(5)
+    frame["vec"] = [np.array([i, 0.5, -i], np.float32) for i in range(5)]
+    log = load_log(_write(tmp_path, frame, "l.parquet"), load_spec(tiny_spec_path))
+    np.testing.assert_array_equal(log.dense["vec"], [[i, 0.5, -i] for i in range(5)])
+
+
+def test_an_overlong_id_is_named_by_row_counting_characters_not_bytes(tmp_path, tiny_spec_path):
+    spec = load_spec(tiny_spec_path)
+    frame = tiny_frame(10)
+    frame.loc[2, "user_id"] = "é" * 1_000          # 1,000 characters (2,000 UTF-8 bytes): at the limit
+    assert len(load_log(_write(tmp_path, frame, "ok.parquet"), spec)) == 10
+    frame.loc[6, "user_id"] = "é" * 1_001
+    with pytest.raises(MdrecError, match=r"column 'user_id', row 7: value of 1,001 characters in feature "
+                                         r"'user_id' \(the limit for a categorical value is 1,000\)"):
+        load_log(_write(tmp_path, frame, "long.parquet"), spec)
