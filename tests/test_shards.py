@@ -142,3 +142,25 @@ def test_cli_convert_and_stream_training_from_shards(tmp_path, flat, capsys):
                  "--batch-size", "64", "--hidden", "8", "--out", str(tmp_path / "run")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_rows"] == 560 and metrics["tables"]["valid"][-1]["rows"] == 140
+
+
+def test_each_row_is_the_example_protobuf_would_write():
+    from mdrec.data.tfrecord import _encode_examples
+
+    kinds = {"user": ("bytes", 1), "click": ("float", 1), "ts": ("int64", 1), "vec": ("vector", 3)}
+    columns = {"user": np.array(["ünï", ""], dtype=object), "click": np.array([1.0, np.nan]),
+               "ts": np.array([2**40 + 3, -1]), "vec": np.array([[0.5, -2.0, 3.25], [0.0, 0.0, 0.0]])}
+    records = _encode_examples(tf, kinds, columns)
+    train = tf.train
+    for row, record in enumerate(records):
+        expected = train.Example(features=train.Features(feature={
+            "user": train.Feature(bytes_list=train.BytesList(value=[columns["user"][row].encode("utf-8")])),
+            "click": train.Feature(float_list=train.FloatList(value=[columns["click"][row]])),
+            "ts": train.Feature(int64_list=train.Int64List(value=[columns["ts"][row]])),
+            "vec": train.Feature(float_list=train.FloatList(value=columns["vec"][row].tolist()))}))
+        got = train.Example.FromString(record)
+        if row == 1:  # NaN != NaN: compare the rest, and the NaN itself
+            assert np.isnan(got.features.feature["click"].float_list.value[0])
+            for message in (got, expected):
+                message.features.feature["click"].float_list.value[0] = 0.0
+        assert got == expected, row
