@@ -37,15 +37,6 @@ def _tf_config(cluster, kind="chief", index=0):
     return json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
 
 
-def test_variable_bytes_counts_every_weight_once():
-    # What decides whether the parameter-server chief scores with a copy of the model.
-    import tf_keras
-
-    model = tf_keras.Sequential([tf_keras.layers.Embedding(10, 4), tf_keras.layers.Dense(3)])
-    model.build((None, 2))
-    assert distribute.variable_bytes(model) == (10 * 4 + 4 * 3 + 3) * 4     # float32: 4 bytes each
-
-
 @pytest.mark.parametrize("value, strategy, message", [
     (None, "parameter_server", "needs TF_CONFIG"),
     ("{not json", "parameter_server", "TF_CONFIG is not JSON"),

@@ -225,25 +225,14 @@ def setup(config, spec) -> Setup:
     return Setup(name, strategy, chief, files_per_worker, workers, scratch)
 
 
-# The chief scores with a copy of a parameter-server model up to this size; a larger model (the
-# tables the servers are there to hold) is scored on the servers: slower, nothing copied.
-MAX_SCORING_COPY_BYTES = 1 << 30
-
-
-def variable_bytes(model: tf_keras.Model) -> int:
-    """The bytes of ``model``'s variables (a sharded variable counts whole)."""
-    return sum(int(v.shape.num_elements()) * v.dtype.size for v in model.variables)
-
-
 class ScoringCopy:
     """A one-process copy of a parameter-server model, for the chief's scoring.
 
     Under ``ParameterServerStrategy`` the variables live on the servers and every scored batch
-    reads them over RPC (the demo's 40,000 validation rows: 5.2 s on the servers, 2.3 s with the
-    copy; 22 s on a busy day). The copy is built outside the strategy (whole tables, this
-    process's memory: see MAX_SCORING_COPY_BYTES), takes the servers' current values through a
-    checkpoint (sharded tables restore whole, as ``mdrec evaluate`` restores them) and scores
-    in-process.
+    reads them over RPC: scoring the demo's 40,000 validation rows took 22 s on the chief. The copy
+    is built outside the strategy (whole tables, this process's memory), takes the servers'
+    current values through a checkpoint (sharded tables restore whole, as ``mdrec evaluate``
+    restores them) and scores in-process.
     """
 
     def __init__(self, model: tf_keras.Model, source: tf_keras.Model):

@@ -231,8 +231,7 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
         train = InMemoryEpochs(train_inputs, train_labels, config.batch_size, config.seed,
                                domains=train_log.domains if config.domain_batches else None)
     copy = None
-    if dist is not None and distribute.is_parameter_server(dist.strategy) \
-            and distribute.variable_bytes(model) <= distribute.MAX_SCORING_COPY_BYTES:
+    if dist is not None and distribute.is_parameter_server(dist.strategy):
         # The chief scores with a one-process copy: the servers' variables read batch by batch over RPC are slow.
         copy = distribute.ScoringCopy(build_run_model(config, spec, transform, data.catalogue), model)
     scoring = model if copy is None else copy.model
