@@ -225,38 +225,6 @@ def setup(config, spec) -> Setup:
     return Setup(name, strategy, chief, files_per_worker, workers, scratch)
 
 
-class ScoringCopy:
-    """A one-process copy of a parameter-server model, for the chief's scoring.
-
-    Under ``ParameterServerStrategy`` the variables live on the servers and every scored batch
-    reads them over RPC: scoring the demo's 40,000 validation rows took 22 s on the chief. The copy
-    is built outside the strategy (whole tables, this process's memory), takes the servers'
-    current values through a checkpoint (sharded tables restore whole, as ``mdrec evaluate``
-    restores them) and scores in-process.
-    """
-
-    def __init__(self, model: tf_keras.Model, source: tf_keras.Model):
-        self.model, self.source = model, source
-        self._folder = Path(tempfile.mkdtemp(prefix="mdrec-scoring-copy-"))
-
-    def sync(self) -> tf_keras.Model:
-        """The copy, its weights now the servers' (models only: no optimizer state)."""
-        path = tf.train.Checkpoint(model=self.source).write(str(self._folder / "weights"))
-        tf.train.Checkpoint(model=self.model).read(path).expect_partial().assert_existing_objects_matched()
-        return self.model
-
-    def synced(self, validate: Callable[[], object]) -> Callable[[], object]:
-        """``validate`` (which scores :attr:`model`) run after a :meth:`sync`."""
-        def run() -> object:
-            self.sync()
-            return validate()
-
-        return run
-
-    def close(self) -> None:
-        shutil.rmtree(self._folder, ignore_errors=True)
-
-
 # ---- the training steps under a strategy ------------------------------------------------------------
 
 class StrategySteps:

@@ -218,7 +218,6 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
     from mdrec.training.epochs import InMemoryEpochs, StreamingEpochs
     from mdrec.training.inference import restore_weights
     from mdrec.training.loop import fit
-    from mdrec.training import distribute
     from mdrec.training.validation import auc_validation, training_sample
 
     spec, transform, train_log = data.spec, data.transform, data.logs["train"]
@@ -230,33 +229,23 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
     else:
         train = InMemoryEpochs(train_inputs, train_labels, config.batch_size, config.seed,
                                domains=train_log.domains if config.domain_batches else None)
-    copy = None
-    if dist is not None and distribute.is_parameter_server(dist.strategy):
-        # The chief scores with a one-process copy: the servers' variables read batch by batch over RPC are slow.
-        copy = distribute.ScoringCopy(build_run_model(config, spec, transform, data.catalogue), model)
-    scoring = model if copy is None else copy.model
     validate = None
     if "valid" in data.logs:
         valid_log = data.logs["valid"]
         sample = training_sample(train_inputs, train_labels, train_log.domains, config.seed)
-        validate = auc_validation(scoring, model_inputs(valid_log, spec, data.histories["valid"]),
-                                  labels_of(valid_log), valid_log.domains, train=sample)
-        if copy is not None:
-            validate = copy.synced(validate)
+        validate = auc_validation(model, model_inputs(valid_log, spec, data.histories["valid"]), labels_of(valid_log),
+                                  valid_log.domains, train=sample)
     warm = _warm_start_hook(config, log)
     steps = None
     if dist is not None:
+        from mdrec.training import distribute
+
         steps = distribute.StrategySteps(dist, config, spec, train, rows=transform.rows)
-    try:
-        result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm, steps=steps,
-                     resume_from=resume_from)
-    finally:
-        if copy is not None:
-            copy.close()
-    # From here on the run's best weights are scored (a parameter-server run's restore whole into the copy).
-    restore_weights(scoring, run.best)
+    result = fit(model, run, config, train, validate, log=log, on_batch=on_batch, after_build=warm, steps=steps,
+                 resume_from=resume_from)
+    restore_weights(model, run.best)
     if dist is None or dist.chief:
-        write_projector(run.path, encoder_tables(model_encoders(scoring), spec,
+        write_projector(run.path, encoder_tables(model_encoders(model), spec,
                                                  iter_logs(config.train, spec) if data.streaming else [train_log]))
     metrics: TrainMetrics = {"model": config.model, "best_epoch": result.best_epoch,
                              "best_valid_auc": result.best_score, "epochs_run": result.epochs_run,
@@ -266,7 +255,7 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
         metrics["strategy"] = {**dist.describe(), "sharded_tables": distribute.sharding_report(model)}
     if transform.hashed:  # hashed ids: buckets, distinct training ids, collisions
         metrics["hashing"] = transform.hashed
-    _score_ctr_splits(metrics, scoring, run, config, data, log)
+    _score_ctr_splits(metrics, model, run, config, data, log)
     atomic_write_json(run.metrics_path, metrics)
     return metrics
 
