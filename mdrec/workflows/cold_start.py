@@ -145,14 +145,16 @@ class ColdStartTask:
                           popularity_scores(self.catalogue, self.queries))]
         valid = self.logs["valid"]
         in_target = valid.take(np.flatnonzero(valid.frame[DOMAIN].to_numpy(dtype=object) == self.target))
-        profiles = {scope: scope_profiles(scope, self.queries, self.seen, self.spec, self.catalogue) for scope in SCOPES}
+        profiles = {scope: scope_profiles(scope, self.queries, self.seen, self.spec, self.catalogue)
+                    for scope in SCOPES}
         for fitted in fit_baselines(self.spec, self.catalogue, self.logs["train"], in_target, lines=[self.target],
                                     log=self.log):
             if fitted.skipped:
                 self.log(f"{fitted.name}: skipped ({fitted.skipped})")
                 continue
             method = Method(fitted.name, transfer=fitted.scope == "all lines", learned=False, settings=fitted.settings)
-            out.append(self.score(method, fitted.scorer(self.queries, self.seen, self.spec, self.catalogue, profiles[fitted.scope])))
+            scorer = fitted.scorer(self.queries, self.seen, self.spec, self.catalogue, profiles[fitted.scope])
+            out.append(self.score(method, scorer))
         return out
 
     def emcdr(self, seed: int, grid: list[dict] | None = None) -> tuple[Method, dict[str, np.ndarray]]:
