@@ -20,7 +20,7 @@ from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, Log
 from mdrec.data.pipeline import model_inputs, predict_dataset
 from mdrec.errors import MdrecError
-from mdrec.evaluation.baselines.retrieval import FittedBaseline, scope_profiles
+from mdrec.evaluation.baselines.retrieval import FittedBaseline, baseline_scorers
 from mdrec.evaluation.ranking import (KS, RankingQueries, full_ranking, per_domain_table, popularity_scores,
                                       ranking_queries, sampled_ranking)
 from mdrec.spec import Spec
@@ -70,9 +70,7 @@ def retrieval_tables(model, spec: Spec, catalogue: Catalogue, log: Log, history:
     queries = ranking_queries(log, spec, catalogue, seen)
     scorers = {"model": model_scores(model, spec, catalogue, log, history, queries),
                POPULARITY: popularity_scores(catalogue, queries)}
-    profiles = {scope: scope_profiles(scope, queries, seen, spec, catalogue) for scope in {b.scope for b in baselines}}
-    scorers.update({b.name: b.scorer(queries, seen, spec, catalogue, profiles[b.scope])
-                    for b in baselines if not b.skipped})
+    scorers.update(baseline_scorers(baselines, queries, seen, spec, catalogue))
     out: dict = {"full": {}, "counts": dict(queries.counts, queries=len(queries))}
     for name, score in scorers.items():
         out["full"][name] = per_domain_table(full_ranking(score, queries, catalogue.membership, ks),

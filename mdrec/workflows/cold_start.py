@@ -27,7 +27,7 @@ from mdrec.data.log import DOMAIN, Log, load_log
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs
-from mdrec.evaluation.baselines.retrieval import SCOPES, fit_baselines, scope_profiles
+from mdrec.evaluation.baselines.retrieval import baseline_scorers, fit_baselines
 from mdrec.evaluation.cold_start import (GROUPS, gain_intervals, group_table, line_queries, per_user_metrics,
                                          user_groups)
 from mdrec.evaluation.ranking import RankingQueries, ScoreBlock, full_ranking, popularity_scores, ranking_queries
@@ -145,16 +145,15 @@ class ColdStartTask:
                           popularity_scores(self.catalogue, self.queries))]
         valid = self.logs["valid"]
         in_target = valid.take(np.flatnonzero(valid.frame[DOMAIN].to_numpy(dtype=object) == self.target))
-        profiles = {scope: scope_profiles(scope, self.queries, self.seen, self.spec, self.catalogue)
-                    for scope in SCOPES}
-        for fitted in fit_baselines(self.spec, self.catalogue, self.logs["train"], in_target, lines=[self.target],
-                                    log=self.log):
+        baselines = fit_baselines(self.spec, self.catalogue, self.logs["train"], in_target, lines=[self.target],
+                                  log=self.log)
+        scorers = baseline_scorers(baselines, self.queries, self.seen, self.spec, self.catalogue)
+        for fitted in baselines:
             if fitted.skipped:
                 self.log(f"{fitted.name}: skipped ({fitted.skipped})")
                 continue
             method = Method(fitted.name, transfer=fitted.scope == "all lines", learned=False, settings=fitted.settings)
-            scorer = fitted.scorer(self.queries, self.seen, self.spec, self.catalogue, profiles[fitted.scope])
-            out.append(self.score(method, scorer))
+            out.append(self.score(method, scorers[fitted.name]))
         return out
 
     def emcdr(self, seed: int, grid: list[dict] | None = None) -> tuple[Method, dict[str, np.ndarray]]:

@@ -95,6 +95,14 @@ class FittedBaseline:
         return score_per_line
 
 
+def baseline_scorers(baselines: Sequence[FittedBaseline], queries: RankingQueries, seen: Sequence[Log], spec: Spec,
+                     catalogue: Catalogue) -> dict[str, ScoreBlock]:
+    """name -> the scorer of each fitted (not skipped) baseline; each scope's clicks are read once."""
+    fitted = [b for b in baselines if not b.skipped]
+    profiles = {scope: scope_profiles(scope, queries, seen, spec, catalogue) for scope in {b.scope for b in fitted}}
+    return {b.name: b.scorer(queries, seen, spec, catalogue, profiles[b.scope]) for b in fitted}
+
+
 def scope_profiles(scope: str, queries: RankingQueries, seen: Sequence[Log], spec: Spec,
                    catalogue: Catalogue) -> dict[str | None, sp.csr_matrix]:
     """The clicks a baseline of ``scope`` reads for each query: key None -> :func:`query_profiles`
@@ -137,12 +145,21 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
         if len(queries) > max_valid_queries:
             queries = queries.subset(np.sort(np.random.default_rng(0).choice(len(queries), max_valid_queries,
                                                                              replace=False)))
+    per_line = list(catalogue.domains) if lines is None else list(lines)
+    # What every kind of one scope reads: its training matrices, and the validation queries' clicks.
+    matrices: dict[str, dict[str | None, sp.csr_matrix]] = {}
+    profiles: dict[str, dict[str | None, sp.csr_matrix] | None] = {}
     fitted = []
     for kind in kinds:
         for scope in scopes:
+            if scope not in matrices:
+                matrices[scope] = {line: training_matrix(click_pairs([train], spec, catalogue, line), len(catalogue))
+                                   for line in ([None] if scope == "all lines" else per_line)}
+                profiles[scope] = scope_profiles(scope, queries, [train], spec, catalogue) \
+                    if queries is not None and len(queries) else None
             name = row_name(kind, scope)
             baseline = _fit_one(kind, scope, spec, catalogue, train, queries, (chosen or {}).get(name), log,
-                                lines=list(catalogue.domains) if lines is None else list(lines))
+                                matrices=matrices[scope], profiles=profiles[scope])
             if chosen and name in chosen:
                 baseline.grid = list((grids or {}).get(name, []))
             fitted.append(baseline)
@@ -150,14 +167,13 @@ def fit_baselines(spec: Spec, catalogue: Catalogue, train: Log, valid: Log | Non
 
 
 def _fit_one(kind: str, scope: str, spec: Spec, catalogue: Catalogue, train: Log, queries: RankingQueries | None,
-             chosen: dict | None, log: Callable[[str], None], *, lines: list[str]) -> FittedBaseline:
-    fitted_lines: list[str | None] = [None] if scope == "all lines" else list(lines)
-    matrices = {line: training_matrix(click_pairs([train], spec, catalogue, line), len(catalogue))
-                for line in fitted_lines}
+             chosen: dict | None, log: Callable[[str], None], *, matrices: dict[str | None, sp.csr_matrix],
+             profiles: dict[str | None, sp.csr_matrix] | None) -> FittedBaseline:
+    """One kind x scope: its models fitted on ``matrices`` (line, or None for all lines -> training
+    clicks), settings ``chosen`` or searched on ``queries`` (whose clicks are ``profiles``)."""
     grid = GRIDS[kind]
-    searching = not chosen and queries is not None and len(queries) > 0
+    searching = not chosen and profiles is not None
     fitted: dict[int, tuple[FittedBaseline, float]] = {}
-    profiles = scope_profiles(scope, queries, [train], spec, catalogue) if searching else None
 
     def attempt(settings: dict) -> FittedBaseline:
         models = {line: FACTORIES[kind](**settings).fit(m) for line, m in matrices.items()}
