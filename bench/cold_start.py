@@ -13,10 +13,10 @@ per item from the generator's own click model and exposure rule) as a row, and t
 row's summary its share of the gap from popularity to that ceiling (``share_of_gap <metric>``;
 issue 19 asks for at least half on cold users). ``--data`` is the raw shared folder (prepared into OUT/data with the shipped spec of --dataset) or
 a prepared folder (log.parquet). The log is split once (``mdrec data split --by cold_users``,
---cold-fraction of the users with clicks in both lines, split seed 0); the seeds vary the learned
-methods only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
+--cold-fraction of the users with clicks in both lines, --split-seed, default 0); the seeds vary the
+learned methods and sequel kNN's factorisation only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
 target line alone and over both lines (settings chosen on validation), EMCDR (rank and mapping
-chosen on the cold validation users), and two-tower models with the README's recommended towers
+chosen on the cold validation users), sequel kNN (rank and share chosen there too), and two-tower models with the README's recommended towers
 (``towers=shared``, temperature 0.1): one over both lines (transfer), one over the target line
 alone (no transfer), and, per ``--encoder-modes``, the target-line model with a user encoder
 pretrained on the source line's clicks (``mdrec pretrain``, SASRec's recipe, per seed) in its query
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--target-line", required=True)
     parser.add_argument("--cold-fraction", type=float, default=0.1)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--split-seed", type=int, default=0, help="which users are made cold")
     parser.add_argument("--out", default="/tmp/bench-cold-start")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=4e-3, help="the README's Amazon recipe")
     parser.add_argument("--cross-line-share", type=float, default=0.0,
                         help="the joint model's `mdrec train --cross-line-share` (0: off, the kit's default)")
-    parser.add_argument("--no-models", action="store_true", help="kNN, EASE, popularity and EMCDR only")
+    parser.add_argument("--no-models", action="store_true", help="kNN, EASE, popularity, EMCDR and sequel kNN only")
     parser.add_argument("--encoder-modes", default="frozen,adapter,finetune",
                         help="comma separated transfer modes of the pretrained source-line encoder ('' for none)")
     parser.add_argument("--pretrain-epochs", type=int, default=20, help="the source-line encoder's epoch cap")
@@ -117,10 +118,11 @@ def main() -> None:
         if not (out / "data" / "prepare.json").is_file():
             prepare(args.dataset, data, out / "data")
         data = out / "data"
-    split = out / f"split-{args.source_line}-{args.target_line}-{args.cold_fraction}"
+    split = out / (f"split-{args.source_line}-{args.target_line}-{args.cold_fraction}"
+                   + (f"-seed{args.split_seed}" if args.split_seed else ""))
     if not (split / "cold_users.tsv").is_file():
         split_files(spec_path, data / "log.parquet", split, by="cold_users", source_line=args.source_line,
-                    target_line=args.target_line, cold_fraction=args.cold_fraction, seed=0)
+                    target_line=args.target_line, cold_fraction=args.cold_fraction, seed=args.split_seed)
     paths = {name: split / f"{name}.parquet" for name in ("train", "valid", "test")}
     alone = _line_only(paths, spec.domain.column, args.target_line, split / "target-only")
 
@@ -134,7 +136,7 @@ def main() -> None:
         settings = ",".join(f"{k}={v}" for k, v in sorted(params.items())) or "defaults"
         results = []
         for seed in seeds:
-            scored = list(fixed) + [task.emcdr(seed)]
+            scored = list(fixed) + [task.emcdr(seed), task.sequel(seed)]
             if not args.no_models:
                 joint = JOINT + (f", cross-line share {args.cross_line_share}" if args.cross_line_share else "")
                 for name, files, transfer in ((joint, paths, True), (ALONE, alone, False)):

@@ -189,7 +189,7 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
 def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, target: str, truth, *,
                       log) -> pd.DataFrame:
     """The target line's cold-start users (known only from the source line) against its warm ones:
-    popularity, ItemKNN and EASE within the line and across lines, EMCDR, and the generator's own
+    popularity, ItemKNN and EASE within the line and across lines, EMCDR, sequel kNN, and the generator's own
     ranking (``truth``: its expected clicks), the ceiling transfer is measured against."""
     from mdrec.data.splits import split_files
     from mdrec.evaluation.metrics import format_table
@@ -207,6 +207,7 @@ def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, targe
     # The demo fits EMCDR's linear maps only (the MLP maps cost most of the step): bench/cold_start.py
     # and `mdrec cold-start` search both.
     result = task.result(task.baselines() + [task.emcdr(0, grid=[g for g in EMCDR_GRID if g["mapping"] == "linear"]),
+                                             task.sequel(0),
                                              task.ceiling(truth.expected_clicks)])
     table = result.table()
     log(format_table(readable(table[["count", "recall@10", "recall@50", "ndcg@10", "sampled_hr@10", "sampled_mrr"]])))

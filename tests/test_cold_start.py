@@ -157,7 +157,8 @@ def test_cold_start_command_scores_every_method_for_cold_and_warm_users(tmp_path
     cold_users = pd.read_csv(tmp_path / "split" / COLD_USERS, sep="\t")
     # The test split's cold users are exactly the listed test users with a held-out click.
     assert table.loc[("popularity (target line)", "cold"), "count"] == (cold_users["split"] == "test").sum()
-    assert {"baseline: ItemKNN (all lines)", "baseline: EASE (per line)", "EMCDR (PureSVD + mapping)"} <= set(
+    assert {"baseline: ItemKNN (all lines)", "baseline: EASE (per line)", "EMCDR (PureSVD + mapping)",
+            "sequel kNN (all lines)"} <= set(
         table.index.get_level_values("method"))
     # Within the line, a cold user has nothing to go on: the per-line rows fall back to popularity.
     assert table.loc[("baseline: ItemKNN (per line)", "cold"), "recall@10"] == \

@@ -341,17 +341,17 @@ def _comparison_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("cold-start", help="rank a line's items for its cold-start users (no training row there) "
                        "and its warm users: popularity, ItemKNN and EASE within the line and across lines, EMCDR, "
-                       "and any retrieval runs; full and sampled (999) protocols, gains with user-bootstrap "
+                       "sequel kNN, and any retrieval runs; full and sampled (999) protocols, gains with user-bootstrap "
                        "intervals")
     p.add_argument("--spec", required=True)
     p.add_argument("--train", required=True, help="a split from `mdrec data split --by cold_users`")
-    p.add_argument("--valid", required=True, help="settings of the sanity rows and of EMCDR are chosen here")
+    p.add_argument("--valid", required=True, help="settings of the sanity rows, EMCDR and sequel kNN are chosen here")
     p.add_argument("--test", required=True)
     p.add_argument("--target-line", required=True)
     p.add_argument("--run", action="append", default=[], metavar="NAME=PATH[:alone]",
                    help="a finished retrieval run on this split; ':alone' marks one trained on the target line "
                         "only (no transfer); repeatable")
-    p.add_argument("--seed", type=int, default=0, help="seed of EMCDR and of the sampled negatives")
+    p.add_argument("--seed", type=int, default=0, help="seed of EMCDR, of sequel kNN's factorisation and of the sampled negatives")
     p.add_argument("--out", help="write the table and the gains as CSV files into this folder")
     p.set_defaults(func=run_cold_start)
 

@@ -6,7 +6,9 @@ optionally, finished retrieval runs trained on it. Each row of the table is one 
 - no transfer (``transfer: false``): popularity in the target line, ItemKNN and EASE fitted on
   the target line's clicks alone, and any run trained on the target line alone;
 - transfer, not learned: ItemKNN and EASE over every line's clicks (co-occurrence through the users
-  active in both lines is what carries a user across);
+  active in both lines is what carries a user across), and sequel kNN (:mod:`mdrec.transfer.sequel`:
+  neighbours in a factorisation of what follows what in every line's log; rank and share chosen on
+  the cold validation users);
 - transfer, learned: EMCDR (:mod:`mdrec.transfer.mapping`, its rank and mapping chosen on the cold
   validation users) and the runs trained over every line (the joint two-tower).
 
@@ -15,15 +17,16 @@ intervals: :mod:`mdrec.evaluation.cold_start`.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from mdrec.data.catalogue import Catalogue
-from mdrec.data.log import DOMAIN, Log, load_log
+from mdrec.data.catalogue import Catalogue, item_keys
+from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
 from mdrec.evaluation.baselines.clicks import click_matrix, click_pairs
@@ -37,6 +40,11 @@ from mdrec.training.run import RunDir
 POPULARITY = "popularity (target line)"
 EMCDR_NAME = "EMCDR (PureSVD + mapping)"
 CEILING = "click-model ceiling (synthetic ground truth)"
+SEQUEL_NAME = "sequel kNN (all lines)"
+# A rank is one factorisation; the shelf size and the share only re-read it, so every pair of
+# them is tried at every rank.
+SEQUEL_GRID = [{"rank": r, "neighbours": k, "share": s} for r in (32, 64, 128, 256) for k in (5, 10, 20, 50)
+               for s in (0.3, 0.5, 0.7, 0.9)]
 EMCDR_GRID = [{"rank": r, "mapping": m} for m in ("linear", "mlp") for r in (32, 64, 128, 256)]
 
 
@@ -163,6 +171,17 @@ class ColdStartTask:
         return self.score(Method(EMCDR_NAME, transfer=True, learned=True, settings=settings),
                           emcdr_scorer(model, self.spec, self.catalogue, self.queries, self.seen, self.target))
 
+    def sequel(self, seed: int, grid: list[dict] | None = None) -> tuple[Method, dict[str, np.ndarray]]:
+        """Sequel kNN (:mod:`mdrec.transfer.sequel`), its setting chosen on the cold validation
+        users among ``grid`` (default SEQUEL_GRID)."""
+        model, settings = _fit_sequel(self.spec, self.catalogue, self.logs, self.target, seed, grid or SEQUEL_GRID,
+                                      self.log)
+        clicks, row = _all_clicks(self.spec, self.catalogue, self.queries, self.seen)
+        prior = exposure_prior(self.logs["train"], self.spec, self.catalogue, self.target)
+        return self.score(Method(SEQUEL_NAME, transfer=True, learned=False, settings=settings),
+                          _in_target_columns(model.score(clicks, prior), row, _line_columns(self.catalogue, self.target),
+                                             len(self.catalogue)))
+
     def run(self, name: str, run: str | Path, transfer: bool) -> tuple[Method, dict[str, np.ndarray]]:
         """A finished retrieval run trained on this split (``transfer``: it saw other lines)."""
         return self.score(Method(name, transfer=transfer, learned=True),
@@ -193,7 +212,7 @@ def cold_start_evaluation(spec_path: str | Path, train: str | Path, valid: str |
     """Every method on ``test``'s ``target``-line users. ``runs``: name -> (a finished retrieval
     run trained on this split, whether it saw lines other than ``target``)."""
     task = ColdStartTask(spec_path, train, valid, test, target=target, negatives=negatives, log=log)
-    scored = task.baselines() + [task.emcdr(seed)]
+    scored = task.baselines() + [task.emcdr(seed), task.sequel(seed)]
     scored += [task.run(name, run, transfer) for name, (run, transfer) in (runs or {}).items()]
     return task.result(scored)
 
@@ -233,38 +252,124 @@ def _in_target_columns(scores: np.ndarray, row: np.ndarray, target_cols: np.ndar
     return score
 
 
+def _validation_users(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str) -> RankingQueries:
+    """The queries a cold-start setting is chosen on: the validation split's cold ``target``-line
+    users (all its ``target``-line users when none is cold), the training split their context."""
+    valid_queries = line_queries(ranking_queries(logs["valid"], spec, catalogue, [logs["train"]]), catalogue, target)
+    cold = user_groups(valid_queries, logs["train"], spec, catalogue) == "cold"
+    return valid_queries.subset(cold) if cold.any() else valid_queries
+
+
+def _validation_ndcg(scores: np.ndarray, row: np.ndarray, queries: RankingQueries, catalogue: Catalogue,
+                     target: str) -> float:
+    scorer = _in_target_columns(scores, row, _line_columns(catalogue, target), len(catalogue))
+    return float(full_ranking(scorer, queries, catalogue.membership, (10,))["ndcg@10"].mean())
+
+
 def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, seed: int,
                grid_points: list[dict], log: Callable[[str], None]):
     """EMCDR fitted on the training clicks, its rank and mapping chosen by the NDCG@10 of the
-    validation split's cold users (all its target-line users when none is cold)."""
+    validation split's cold users (:func:`_validation_users`)."""
     from mdrec.transfer.mapping import EMCDR
 
-    valid_queries = line_queries(ranking_queries(logs["valid"], spec, catalogue, [logs["train"]]), catalogue, target)
     pairs = click_pairs([logs["train"]], spec, catalogue)
     users = list(pd.unique(pairs["user"].to_numpy(dtype=object)))
     matrix = click_matrix(pairs, users, len(catalogue))
     target_cols = _line_columns(catalogue, target)
     source_cols = np.setdiff1d(np.arange(len(catalogue)), target_cols)
-    cold = user_groups(valid_queries, logs["train"], spec, catalogue) == "cold"
-    chosen = valid_queries.subset(cold) if cold.any() else valid_queries
-    if len(chosen) == 0:
-        log(f"{EMCDR_NAME}: no '{target}' validation users; the first grid point is used")
+    chosen = _validation_users(spec, catalogue, logs, target)
     source, mine, row = _query_clicks(spec, catalogue, chosen, [logs["train"]], target)
-    best, best_score, grid = None, -np.inf, []
-    for settings in grid_points if len(chosen) else grid_points[:1]:
-        try:
-            model = EMCDR(**settings, seed=seed).fit(matrix[:, source_cols], matrix[:, target_cols])
+
+    def candidates() -> Iterator[tuple[dict, object]]:
+        for settings in grid_points:
+            try:
+                yield settings, EMCDR(**settings, seed=seed).fit(matrix[:, source_cols], matrix[:, target_cols])
+            except ValueError as error:
+                raise MdrecError(f"{EMCDR_NAME}: {error}", hint="the lines need users with clicks in both") from None
+
+    return _best_on_validation(EMCDR_NAME, candidates(), lambda model: model.score(source, mine), chosen, row,
+                               catalogue, target, log)
+
+
+def _fit_sequel(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, seed: int,
+                grid_points: list[dict], log: Callable[[str], None]):
+    """Sequel kNN fitted on the training split's events, its rank, shelf size and share chosen by
+    the NDCG@10 of the validation split's cold users (:func:`_validation_users`)."""
+    from mdrec.transfer.sequel import SequelKNN
+
+    target_cols = _line_columns(catalogue, target)
+    transitions = _transitions(logs["train"], spec, catalogue)
+    prior = exposure_prior(logs["train"], spec, catalogue, target)
+    chosen = _validation_users(spec, catalogue, logs, target)
+    clicks, row = _all_clicks(spec, catalogue, chosen, [logs["train"]])
+    default = SequelKNN()
+
+    def candidates() -> Iterator[tuple[dict, object]]:
+        widest = max(int(g.get("neighbours", default.neighbours)) for g in grid_points)
+        try:  # one factorisation at the largest rank; the smaller ranks are its leading factors
+            full = SequelKNN(rank=max(int(g.get("rank", default.rank)) for g in grid_points), neighbours=widest,
+                             seed=seed).fit(transitions, target_cols)
         except ValueError as error:
-            raise MdrecError(f"{EMCDR_NAME}: {error}", hint="the lines need users with clicks in both") from None
+            raise MdrecError(f"{SEQUEL_NAME}: {error}",
+                             hint="the training split needs users with several events") from None
+        ranked: dict[int, SequelKNN] = {}
+        for settings in grid_points:
+            rank = int(settings.get("rank", default.rank))
+            if rank not in ranked:
+                ranked[rank] = full.truncated(rank)
+            model = copy.copy(ranked[rank])  # the same vectors and neighbours, its own shelf size and share
+            model.neighbours = int(settings.get("neighbours", default.neighbours))
+            model.share = float(settings.get("share", default.share))
+            yield settings, model
+
+    return _best_on_validation(SEQUEL_NAME, candidates(), lambda model: model.score(clicks, prior), chosen, row,
+                               catalogue, target, log)
+
+
+def _best_on_validation(name: str, candidates: Iterator[tuple[dict, Any]], scores: Callable[[Any], np.ndarray],
+                        chosen: RankingQueries, row: np.ndarray, catalogue: Catalogue, target: str,
+                        log: Callable[[str], None]) -> tuple[Any, dict]:
+    """The (settings, model) of ``candidates`` whose ``scores(model)`` [users of ``chosen``,
+    N_target] rank ``chosen``'s items best (NDCG@10), and its settings with every candidate's
+    validation score; the first candidate when there is no validation user."""
+    best, best_score, grid = None, -np.inf, []
+    for settings, model in candidates:
         if not len(chosen):
+            log(f"{name}: no '{target}' validation users; the first grid point is used")
             return model, {**model.settings(), "validation_grid": []}
-        scorer = _in_target_columns(model.score(source, mine), row, target_cols, len(catalogue))
-        value = float(full_ranking(scorer, chosen, catalogue.membership, (10,))["ndcg@10"].mean())
-        log(f"{EMCDR_NAME} {settings}: valid cold ndcg@10 {value:.4f}")
+        value = _validation_ndcg(scores(model), row, chosen, catalogue, target)
+        log(f"{name} {settings}: valid cold ndcg@10 {value:.4f}")
         grid.append({**settings, "valid_ndcg@10": round(value, 5)})
         if value > best_score:
             best, best_score = model, value
     return best, {**best.settings(), "validation_grid": grid}
+
+
+def _transitions(log_: Log, spec: Spec, catalogue: Catalogue):
+    """:func:`~mdrec.transfer.sequel.transition_counts` of a log's events (co-clicks without time)."""
+    from mdrec.transfer.sequel import transition_counts
+
+    frame = log_.frame
+    return transition_counts(frame[spec.user_id.name].to_numpy(dtype=object),
+                             catalogue.index_of(item_keys(log_, spec)), frame[LABEL].to_numpy() > 0,
+                             frame[TIME].to_numpy() if TIME in frame else None, len(catalogue))
+
+
+def exposure_prior(log_: Log, spec: Spec, catalogue: Catalogue, line: str) -> np.ndarray:
+    """float [N_line]: each of ``line``'s items' share of the line's rows in ``log_`` (shown or
+    clicked; uniform when the line has no rows)."""
+    columns = _line_columns(catalogue, line)
+    items = catalogue.index_of(item_keys(log_, spec))
+    mine = (log_.frame[DOMAIN].to_numpy(dtype=object) == line) & (items >= 0)
+    rows = np.bincount(items[mine], minlength=len(catalogue))[columns].astype(np.float64)
+    return rows / rows.sum() if rows.sum() > 0 else np.full(len(columns), 1.0 / max(len(columns), 1))
+
+
+def _all_clicks(spec: Spec, catalogue: Catalogue, queries: RankingQueries, seen: list[Log]):
+    """The queries' users' clicks in every line of ``seen``: (binary csr [u, N], each query's row [Q])."""
+    users = list(pd.unique(queries.users))
+    return (click_matrix(click_pairs(seen, spec, catalogue), users, len(catalogue)),
+            pd.Index(users).get_indexer(queries.users))
 
 
 def run_scorer(run: str | Path, test: str | Path, catalogue: Catalogue, queries: RankingQueries,
