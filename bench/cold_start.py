@@ -13,10 +13,11 @@ per item from the generator's own click model and exposure rule) as a row, and t
 row's summary its share of the gap from popularity to that ceiling (``share_of_gap <metric>``;
 issue 19 asks for at least half on cold users). ``--data`` is the raw shared folder (prepared into OUT/data with the shipped spec of --dataset) or
 a prepared folder (log.parquet). The log is split once (``mdrec data split --by cold_users``,
---cold-fraction of the users with clicks in both lines, --split-seed, default 0); the seeds vary the
-learned methods and sequel kNN's factorisation only. Methods (:mod:`mdrec.workflows.cold_start`): popularity, ItemKNN and EASE in the
-target line alone and over both lines (settings chosen on validation), EMCDR (rank and mapping
-chosen on the cold validation users), sequel kNN (rank and share chosen there too), and two-tower models with the README's recommended towers
+--cold-fraction of the users with clicks in both lines, --split-seed, default 0); the seeds vary
+the learned methods and sequel kNN's factorisation only. Methods (:mod:`mdrec.workflows.cold_start`):
+popularity, ItemKNN and EASE in the target line alone and over both lines (settings chosen on
+validation), EMCDR (rank and mapping chosen on the cold validation users), sequel kNN (rank, shelf
+size and blend chosen there too), and two-tower models with the README's recommended towers
 (``towers=shared``, temperature 0.1): one over both lines (transfer), one over the target line
 alone (no transfer), and, per ``--encoder-modes``, the target-line model with a user encoder
 pretrained on the source line's clicks (``mdrec pretrain``, SASRec's recipe, per seed) in its query

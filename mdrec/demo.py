@@ -189,8 +189,8 @@ def _transfer_step(spec_path: Path, out: Path, *, quick: bool, log) -> tuple[pd.
 def _cold_start_table(spec_path: Path, data: Path, out: Path, source: str, target: str, truth, *,
                       log) -> pd.DataFrame:
     """The target line's cold-start users (known only from the source line) against its warm ones:
-    popularity, ItemKNN and EASE within the line and across lines, EMCDR, sequel kNN, and the generator's own
-    ranking (``truth``: its expected clicks), the ceiling transfer is measured against."""
+    popularity, ItemKNN and EASE within the line and across lines, EMCDR, sequel kNN, and the
+    generator's own ranking (``truth``: its expected clicks), the ceiling transfer is measured against."""
     from mdrec.data.splits import split_files
     from mdrec.evaluation.metrics import format_table
     from mdrec.workflows.cold_start import EMCDR_GRID, ColdStartTask, readable

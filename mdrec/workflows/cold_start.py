@@ -7,8 +7,8 @@ optionally, finished retrieval runs trained on it. Each row of the table is one 
   the target line's clicks alone, and any run trained on the target line alone;
 - transfer, not learned: ItemKNN and EASE over every line's clicks (co-occurrence through the users
   active in both lines is what carries a user across), and sequel kNN (:mod:`mdrec.transfer.sequel`:
-  neighbours in a factorisation of what follows what in every line's log; rank and share chosen on
-  the cold validation users);
+  neighbours in a factorisation of what follows what in every line's log; rank, shelf size and
+  blend chosen on the cold validation users);
 - transfer, learned: EMCDR (:mod:`mdrec.transfer.mapping`, its rank and mapping chosen on the cold
   validation users) and the runs trained over every line (the joint two-tower).
 
@@ -177,7 +177,7 @@ class ColdStartTask:
         model, settings = _fit_sequel(self.spec, self.catalogue, self.logs, self.target, seed, grid or SEQUEL_GRID,
                                       self.log)
         clicks, row = _all_clicks(self.spec, self.catalogue, self.queries, self.seen)
-        prior = exposure_prior(self.logs["train"], self.spec, self.catalogue, self.target)
+        prior = _exposure_prior(self.logs["train"], self.spec, self.catalogue, self.target)
         return self.score(Method(SEQUEL_NAME, transfer=True, learned=False, settings=settings),
                           _in_target_columns(model.score(clicks, prior), row, _line_columns(self.catalogue, self.target),
                                              len(self.catalogue)))
@@ -299,7 +299,7 @@ def _fit_sequel(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: 
 
     target_cols = _line_columns(catalogue, target)
     transitions = _transitions(logs["train"], spec, catalogue)
-    prior = exposure_prior(logs["train"], spec, catalogue, target)
+    prior = _exposure_prior(logs["train"], spec, catalogue, target)
     chosen = _validation_users(spec, catalogue, logs, target)
     clicks, row = _all_clicks(spec, catalogue, chosen, [logs["train"]])
     default = SequelKNN()
@@ -355,7 +355,7 @@ def _transitions(log_: Log, spec: Spec, catalogue: Catalogue):
                              frame[TIME].to_numpy() if TIME in frame else None, len(catalogue))
 
 
-def exposure_prior(log_: Log, spec: Spec, catalogue: Catalogue, line: str) -> np.ndarray:
+def _exposure_prior(log_: Log, spec: Spec, catalogue: Catalogue, line: str) -> np.ndarray:
     """float [N_line]: each of ``line``'s items' share of the line's rows in ``log_`` (shown or
     clicked; uniform when the line has no rows)."""
     columns = _line_columns(catalogue, line)
