@@ -174,10 +174,10 @@ class ColdStartTask:
     def sequel(self, seed: int, grid: list[dict] | None = None) -> tuple[Method, dict[str, np.ndarray]]:
         """Sequel kNN (:mod:`mdrec.transfer.sequel`), its setting chosen on the cold validation
         users among ``grid`` (default SEQUEL_GRID)."""
-        model, settings = _fit_sequel(self.spec, self.catalogue, self.logs, self.target, seed, grid or SEQUEL_GRID,
-                                      self.log)
-        clicks, row = _all_clicks(self.spec, self.catalogue, self.queries, self.seen)
         prior = _exposure_prior(self.logs["train"], self.spec, self.catalogue, self.target)
+        model, settings = _fit_sequel(self.spec, self.catalogue, self.logs, self.target, prior, seed,
+                                      grid or SEQUEL_GRID, self.log)
+        clicks, row = _all_clicks(self.spec, self.catalogue, self.queries, self.seen)
         return self.score(Method(SEQUEL_NAME, transfer=True, learned=False, settings=settings),
                           _in_target_columns(model.score(clicks, prior), row, _line_columns(self.catalogue, self.target),
                                              len(self.catalogue)))
@@ -235,10 +235,10 @@ def _query_clicks(spec: Spec, catalogue: Catalogue, queries: RankingQueries, see
     line's items csr [u, N_target], each query's row [Q])."""
     target_cols = _line_columns(catalogue, target)
     source_cols = np.setdiff1d(np.arange(len(catalogue)), target_cols)
-    users = list(pd.unique(queries.users))
-    source = click_matrix(click_pairs(seen, spec, catalogue), users, len(catalogue))[:, source_cols]
+    everywhere, row = _all_clicks(spec, catalogue, queries, seen)
+    users = list(pd.unique(queries.users))  # _all_clicks's rows
     mine = click_matrix(click_pairs(seen, spec, catalogue, target), users, len(catalogue))[:, target_cols]
-    return source, mine, pd.Index(users).get_indexer(queries.users)
+    return everywhere[:, source_cols], mine, row
 
 
 def _in_target_columns(scores: np.ndarray, row: np.ndarray, target_cols: np.ndarray, n_items: int) -> ScoreBlock:
@@ -291,15 +291,15 @@ def _fit_emcdr(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: s
                                catalogue, target, log)
 
 
-def _fit_sequel(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, seed: int,
+def _fit_sequel(spec: Spec, catalogue: Catalogue, logs: dict[str, Log], target: str, prior: np.ndarray, seed: int,
                 grid_points: list[dict], log: Callable[[str], None]):
     """Sequel kNN fitted on the training split's events, its rank, shelf size and share chosen by
-    the NDCG@10 of the validation split's cold users (:func:`_validation_users`)."""
+    the NDCG@10 of the validation split's cold users (:func:`_validation_users`). ``prior``: the
+    target line's :func:`_exposure_prior` in training."""
     from mdrec.transfer.sequel import SequelKNN
 
     target_cols = _line_columns(catalogue, target)
     transitions = _transitions(logs["train"], spec, catalogue)
-    prior = _exposure_prior(logs["train"], spec, catalogue, target)
     chosen = _validation_users(spec, catalogue, logs, target)
     clicks, row = _all_clicks(spec, catalogue, chosen, [logs["train"]])
     default = SequelKNN()
