@@ -264,10 +264,16 @@ def test_the_training_step_is_traced_once_per_batch_shape():
     steps = LocalSteps(InMemoryEpochs({"x": x}, 3 * x, 64, seed=0))
     steps.compile(model, optimizer)
     assert len(optimizer.variables()) == 1 + 2 * len(model.trainable_variables)   # iterations, m and v
+    losses: list = []
     for epoch in range(6):
-        steps.run_epoch(epoch, 0, lambda loss: None)
-    assert steps._step.experimental_get_tracing_count() == 1
+        steps.run_epoch(epoch, 0, losses.append)
+    # In-memory epochs are read inside the step (one trace for every epoch and the short last batch).
+    assert steps._next_step.experimental_get_tracing_count() == 1
+    assert steps._step.experimental_get_tracing_count() == 0
+    assert len(losses) == 6 * 16 and int(optimizer.iterations) == 6 * 16   # 15 batches of 64 and one of 40
     assert float(model.dense.kernel[0, 0]) == pytest.approx(3.0, abs=0.25)   # it learned y = 3x
+    steps.run_epoch(6, 10, losses.append)                                    # a resumed epoch: the last 6
+    assert len(losses) == 6 * 16 + 6 and steps._next_step.experimental_get_tracing_count() == 1
 
 
 def test_windows_of_every_width_share_the_training_steps_one_trace():
