@@ -19,14 +19,15 @@ and, for ``model: reference``, a minimal tf_keras model with the same ID embeddi
 vocabulary sizes of the spec) and the same hidden widths, fed integer ids from memory and trained
 with plain ``fit`` (Adam): the speed of this stack on this machine. Each model's ``training_loop``
 and ``train_steps`` lines carry ``over_reference`` (its examples/s over the reference's at the same
-batch size; 1.0 = as fast). A second reference, ``reference (dropout 0.1)``, adds the kit's default
-dropout after each hidden layer, with the kit's dropout layer (``mdrec.layers.dropout.ByteDropout``):
-``over_reference_with_dropout`` separates the kit's overhead from that modelling choice. A third,
-``reference (Keras Dropout 0.1)``, uses Keras' Dropout instead (a float drawn per value, a fifth of a
-batch-4096 step here); the second reference's line carries ``over_keras_dropout``, what the kit's
-layer saves. MMoE does the work of four such MLPs (its experts): with ``mmoe`` among ``--models``,
-two more references of its own shape (``reference (mmoe, 4 experts)``, with and without dropout;
-gates and per-line towers as plain Keras layers) and ``over_mmoe_reference...`` on its lines.
+batch size; 1.0 = as fast). The models train with their defaults (no dropout). ``--dropout R``
+trains them with dropout R instead and adds two references: ``reference (dropout R)``, dropout after
+each hidden layer with the kit's layer (``mdrec.layers.dropout.ByteDropout``;
+``over_reference_with_dropout`` on the models' lines separates the kit's overhead from that
+modelling choice), and ``reference (Keras Dropout R)`` with Keras' Dropout (a float drawn per value);
+the first carries ``over_keras_dropout``, what the kit's layer saves. MMoE does the work of four
+such MLPs (its experts): with ``mmoe`` among ``--models``, a reference of its own shape
+(``reference (mmoe, 4 experts)``, with dropout R too under ``--dropout``; gates and per-line
+towers as plain Keras layers) and ``over_mmoe_reference...`` on its lines.
 ``two_tower`` (issue 22's "the same for two-tower") trains on the training clicks with its
 defaults and is compared with its own reference, ``reference (two_tower)``: a ``tfrs.Model`` of the
 same shape (user id and line embeddings -> 128 -> 32 against item id -> 128 -> 32, L2-normalised,
@@ -74,9 +75,7 @@ PEER = {"star": {"hidden": [128, 64, 32], "interaction": "none"},
         "mmoe": {"hidden": [128], "interaction": "none"}}
 DEFAULT_WIDTHS = [256, 128, 64]
 MMOE_WIDTHS, MMOE_EXPERTS = [256, 128], 4  # the kit's MMoE defaults (each expert; a 64-unit tower per line)
-MODEL_DROPOUT = 0.1  # the CTR models' default dropout: the second and third references pay for it too
 TWO_TOWER_WIDTHS, TWO_TOWER_REFERENCE = [128], "reference (two_tower)"  # the two-tower's default hidden widths
-REFERENCES = ((0.0, "kit"), (MODEL_DROPOUT, "kit"), (MODEL_DROPOUT, "keras"))  # (rate, dropout layer)
 
 
 class _Measured(Exception):
@@ -294,6 +293,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="alternating repeats; the median is printed")
     parser.add_argument("--peer-widths", action="store_true", help="the PyTorch peer's widths (see above)")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="train the models with this dropout and add the dropout references (default 0, "
+                             "the models' default)")
     args = parser.parse_args()
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mdrec-throughput-"))
@@ -301,6 +303,8 @@ def main() -> None:
     spec_path = SHIPPED_SPECS / f"{args.dataset}.yaml"
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]
+    rate = args.dropout
+    references = [(0.0, "kit")] + ([(rate, "kit"), (rate, "keras")] if rate else [])  # (rate, dropout layer)
     measured: dict[tuple, list[dict]] = {}
     for _ in range(args.rounds):
         for batch in batches:
@@ -308,18 +312,20 @@ def main() -> None:
             if "two_tower" in models:  # its own reference: a tfrs two-tower of the kit's default shape
                 measured.setdefault((TWO_TOWER_REFERENCE, batch, "training_loop"), []).append(
                     measure_two_tower_reference(batch, data, spec_path, args.epochs, TWO_TOWER_WIDTHS))
-            for dropout, layer in (REFERENCES if set(models) - {"two_tower"} else ()):
+            for dropout, layer in (references if set(models) - {"two_tower"} else ()):
                 key = (reference_name(dropout, layer), batch, "training_loop")
                 measured.setdefault(key, []).append(measure_reference(batch, data, spec_path, widths, args.epochs,
                                                                       dropout, layer))
             if "mmoe" in models:  # MMoE does four experts' work: a reference of its own shape too
                 mmoe_widths = PEER["mmoe"]["hidden"] if args.peer_widths else MMOE_WIDTHS
-                for dropout in (0.0, MODEL_DROPOUT):
+                for dropout in sorted({0.0, rate}):
                     key = (reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")
                     measured.setdefault(key, []).append(measure_reference(
                         batch, data, spec_path, mmoe_widths, args.epochs, dropout, experts=MMOE_EXPERTS))
             for model in models:
                 params = dict(PEER.get(model, {})) if args.peer_widths else {}
+                if rate and model != "two_tower":
+                    params["dropout"] = rate
                 for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
                     measured.setdefault((model, batch, line["phase"]), []).append(line)
     for (model, batch, phase), lines in measured.items():
@@ -327,22 +333,24 @@ def main() -> None:
         for key in ("ex_per_s", "seconds"):
             if key in out:
                 out[key] = round(statistics.median(line[key] for line in lines), 3 if key == "seconds" else 0)
-        if model == reference_name(MODEL_DROPOUT):
-            keras_ = measured[(reference_name(MODEL_DROPOUT, "keras"), batch, "training_loop")]
+        if rate and model == reference_name(rate):
+            keras_ = measured[(reference_name(rate, "keras"), batch, "training_loop")]
             out["over_keras_dropout"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in keras_), 3)
         if model == "two_tower" and phase in ("training_loop", "train_steps"):
             lines_ = measured[(TWO_TOWER_REFERENCE, batch, "training_loop")]
             out["over_reference"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
         elif not model.startswith("reference") and phase in ("training_loop", "train_steps"):
-            for dropout, key in ((0.0, "over_reference"), (MODEL_DROPOUT, "over_reference_with_dropout")):
+            for dropout, key in ((0.0, "over_reference"), (rate, "over_reference_with_dropout"))[:2 if rate else 1]:
                 lines_ = measured[(reference_name(dropout), batch, "training_loop")]
                 out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
         if model == "mmoe" and phase in ("training_loop", "train_steps"):
-            for dropout, key in ((0.0, "over_mmoe_reference"), (MODEL_DROPOUT, "over_mmoe_reference_with_dropout")):
+            for dropout, key in ((0.0, "over_mmoe_reference"),
+                                 (rate, "over_mmoe_reference_with_dropout"))[:2 if rate else 1]:
                 lines_ = measured[(reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")]
                 out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
         out["rounds"] = len(lines)
         out["peer_widths"] = args.peer_widths
+        out.setdefault("dropout", 0.0 if model == "two_tower" else rate)  # the references carry their own
         print(json.dumps(out), flush=True)
 
 
