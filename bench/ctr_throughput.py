@@ -304,6 +304,7 @@ def main() -> None:
     models = args.models.split(",")
     batches = [int(b) for b in args.batches.split(",")]
     rate = args.dropout
+    rates = [0.0, rate] if rate else [0.0]  # the references' dropout: none, and the models' under --dropout
     references = [(0.0, "kit")] + ([(rate, "kit"), (rate, "keras")] if rate else [])  # (rate, dropout layer)
     measured: dict[tuple, list[dict]] = {}
     for _ in range(args.rounds):
@@ -318,7 +319,7 @@ def main() -> None:
                                                                       dropout, layer))
             if "mmoe" in models:  # MMoE does four experts' work: a reference of its own shape too
                 mmoe_widths = PEER["mmoe"]["hidden"] if args.peer_widths else MMOE_WIDTHS
-                for dropout in sorted({0.0, rate}):
+                for dropout in rates:
                     key = (reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")
                     measured.setdefault(key, []).append(measure_reference(
                         batch, data, spec_path, mmoe_widths, args.epochs, dropout, experts=MMOE_EXPERTS))
@@ -328,26 +329,27 @@ def main() -> None:
                     params["dropout"] = rate
                 for line in measure_kit(model, batch, data, spec_path, work, args.epochs, params):
                     measured.setdefault((model, batch, line["phase"]), []).append(line)
+    def over(out: dict, key: tuple) -> float:
+        """``out``'s examples/s over the median of the measured ``key``'s."""
+        return round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in measured[key]), 3)
+
     for (model, batch, phase), lines in measured.items():
         out = dict(lines[0])
         for key in ("ex_per_s", "seconds"):
             if key in out:
                 out[key] = round(statistics.median(line[key] for line in lines), 3 if key == "seconds" else 0)
         if rate and model == reference_name(rate):
-            keras_ = measured[(reference_name(rate, "keras"), batch, "training_loop")]
-            out["over_keras_dropout"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in keras_), 3)
+            out["over_keras_dropout"] = over(out, (reference_name(rate, "keras"), batch, "training_loop"))
         if model == "two_tower" and phase in ("training_loop", "train_steps"):
-            lines_ = measured[(TWO_TOWER_REFERENCE, batch, "training_loop")]
-            out["over_reference"] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
+            out["over_reference"] = over(out, (TWO_TOWER_REFERENCE, batch, "training_loop"))
         elif not model.startswith("reference") and phase in ("training_loop", "train_steps"):
-            for dropout, key in ((0.0, "over_reference"), (rate, "over_reference_with_dropout"))[:2 if rate else 1]:
-                lines_ = measured[(reference_name(dropout), batch, "training_loop")]
-                out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
+            for dropout in rates:
+                out["over_reference" + ("_with_dropout" if dropout else "")] = over(
+                    out, (reference_name(dropout), batch, "training_loop"))
         if model == "mmoe" and phase in ("training_loop", "train_steps"):
-            for dropout, key in ((0.0, "over_mmoe_reference"),
-                                 (rate, "over_mmoe_reference_with_dropout"))[:2 if rate else 1]:
-                lines_ = measured[(reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop")]
-                out[key] = round(out["ex_per_s"] / statistics.median(r["ex_per_s"] for r in lines_), 3)
+            for dropout in rates:
+                out["over_mmoe_reference" + ("_with_dropout" if dropout else "")] = over(
+                    out, (reference_name(dropout, experts=MMOE_EXPERTS), batch, "training_loop"))
         out["rounds"] = len(lines)
         out["peer_widths"] = args.peer_widths
         out.setdefault("dropout", 0.0 if model == "two_tower" else rate)  # the references carry their own

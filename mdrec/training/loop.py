@@ -226,9 +226,9 @@ class LocalSteps:
     def run_epoch(self, epoch: int, skip: int, after_step: Callable[[float | None], None]) -> float:
         assert self._step is not None, "compile() first"
         batches = self.train.epoch(epoch, skip)
-        if isinstance(batches, tf.data.Dataset) and batches.cardinality() >= 0:
-            return timed_steps(self._next_step, itertools.repeat((iter(batches),), int(batches.cardinality())),
-                               after_step)
+        count = int(batches.cardinality()) if isinstance(batches, tf.data.Dataset) else -1  # -1: unknown
+        if count >= 0:
+            return timed_steps(self._next_step, itertools.repeat((iter(batches),), count), after_step)
         batches = iter(batches)
         first = next(batches, None)
         if first is None:
