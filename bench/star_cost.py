@@ -30,6 +30,7 @@ from mdrec.data.transform import Transform  # noqa: E402
 from mdrec.layers.domain import fused_inference  # noqa: E402
 from mdrec.data.signature import input_signature  # noqa: E402
 from mdrec.models.registry import build_model  # noqa: E402
+from mdrec.training.loop import LocalSteps  # noqa: E402
 from mdrec.spec import parse_spec  # noqa: E402
 
 SPEC = {"name": "bench", "label": {"column": "y"}, "domain": {"column": "d"}, "features": [
@@ -54,7 +55,7 @@ def make_inputs(num_domains: int, rows: int, seed: int = 0):
 
 
 def train_step_fn(model):
-    optimizer = tf_keras.optimizers.Adam(1e-3)
+    optimizer = LocalSteps.optimizer(1e-3)  # the kit's training optimizer
     loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
 
     @tf.function

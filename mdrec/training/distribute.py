@@ -48,6 +48,7 @@ import tf_keras
 
 from mdrec.errors import MdrecError
 from mdrec.training.asynchronous_adam import AsynchronousAdam
+from mdrec.training.fused_adam import FusedAdam
 from mdrec.training.cluster import check_cluster, is_chief, serve, task, tf_config
 from mdrec.training.loop import timed_steps
 
@@ -241,7 +242,7 @@ class StrategySteps:
         self.ps = is_parameter_server(self.strategy)
         self.chief = is_chief()
         # Asynchronous workers can read an update half done (mdrec.training.asynchronous_adam).
-        self.optimizer = AsynchronousAdam if self.ps else tf_keras.optimizers.Adam
+        self.optimizer = AsynchronousAdam if self.ps else FusedAdam
         self.batches_per_epoch = -(-rows // config.batch_size) if setup_.files_per_worker else train.batches_per_epoch
         self._pending: list = []
 

@@ -25,6 +25,7 @@ from mdrec.errors import MdrecError
 from mdrec.progress import PROGRESS_SECONDS, progress_verbosity
 from mdrec.training.board import Board, Validation, scored
 from mdrec.training.epochs import InMemoryEpochs, StreamingEpochs
+from mdrec.training.fused_adam import FusedAdam
 from mdrec.training.inference import build, save_weights, uses_autograph
 from mdrec.training.run import RunDir, TrainConfig
 
@@ -190,7 +191,7 @@ class LocalSteps:
     """
 
     chief = True
-    optimizer = tf_keras.optimizers.Adam
+    optimizer = FusedAdam
 
     def __init__(self, train: "InMemoryEpochs | StreamingEpochs"):
         self.train = train
