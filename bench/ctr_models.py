@@ -14,6 +14,12 @@ folder already written by `mdrec data prepare` (train/valid/test.parquet). Print
   {"summary": MODEL, "auc_mean", "auc_std", "logloss_mean", "gain_over", "auc_gain", "auc_gain_ci95",
    "logloss_gain", "lines_won_vs_shared_bottom", "auc_vs_shared_bottom_ci95"}   one per model
 
+``--statistics`` first runs `mdrec data statistics` on the split (its defaults: each key's smoothed
+click rate and graded-label mean and its rows, a training row's from the other folds or earlier rows)
+and trains every model on its spec; the sanity rows then include ``baseline: logistic over the
+statistics`` (the statistics columns alone, standardised, C chosen on validation from 0.01-100):
+what the columns give without a model.
+
 Real data stays outside the repository: --work defaults to a temporary folder.
 """
 from __future__ import annotations
@@ -31,6 +37,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mdrec.data.prepare import prepare  # noqa: E402
+from mdrec.data.statistics import PREFIX, StatisticsSettings, write_statistics  # noqa: E402
 from mdrec.progress import quiet_progress  # noqa: E402
 from mdrec.spec import SHIPPED_SPECS  # noqa: E402
 from mdrec.training.run import TrainConfig  # noqa: E402
@@ -47,6 +54,40 @@ def prepared(data: Path, dataset: str, work: Path) -> Path:
     if not (out / "prepare.json").is_file():
         prepare(dataset, data, out)
     return out
+
+
+def with_statistics(spec: Path, data: Path, out: Path) -> tuple[Path, Path]:
+    """The split with `mdrec data statistics` columns (default settings) in ``out``, and its spec."""
+    if not (out / "statistics.json").is_file():
+        write_statistics(spec, data, out, StatisticsSettings())
+    return out, out / "spec.yaml"
+
+
+def statistics_logistic(spec_path: Path, data: Path, split: str) -> list[dict]:
+    """A logistic regression over the statistics columns alone (standardised on training), its C
+    chosen on validation AUC: the table of ``split`` as metrics.json records."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from mdrec.data.columns import DOMAIN, LABEL
+    from mdrec.data.log import canonicalize
+    from mdrec.evaluation.metrics import ctr_report
+    from mdrec.spec import load_spec
+
+    spec = load_spec(spec_path)
+    columns = [f.name for f in spec.features if f.name.startswith(PREFIX)]
+    frames = {name: canonicalize(pd.read_parquet(data / f"{name}.parquet"), spec).frame
+              for name in ("train", "valid", split)}
+    scaler = StandardScaler().fit(frames["train"][columns])
+    x = {name: scaler.transform(frame[columns]) for name, frame in frames.items()}
+    y = {name: frame[LABEL].to_numpy() for name, frame in frames.items()}
+    fitted = [LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"]) for c in (0.01, 0.1, 1.0, 10.0, 100.0)]
+    best = max(fitted, key=lambda m: roc_auc_score(y["valid"], m.predict_proba(x["valid"])[:, 1]))
+    frame = frames[split].assign(score=best.predict_proba(x[split])[:, 1])
+    table = ctr_report(frame, label=LABEL, score="score", domain=DOMAIN, user=spec.user_id.name)
+    return table.reset_index().to_dict("records")
 
 
 def row(model: str, seed: int | None, split: str, table: list[dict], before: list[dict] | None = None) -> dict:
@@ -84,12 +125,19 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a model hyperparameter for every model (an ablation; the table is of defaults)")
+    parser.add_argument("--statistics", action="store_true",
+                        help="train on the split with `mdrec data statistics` columns (and add their sanity row)")
     args = parser.parse_args()
     import yaml
 
     work = Path(args.work or tempfile.mkdtemp(prefix="mdrec-ctr-bench-"))
     data = prepared(Path(args.data), args.dataset, work)
     spec = Path(args.spec) if args.spec else SHIPPED_SPECS / f"{args.dataset}.yaml"
+    statistics_row = None
+    if args.statistics:
+        data, spec = with_statistics(spec, data, work / "statistics")
+        statistics_row = row("baseline: logistic over the statistics", None, args.split,
+                             statistics_logistic(spec, data, args.split))
     params = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.param)}
     results: dict[str, list[dict]] = {}
     baselines: dict[str, dict] = {}
@@ -113,6 +161,9 @@ def main() -> None:
                     if args.split in fitted.get("tables", {}):
                         baselines[name] = row(name, None, args.split, fitted["tables"][args.split])
                         print(json.dumps(baselines[name]), flush=True)
+    if statistics_row:
+        baselines[statistics_row["model"]] = statistics_row
+        print(json.dumps(statistics_row), flush=True)
     strongest = max(baselines, key=lambda n: baselines[n]["auc"]) if baselines else None
     for model, lines in results.items():
         auc = [r["auc"] for r in lines]

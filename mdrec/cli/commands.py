@@ -54,6 +54,19 @@ def run_data_split(args) -> int:
     return 0
 
 
+def run_data_statistics(args) -> int:
+    from mdrec.data.statistics import StatisticsSettings, write_statistics
+
+    summary = write_statistics(args.spec, args.data, args.out,
+                               StatisticsSettings(folds=args.folds, prior=args.prior, seed=args.seed))
+    rows = ", ".join(f"{name} {entry['rows']:,}" for name, entry in summary["inputs"].items())
+    print(f"wrote {len(summary['columns'])} statistics columns ({summary['mode']}) for {rows} rows to {args.out}")
+    out = Path(args.out)
+    print(f"train with --spec {out / 'spec.yaml'} --train {out / 'train.parquet'} --valid {out / 'valid.parquet'} "
+          f"--test {out / 'test.parquet'}")
+    return 0
+
+
 def run_data_convert(args) -> int:
     from mdrec.data.shard_convert import convert
     from mdrec.spec import load_spec

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mdrec.cli.commands import (run_ab, run_cold_start, run_compare, run_compare_branches, run_data_convert,
-                                run_data_prepare, run_data_split, run_data_synth, run_demo, run_evaluate,
+                                run_data_prepare, run_data_split, run_data_statistics, run_data_synth, run_demo, run_evaluate,
                                 run_export, run_index, run_lifelong, run_pretrain, run_request,
                                 run_serving_config, run_spec_check, run_train, run_transfer)
 
@@ -89,7 +89,7 @@ def _demo_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_commands(sub: argparse._SubParsersAction) -> None:
-    """`mdrec data synth|prepare|split|convert`."""
+    """`mdrec data synth|prepare|split|statistics|convert`."""
     data = sub.add_parser("data", help="synthesise, prepare or split logs").add_subparsers(
         title="data commands", metavar="COMMAND")
     p = data.add_parser("synth", help="write the seeded synthetic multi-domain log and its splits")
@@ -130,6 +130,17 @@ def _data_commands(sub: argparse._SubParsersAction) -> None:
                    help="cold_users: the share of the users with clicks in both lines made cold")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run_data_split)
+
+    p = data.add_parser("statistics", help="copy a split with leak-free statistics of the training rows added "
+                        "as numeric features (each key's smoothed click rate and graded-label mean, and its rows)")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--data", required=True, help="a split folder: train/valid/test (.parquet or .csv)")
+    p.add_argument("--out", required=True, help="a new folder: the split with the columns, spec.yaml, statistics.json")
+    p.add_argument("--folds", type=int, default=5,
+                   help="without a time column a training row's statistics come from the other folds")
+    p.add_argument("--prior", type=float, default=5.0, help="smoothing: pseudo-rows at the training mean")
+    p.add_argument("--seed", type=int, default=0, help="the folds' seed")
+    p.set_defaults(func=run_data_statistics)
 
     p = data.add_parser("convert", help="validate a log and write it as TFRecord or Parquet shards (streaming) for "
                         "sharded training input")
