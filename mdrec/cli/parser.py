@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from mdrec.cli.commands import (run_ab, run_cold_start, run_compare, run_compare_branches, run_data_convert,
-                                run_data_prepare, run_data_split, run_data_statistics, run_data_synth, run_demo, run_evaluate,
-                                run_export, run_index, run_lifelong, run_pretrain, run_request,
+                                run_data_prepare, run_data_split, run_data_statistics, run_data_synth, run_demo,
+                                run_evaluate, run_export, run_index, run_lifelong, run_pretrain, run_request,
                                 run_serving_config, run_spec_check, run_train, run_transfer)
 
 

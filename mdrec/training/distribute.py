@@ -48,8 +48,8 @@ import tf_keras
 
 from mdrec.errors import MdrecError
 from mdrec.training.asynchronous_adam import AsynchronousAdam
-from mdrec.training.fused_adam import FusedAdam
 from mdrec.training.cluster import check_cluster, is_chief, serve, task, tf_config
+from mdrec.training.fused_adam import FusedAdam
 from mdrec.training.loop import timed_steps
 
 # Variables above this size are split row-wise over the parameter servers (at most one shard per
