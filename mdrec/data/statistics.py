@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from mdrec.data.columns import DOMAIN, LABEL, TIME
+from mdrec.data.prepare.prepared import SPLITS
 from mdrec.errors import MdrecError
 from mdrec.spec import Spec
 
 PREFIX = "stat_"
-SPLIT_NAMES = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,10 @@ def training_sums(codes: np.ndarray, values: np.ndarray, time: np.ndarray | None
         rows[order] = moment_start - key_start
         return sums, rows
     assert folds is not None
-    k = int(folds.max()) + 1
-    total = np.bincount(code, values, len(unique))
-    count = np.bincount(code, None, len(unique))
-    in_fold = np.bincount(folds * len(unique) + code, values, k * len(unique))
-    in_fold_rows = np.bincount(folds * len(unique) + code, None, k * len(unique))
-    index = folds * len(unique) + code
+    cells = (int(folds.max()) + 1) * len(unique)
+    index = folds * len(unique) + code  # (fold, key) of each row
+    in_fold, in_fold_rows = np.bincount(index, values, cells), np.bincount(index, None, cells)
+    total, count = np.bincount(code, values, len(unique)), np.bincount(code, None, len(unique))
     return total[code] - in_fold[index], count[code] - in_fold_rows[index]
 
 
@@ -148,7 +146,8 @@ def compute(spec: Spec, train: pd.DataFrame, others: dict[str, pd.DataFrame], gr
                                                 for name, codes in other_codes.items()}
             for name, (s, r) in found.items():
                 out[name][f"{PREFIX}{key}_{value}_mean"] = (s + settings.prior * prior_mean) / (r + settings.prior)
-                out[name][f"{PREFIX}{key}_log_rows"] = np.log1p(r)
+                if value == "click":  # the rows are the same for every value
+                    out[name][f"{PREFIX}{key}_log_rows"] = np.log1p(r)
     order = [column for column, _ in column_names(spec)]
     return {name: pd.DataFrame(columns)[order] for name, columns in out.items()}
 
@@ -171,14 +170,14 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
     from mdrec.data.log import canonicalize
     from mdrec.data.parsed_logs import file_digest
     from mdrec.fileio import atomic_directory, atomic_write_json
-    from mdrec.spec import load_spec
+    from mdrec.spec import load_spec, parse_spec
 
     settings.check()
     spec = load_spec(spec_path)
     data, out = Path(data), Path(out)
     if out.resolve() == data.resolve():
         raise MdrecError(f"--out {out} is the input folder", hint="write the statistics to a new folder")
-    files = {name: _split_file(data, name) for name in SPLIT_NAMES}
+    files = {name: _split_file(data, name) for name in SPLITS}
     raw = {name: read_file(path) for name, path in files.items()}
     for name, frame in raw.items():
         clash = [column for column, _ in column_names(spec) if column in frame.columns]
@@ -188,10 +187,10 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
     logs = {name: canonicalize(frame, spec, source=str(files[name])).frame for name, frame in raw.items()}
     graded = {name: pd.to_numeric(frame[spec.label.column]).to_numpy(dtype=float) for name, frame in raw.items()} \
         if spec.label.positive_if is not None else {}
-    columns = compute(spec, logs["train"], {name: logs[name] for name in SPLIT_NAMES[1:]}, graded, settings)
-    new_spec = spec.to_dict()
-    new_spec["features"] += [{"name": column, "role": role, "type": "numeric"} for column, role in column_names(spec)]
-    import yaml
+    columns = compute(spec, logs["train"], {name: logs[name] for name in SPLITS[1:]}, graded, settings)
+    raw_spec = spec.to_dict()
+    raw_spec["features"] += [{"name": column, "role": role, "type": "numeric"} for column, role in column_names(spec)]
+    new_spec = parse_spec(raw_spec, source=f"{spec.source} with statistics")  # checked as any spec is
 
     with atomic_directory(out) as tmp:
         for name, frame in raw.items():
@@ -201,8 +200,7 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
             if extra.is_file() and extra not in files.values():
                 shutil.copy2(extra, tmp / extra.name)
         (tmp / "spec.yaml").write_text(
-            f"# {spec.source} with the statistics of `mdrec data statistics` as numeric features\n"
-            + yaml.safe_dump(new_spec, sort_keys=False, allow_unicode=True))
+            f"# {spec.source} with the statistics of `mdrec data statistics` as numeric features\n" + new_spec.dump())
         summary = {"spec": str(spec.source), "data": str(data), "mode": "earlier rows" if spec.time else "other folds",
                    "folds": None if spec.time else settings.folds, "prior": settings.prior, "seed": settings.seed,
                    "columns": [column for column, _ in column_names(spec)],
