@@ -103,12 +103,13 @@ def reload_and_serve(run_path, test_path, tmp_path):
 
     from mdrec.export.signatures import ctr_signature
     from mdrec.training.inference import predict
+    from mdrec.workflows.export.saved_model import save_for_serving
     from mdrec.workflows.restore import restore_for
 
     r = restore_for(run_path, test_path)
     model, spec, inputs = r.model, r.spec, r.inputs
     expected = predict(model, inputs)
-    tf.saved_model.save(model, str(tmp_path / "saved"), signatures={"serving_default": ctr_signature(model, spec, r.transform)})
+    save_for_serving(model, tmp_path / "saved", {"serving_default": ctr_signature(model, spec, r.transform)})
     served = tf.saved_model.load(str(tmp_path / "saved")).signatures["serving_default"]
     return inputs, expected, served, served(**{k: tf.constant(v) for k, v in inputs.items()})
 

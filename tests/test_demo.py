@@ -49,7 +49,7 @@ def test_quick_demo(tmp_path):
     transfer = result["transfer"]
     assert list(transfer.index) == ["no transfer", "baseline: user+item mean (smoothed)",
                                     "baseline: first-order logistic (user, item, line)", "frozen",
-                                    "adapter", "finetune"]
+                                    "finetune"]  # the quick run leaves the adapter out
     assert {"ALL", "target history 0", "with source history"} <= set(transfer.columns)
     # Cold start: the small line's cold and warm test users, every method of the table, the
     # transfer rows reading the big line's clicks.
@@ -75,3 +75,11 @@ def test_quick_demo(tmp_path):
     assert cluster["hashing"]["user_id"]["buckets"] == 200_000
     test = {row["domain"]: row for row in cluster["tables"]["test"]}
     assert 0.5 < test["ALL"]["auc"] <= 1
+    # Lifelong: three tasks on one encoder; Conure forgets nothing, the table has its controls.
+    lifelong = result["lifelong"]
+    assert list(dict.fromkeys(lifelong.index)) == ["1 next_item", "2 mini", "3 age"]
+    assert set(lifelong["metric"]) == {"recall@10", "accuracy", "macro_f1"}
+    assert (lifelong["Conure Δ"] == 0.0).all()
+    for column in ("seq-FT after all", "one model/task", "adapters", "popularity", "majority class"):
+        assert column in lifelong.columns
+    assert any("Conure after all" in line for line in lines)

@@ -242,6 +242,7 @@ def test_content_and_hybrid_exports_carry_the_vocabulary_and_serve_raw_text(cont
 
     # A hybrid CTR model (gate, Transformer text encoder) saved with the CTR serving signature.
     from mdrec.export.signatures import ctr_signature
+    from mdrec.workflows.export.saved_model import save_for_serving
 
     spec, log, transform, catalogue = _data(spec_path, splits)
     inputs = model_inputs(log, spec)
@@ -249,9 +250,7 @@ def test_content_and_hybrid_exports_carry_the_vocabulary_and_serve_raw_text(cont
                 text_encoder="transformer")
     batch = {k: v[:32] for k, v in inputs.items()}
     expected = predict(star, batch)
-    module = tf.Module()
-    module.model = star
-    tf.saved_model.save(module, str(tmp_path / "hybrid"), signatures={"serving_default": ctr_signature(star, spec)})
+    save_for_serving(star, tmp_path / "hybrid", {"serving_default": ctr_signature(star, spec)})
     served = tf.saved_model.load(str(tmp_path / "hybrid")).signatures["serving_default"]
     got = served(**_tensors(batch))["probability"].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)

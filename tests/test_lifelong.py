@@ -163,15 +163,3 @@ def test_run_with_baselines_resumes_per_task_and_reports(data, tmp_path):
     assert [s for s, _ in conure[metric]] == list(range(1, len(metrics["tasks"]) + 1))
     assert len({round(v, 9) for _, v in conure[metric]}) == 1  # Conure forgets nothing
     assert f"loss/{second}" in events(out / "tensorboard" / "per_task")
-
-def test_demo_step_prints_and_returns_the_forgetting_table(data, tmp_path):
-    from mdrec.workflows.lifelong_demo import lifelong_step
-
-    lines: list[str] = []
-    table = lifelong_step(SPEC, data, tmp_path / "demo", quick=True, log=lines.append, header="[lifelong]")
-    assert lines[0] == "[lifelong]" and "Conure after all" in "\n".join(lines)
-    assert list(dict.fromkeys(table.index)) == ["1 next_item", "2 mini", "3 age"]
-    assert set(table["metric"]) == {"recall@10", "accuracy", "macro_f1"}
-    assert (table["Conure Δ"] == 0.0).all()  # Conure forgets nothing
-    for column in ("seq-FT after all", "one model/task", "adapters", "popularity", "majority class"):
-        assert column in table.columns

@@ -70,10 +70,16 @@ def export_run(run_path: str | Path, name: str, export_dir: str | Path = "export
 
 
 def _save(built: FamilyExport, folder: Path) -> None:
-    # Serving needs the signatures only: skipping Keras' per-layer call traces makes the SavedModel
-    # smaller and quicker to write and load (TF Serving never revives Keras layers).
+    save_for_serving(built.module, folder, built.signatures, built.save_options)
+
+
+def save_for_serving(module: tf.Module, folder: str | Path, signatures: dict,
+                     options: tf.saved_model.SaveOptions | None = None) -> None:
+    """``tf.saved_model.save`` of ``module`` with ``signatures``, as serving needs it: without Keras'
+    per-layer call traces (TF Serving and ``tf.saved_model.load`` never revive Keras layers), which
+    makes the SavedModel smaller and about twice as quick to write and load."""
     with _keras_without_traces(), _quiet_tf_logger():
-        tf.saved_model.save(built.module, str(folder), signatures=built.signatures, options=built.save_options)
+        tf.saved_model.save(module, str(folder), signatures=signatures, options=options)
 
 
 @contextlib.contextmanager
