@@ -82,6 +82,30 @@ def test_unseen_key_gets_the_training_mean():
     assert out.loc[0, "stat_item_log_rows"] == pytest.approx(np.log1p((train["item"] == "i1").sum()))
 
 
+def test_cold_rows_read_as_an_unseen_user_in_every_user_column_only():
+    train, rating = _canonical(400, 1)
+    # Validation: 3 rows of known users, 1 of a new one -> by default a quarter of the training rows.
+    valid = pd.DataFrame({"user": ["u1", "u2", "u3", "new"], "item": ["i1"] * 4, DOMAIN: ["x"] * 4,
+                          LABEL: np.array([1, 0, 1, 1], np.int8)})
+    graded = {"train": rating, "valid": np.array([5.0, 1.0, 4.0, 5.0])}
+    plain = compute(GRADED, train, {"valid": valid}, graded, StatisticsSettings(cold_share=0.0))
+    cold = compute(GRADED, train, {"valid": valid}, graded, StatisticsSettings())
+    user_columns = [c for c in cold["train"].columns if c.startswith("stat_user")]
+    changed = (cold["train"][user_columns] != plain["train"][user_columns]).any(axis=1)
+    unseen = ((cold["train"]["stat_user_log_rows"] == 0) & (cold["train"]["stat_user_line_log_rows"] == 0)
+              & np.isclose(cold["train"]["stat_user_click_mean"], train[LABEL].mean())
+              & np.isclose(cold["train"]["stat_user_line_rating_mean"], rating.mean()))
+    assert 0.18 < unseen.mean() < 0.32                      # about a quarter (400 seeded draws)
+    assert (unseen | ~changed).all()                        # a changed row is an unseen user's in every user column
+    item_columns = [c for c in cold["train"].columns if c.startswith("stat_item")]
+    pd.testing.assert_frame_equal(cold["train"][item_columns], plain["train"][item_columns])
+    pd.testing.assert_frame_equal(cold["valid"], plain["valid"])  # queries read every training row as before
+    everyone = compute(GRADED, train, {"valid": valid}, graded, StatisticsSettings(cold_share=1.0))["train"]
+    assert (everyone["stat_user_log_rows"] == 0).all() and (everyone["stat_item_log_rows"] > 0).any()
+    with pytest.raises(MdrecError, match="--cold-share 1.5: a share of the training rows"):
+        compute(GRADED, train, {"valid": valid}, graded, StatisticsSettings(cold_share=1.5))
+
+
 def test_written_folder_trains(tmp_path, tiny_spec_path, tiny_splits):
     from conftest import tiny_config
 
@@ -90,6 +114,8 @@ def test_written_folder_trains(tmp_path, tiny_spec_path, tiny_splits):
     out = tmp_path / "with_statistics"
     summary = write_statistics(tiny_spec_path, tmp_path, out, StatisticsSettings())
     assert summary["mode"] == "earlier rows" and summary["inputs"]["train"]["rows"] == 420
+    valid, train_rows = pd.read_csv(tiny_splits["valid"]), pd.read_csv(tiny_splits["train"])
+    assert summary["cold_share"] == pytest.approx((~valid["user_id"].isin(train_rows["user_id"])).mean())
     spec = load_spec(out / "spec.yaml")
     names = [f.name for f in spec.features]
     assert names[:7] == [f.name for f in load_spec(tiny_spec_path).features]

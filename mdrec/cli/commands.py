@@ -58,9 +58,12 @@ def run_data_statistics(args) -> int:
     from mdrec.data.statistics import StatisticsSettings, write_statistics
 
     summary = write_statistics(args.spec, args.data, args.out,
-                               StatisticsSettings(folds=args.folds, prior=args.prior, seed=args.seed))
+                               StatisticsSettings(folds=args.folds, prior=args.prior, seed=args.seed,
+                                                  cold_share=args.cold_share))
     rows = ", ".join(f"{name} {entry['rows']:,}" for name, entry in summary["inputs"].items())
-    print(f"wrote {len(summary['columns'])} statistics columns ({summary['mode']}) for {rows} rows to {args.out}")
+    print(f"wrote {len(summary['columns'])} statistics columns ({summary['mode']}) for {rows} rows to {args.out}; "
+          f"{100 * summary['cold_share']:.1f}% of the training rows read as an unseen user's "
+          f"({summary['cold_share_from']})")
     out = Path(args.out)
     print(f"train with --spec {out / 'spec.yaml'} --train {out / 'train.parquet'} --valid {out / 'valid.parquet'} "
           f"--test {out / 'test.parquet'}")

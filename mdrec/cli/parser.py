@@ -139,7 +139,11 @@ def _data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5,
                    help="without a time column a training row's statistics come from the other folds")
     p.add_argument("--prior", type=float, default=5.0, help="smoothing: pseudo-rows at the training mean")
-    p.add_argument("--seed", type=int, default=0, help="the folds' seed")
+    p.add_argument("--cold-share", type=float, default=None,
+                   help="the share of training rows given an unseen user's values in the user columns, so a "
+                        "model learns what to do with the new users of the query splits (default: the share "
+                        "of validation rows whose user has no training row)")
+    p.add_argument("--seed", type=int, default=0, help="the folds' and the cold rows' seed")
     p.set_defaults(func=run_data_statistics)
 
     p = data.add_parser("convert", help="validate a log and write it as TFRecord or Parquet shards (streaming) for "

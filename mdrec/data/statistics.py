@@ -10,6 +10,14 @@ rows strictly earlier than it (same key, earlier timestamp: what serving knows a
 without one, from the training rows of the other ``folds`` (a seeded K-fold). Validation and test
 rows, like a serving request, read the statistics of every training row.
 
+Users the training rows never saw: their query rows carry the prior (the training mean, log rows
+0). A training row almost never does (only a user's first event), so a model learns nothing for
+those values, and on a log where most validation users are new (MovieLens-1M's time split: 76% of
+its rows) early stopping and calibration are fitted on inputs training never showed. A seeded
+``cold_share`` of the training rows therefore get an unseen user's values in every user column
+(user and user × line), by default the share of validation rows whose user has no training row:
+STAR on MovieLens-1M, seed 0: test AUC 0.7574 -> 0.7674, calibration (adult) 1.21 -> 1.11.
+
 Why: on Douban (ids only, label rating >= 4) the CTR models' user and item biases learn from the
 0/1 label alone; the graded rating the label is cut from carries more. With these columns STAR
 scored test AUC 0.7827 ± 0.0009 over 3 seeds against 0.7702 without (bench/ctr_models.py
@@ -41,8 +49,13 @@ class StatisticsSettings:
     folds: int = 5
     prior: float = 5.0
     seed: int = 0
+    cold_share: float | None = None  # None: the share of validation rows whose user has no training row
 
     def check(self) -> None:
+        if self.cold_share is not None and not 0.0 <= self.cold_share <= 1.0:
+            raise MdrecError(f"--cold-share {self.cold_share}: a share of the training rows, between 0 and 1",
+                             hint="leave it out to use the share of validation rows from users without "
+                                  "training rows, or give 0 to keep every training row's own user statistics")
         if self.folds < 2:
             raise MdrecError(f"--folds {self.folds}: at least 2 folds are needed (a row's statistics "
                              "come from the other folds)", hint="use --folds 5")
@@ -122,12 +135,27 @@ def query_sums(train_codes: np.ndarray, values: np.ndarray, codes: np.ndarray) -
     return looked_up["sum"].fillna(0.0).to_numpy(), looked_up["count"].fillna(0.0).to_numpy()
 
 
+def cold_share(spec: Spec, train: pd.DataFrame, others: dict[str, pd.DataFrame], settings: StatisticsSettings
+               ) -> float:
+    """``settings.cold_share``, or the share of ``others["valid"]``'s rows whose user has no training
+    row (0 without a validation split)."""
+    if settings.cold_share is not None:
+        return settings.cold_share
+    valid = others.get("valid")
+    if valid is None or not len(valid):
+        return 0.0
+    user = statistic_keys(spec)["user"][0]
+    return float((~valid[user].isin(train[user])).mean())
+
+
 def compute(spec: Spec, train: pd.DataFrame, others: dict[str, pd.DataFrame], graded: dict[str, np.ndarray],
             settings: StatisticsSettings) -> dict[str, pd.DataFrame]:
     """The statistics columns of every split. ``train`` and ``others`` are canonical log frames
     (:class:`mdrec.data.log.Log`); ``graded``: split -> the label's source values (float), when the
-    spec has a ``positive_if`` rule."""
+    spec has a ``positive_if`` rule. The training rows of :func:`cold_share` read as an unseen user's."""
     settings.check()
+    # Its own generator: the folds' draws (and so every other row's numbers) do not move with the share.
+    as_unseen = np.random.default_rng([settings.seed, 1]).random(len(train)) < cold_share(spec, train, others, settings)
     time = train[TIME].to_numpy() if spec.time else None
     folds = None if time is not None else \
         np.random.default_rng(settings.seed).permutation(len(train)) % settings.folds
@@ -142,6 +170,8 @@ def compute(spec: Spec, train: pd.DataFrame, others: dict[str, pd.DataFrame], gr
             y = per_split["train"]
             prior_mean = float(y.mean()) if len(y) else 0.0
             sums, rows = training_sums(train_codes, y, time, folds)
+            if key != "item":  # the user's keys: the rows drawn above know nothing of their user
+                sums, rows = np.where(as_unseen, 0.0, sums), np.where(as_unseen, 0.0, rows)
             found = {"train": (sums, rows)} | {name: query_sums(train_codes, y, codes)
                                                 for name, codes in other_codes.items()}
             for name, (s, r) in found.items():
@@ -187,7 +217,9 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
     logs = {name: canonicalize(frame, spec, source=str(files[name])).frame for name, frame in raw.items()}
     graded = {name: pd.to_numeric(frame[spec.label.column]).to_numpy(dtype=float) for name, frame in raw.items()} \
         if spec.label.positive_if is not None else {}
-    columns = compute(spec, logs["train"], {name: logs[name] for name in SPLITS[1:]}, graded, settings)
+    others = {name: logs[name] for name in SPLITS[1:]}
+    columns = compute(spec, logs["train"], others, graded, settings)
+    share = cold_share(spec, logs["train"], others, settings)
     raw_spec = spec.to_dict()
     raw_spec["features"] += [{"name": column, "role": role, "type": "numeric"} for column, role in column_names(spec)]
     new_spec = parse_spec(raw_spec, source=f"{spec.source} with statistics")  # checked as any spec is
@@ -203,6 +235,8 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
             f"# {spec.source} with the statistics of `mdrec data statistics` as numeric features\n" + new_spec.dump())
         summary = {"spec": str(spec.source), "data": str(data), "mode": "earlier rows" if spec.time else "other folds",
                    "folds": None if spec.time else settings.folds, "prior": settings.prior, "seed": settings.seed,
+                   "cold_share": share, "cold_share_from": "--cold-share" if settings.cold_share is not None
+                   else "validation rows from users without training rows",
                    "columns": [column for column, _ in column_names(spec)],
                    "inputs": {name: {"file": str(path), "rows": len(raw[name]), "blake2b": file_digest(path)}
                               for name, path in files.items()}}
