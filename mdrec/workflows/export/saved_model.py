@@ -77,7 +77,8 @@ def save_for_serving(module: tf.Module, folder: str | Path, signatures: dict,
                      options: tf.saved_model.SaveOptions | None = None) -> None:
     """``tf.saved_model.save`` of ``module`` with ``signatures``, as serving needs it: without Keras'
     per-layer call traces (TF Serving and ``tf.saved_model.load`` never revive Keras layers), which
-    makes the SavedModel smaller and about twice as quick to write and load."""
+    makes the SavedModel smaller and quicker to write and load (the test that trains a three-line
+    `separate` CTR model, saves, reloads and serves it: 56 s -> 32 s)."""
     with _keras_without_traces(), _quiet_tf_logger():
         tf.saved_model.save(module, str(folder), signatures=signatures, options=options)
 
