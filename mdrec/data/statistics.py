@@ -26,7 +26,7 @@ scored test AUC 0.7827 ± 0.0009 over 3 seeds against 0.7702 without (bench/ctr_
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +218,8 @@ def write_statistics(spec_path: str | Path, data: str | Path, out: str | Path,
     graded = {name: pd.to_numeric(frame[spec.label.column]).to_numpy(dtype=float) for name, frame in raw.items()} \
         if spec.label.positive_if is not None else {}
     others = {name: logs[name] for name in SPLITS[1:]}
-    columns = compute(spec, logs["train"], others, graded, settings)
     share = cold_share(spec, logs["train"], others, settings)
+    columns = compute(spec, logs["train"], others, graded, replace(settings, cold_share=share))
     raw_spec = spec.to_dict()
     raw_spec["features"] += [{"name": column, "role": role, "type": "numeric"} for column, role in column_names(spec)]
     new_spec = parse_spec(raw_spec, source=f"{spec.source} with statistics")  # checked as any spec is

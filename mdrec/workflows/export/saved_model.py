@@ -60,17 +60,13 @@ def export_run(run_path: str | Path, name: str, export_dir: str | Path = "export
     built = FAMILIES[family].build(run.path, **options)
     version = next_version(model_dir) if version is None else version
     with staged_version(model_dir, version) as tmp:
-        _save(built, tmp)
+        save_for_serving(built.module, tmp, built.signatures, built.save_options)
         _write_assets(built, tmp, raw, family=family, name=name, version=version, run=run)
         _write_warmup(built, tmp, name)
         _verify(built, tmp)
     target = model_dir / str(version)
     prune(model_dir, keep, protect={version} | in_use)
     return target
-
-
-def _save(built: FamilyExport, folder: Path) -> None:
-    save_for_serving(built.module, folder, built.signatures, built.save_options)
 
 
 def save_for_serving(module: tf.Module, folder: str | Path, signatures: dict,
