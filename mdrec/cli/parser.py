@@ -185,7 +185,8 @@ def _train_command(sub: argparse._SubParsersAction) -> None:
                    help="draw every batch from one domain (as the STAR paper trains)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyperparameter, e.g. normalization=input (star), num_experts=8 (mmoe), "
-                        "interaction=none, temperature=0.1 or logq=streaming (two_tower); repeatable")
+                        "interaction=none, grades=false (CTR on a graded label: train on the click alone; "
+                        "grade_weight=0.5 by default), temperature=0.1 or logq=streaming (two_tower); repeatable")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     add_schedule_flags(p, TRAIN, batch_size="impression rows per training step",
                        patience="epochs without a gain in the validation score (AUC; Recall@50 for two_tower), or "

@@ -6,4 +6,5 @@ from __future__ import annotations
 LABEL = "__label__"
 DOMAIN = "__domain__"
 TIME = "__time__"
+GRADE = "__grade__"  # the label's source column (a rating) when the spec cuts the click from it
 SINGLE_DOMAIN = "all"  # the domain of every row when the spec names no domain column

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mdrec.data.columns import DOMAIN, LABEL, SINGLE_DOMAIN, TIME
+from mdrec.data.columns import DOMAIN, GRADE, LABEL, SINGLE_DOMAIN, TIME
 from mdrec.data.io import iter_chunks, read_file, table_files
 from mdrec.data.parsed_logs import ParsedLogs
 from mdrec.errors import MdrecError
@@ -28,8 +28,9 @@ class Log:
     """A validated log.
 
     frame: one row per impression; a column per feature (str for categorical, list and text
-        features; float64 for numeric, NaN where missing) plus LABEL (int8), DOMAIN (str) and
-        TIME (int64 seconds) when the spec has time.
+        features; float64 for numeric, NaN where missing) plus LABEL (int8), DOMAIN (str),
+        TIME (int64 seconds) when the spec has time and GRADE (float64, the label's source column)
+        when the spec cuts the label from a column by a ``positive_if`` rule.
     dense: dense_vector features as float32 arrays of shape [rows, dim].
     missing: per feature, how many rows had no value.
     """
@@ -64,6 +65,11 @@ class Log:
     @property
     def labels(self) -> np.ndarray:
         return self.frame[LABEL].to_numpy()
+
+    @property
+    def grades(self) -> np.ndarray | None:
+        """The label's source column (e.g. the rating) [N], or None for a 0/1 label."""
+        return self.frame[GRADE].to_numpy() if GRADE in self.frame else None
 
     @property
     def domains(self) -> np.ndarray:
@@ -109,7 +115,9 @@ def canonicalize(frame: pd.DataFrame, spec: Spec, *, source: str = "<frame>", ro
     missing_counts: dict[str, int] = {}
     dense: dict[str, np.ndarray] = {}
 
-    out[LABEL] = _parse_label(frame[spec.label.column], spec, ctx)
+    out[LABEL], grades = _parse_label(frame[spec.label.column], spec, ctx)
+    if grades is not None:
+        out[GRADE] = grades
     if spec.domain.column:
         domains = _parse_strings(frame[spec.domain.column], spec.domain.column, False, ctx)
         allowed = known_domains if known_domains is not None else spec.domain.values
@@ -197,7 +205,8 @@ def _to_float(column: pd.Series, name: str, ctx: _Context, what: str) -> np.ndar
     return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _parse_label(column: pd.Series, spec: Spec, ctx: _Context) -> np.ndarray:
+def _parse_label(column: pd.Series, spec: Spec, ctx: _Context) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the 0/1 labels int8, the values they were cut from float64 or None for a 0/1 column)."""
     name = spec.label.column
     nulls = column.isna().to_numpy()
     if nulls.any():
@@ -205,18 +214,18 @@ def _parse_label(column: pd.Series, spec: Spec, ctx: _Context) -> np.ndarray:
                          hint="every impression needs a label")
     rule = spec.label.rule()
     if rule is None and column.dtype == bool:
-        return column.to_numpy().astype(np.int8)
+        return column.to_numpy().astype(np.int8), None
     values = _to_float(column, name, ctx, "the label")
     if rule is not None:
         op, threshold = rule
-        return op(values, threshold).astype(np.int8)
+        return op(values, threshold).astype(np.int8), values
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():
         row = int(np.argmax(bad))
         raise MdrecError(f"label {column.iloc[row]!r} is not 0 or 1", path=ctx.source, column=name,
                          row=ctx.row(row),
                          hint="use a 0/1 column, or a rule such as `label: {column: rating, positive_if: \">= 4\"}`")
-    return values.astype(np.int8)
+    return values.astype(np.int8), None
 
 
 def _parse_time(column: pd.Series, name: str, ctx: _Context) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from mdrec.data.grades import MAX_GRADES, GradeLevels
 from mdrec.data.hashing import HashStats
 from mdrec.data.log import DOMAIN, Log
 from mdrec.errors import MdrecError
@@ -59,6 +60,7 @@ class Transform:
     numeric: feature -> {"mean", "std"} after the feature's transform, over non-missing rows.
     text: feature -> token vocabulary, most frequent first.
     domains: the domains seen in training, sorted.
+    grades: the label's grade levels (mdrec.data.grades), or None with the reason in ``grades_off``.
     """
 
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
@@ -68,6 +70,8 @@ class Transform:
     rows: int = 0
     # Hashed tables (``hash_buckets`` in the spec): table -> buckets, distinct ids, collisions.
     hashed: dict[str, dict] = field(default_factory=dict)
+    grades: dict | None = None
+    grades_off: str | None = None
 
     # ---- fitting --------------------------------------------------------------------------------
     @classmethod
@@ -79,6 +83,7 @@ class Transform:
         text_counters: dict[str, Counter] = {}
         sums: dict[str, list[float]] = {}
         domains: set[str] = set()
+        grades: Counter = Counter()
         rows = 0
         hashed = {f.table: HashStats(f.hash_buckets) for f in spec.features if f.hash_buckets}
         for log in logs:
@@ -86,6 +91,8 @@ class Transform:
             frame = log.frame
             domain_values = frame[DOMAIN].to_numpy(dtype=object)
             domains.update(pd.unique(domain_values))
+            if log.grades is not None and len(grades) <= MAX_GRADES:  # past it, no levels: stop counting
+                grades.update(pd.Series(log.grades).value_counts().to_dict())
             for feature in spec.features:
                 if feature.is_categorical:
                     values = frame[feature.name].to_numpy(dtype=object)
@@ -112,6 +119,11 @@ class Transform:
         if rows == 0:
             raise MdrecError("the training data has no rows")
         transform = cls(rows=rows, domains=sorted(domains))
+        levels = GradeLevels.fit(grades, spec)
+        if isinstance(levels, GradeLevels):
+            transform.grades = levels.to_dict()
+        else:
+            transform.grades_off = levels
         if spec.domain.values:
             unlisted = set(domains) - set(spec.domain.values)
             if unlisted:
@@ -137,6 +149,10 @@ class Transform:
         return transform
 
     # ---- use ------------------------------------------------------------------------------------
+    @property
+    def grade_levels(self) -> GradeLevels | None:
+        return GradeLevels.from_dict(self.grades) if self.grades is not None else None
+
     def vocabulary(self, feature: FeatureSpec) -> list[str]:
         return self.vocabularies[feature.table]
 
@@ -178,6 +194,10 @@ class Transform:
                "domains": self.domains, "rows": self.rows}
         if self.hashed:
             out["hashed"] = self.hashed
+        if self.grades is not None:
+            out["grades"] = self.grades
+        if self.grades_off is not None:
+            out["grades_off"] = self.grades_off
         return out
 
     def save(self, path: str | Path) -> Path:

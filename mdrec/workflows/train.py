@@ -75,6 +75,7 @@ TrainMetrics = TypedDict("TrainMetrics", {
     "missing_values": dict[str, Any],
     "oov": dict[str, Any],
     "calibration": dict[str, Any],          # CTR models with a calibration step: the fits and the tables before
+    "grades": str,                          # CTR, a graded label: what the model trained on (every grade or the click)
     "strategy": dict[str, Any],             # --strategy runs: the cluster and the sharded tables
     "hashing": dict[str, Any],              # hashed ids: buckets, distinct training ids, collisions
     "warm_start": dict[str, Any],           # --warm-start: rows copied and fresh per table
@@ -175,6 +176,8 @@ def _read_splits(run: RunDir, config: TrainConfig, spec: Spec, streaming: bool, 
         train_log = next(iter_logs(config.train, spec, chunk_rows=4096))  # a sample: build and baseline
         transform = Transform.load(run.transform_path) if run.transform_path.is_file() \
             else Transform.fit(iter_logs(config.train, spec), spec)
+        if transform.grades is not None:  # the streamed batches carry the clicks only
+            transform.grades, transform.grades_off = None, "a streamed log's batches carry the clicks only"
     else:
         train_log = load_log(config.train, spec)
         transform = Transform.load(run.transform_path) if run.transform_path.is_file() \
@@ -211,6 +214,24 @@ def _catalogue(run: RunDir, config: TrainConfig, spec: Spec, transform: Transfor
         else Catalogue.from_log(train_log, spec, transform.domains)
 
 
+def _training_targets(model, data: _Splits, clicks: np.ndarray, log: Printer) -> tuple[np.ndarray, str | None]:
+    """What the CTR model trains on: the rows' grade levels when it trains on grades, else the
+    clicks; and the line that says which (None for a 0/1 label)."""
+    levels = data.transform.grade_levels
+    if getattr(model, "grades", None) is not None and levels is not None:
+        grades = data.logs["train"].grades
+        assert grades is not None  # a transform with levels was fitted on a graded log
+        line = f"training on every grade: {levels.describe()}, the other thresholds weighted {model.grades.weight:g}"
+        log(line)
+        return levels.levels(grades), line
+    if data.spec.label.positive_if is None:
+        return clicks, None
+    line = "training on the click alone: " + ("--param grades=false" if levels is not None else
+                                              data.transform.grades_off or "no grade levels in this run")
+    log(line)
+    return clicks, line
+
+
 def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, resume_from: Path | None, *,
                log: Printer, on_batch: Callable[[int], None] | None) -> TrainMetrics:
     """Fit a CTR model (early stopping on validation AUC), calibrate it per line, and score it
@@ -222,12 +243,13 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
 
     spec, transform, train_log = data.spec, data.transform, data.logs["train"]
     train_inputs, train_labels = model_inputs(train_log, spec, data.histories["train"]), labels_of(train_log)
+    targets, grades = _training_targets(model, data, train_labels, log)
     if data.streaming:
         train = StreamingEpochs(lambda epoch: streaming_dataset(
             config.train, spec, config.batch_size, known_domains=transform.domains,
             shuffle_buffer=16 * config.batch_size, seed=config.seed + epoch), train_inputs)
     else:
-        train = InMemoryEpochs(train_inputs, train_labels, config.batch_size, config.seed,
+        train = InMemoryEpochs(train_inputs, targets, config.batch_size, config.seed,
                                domains=train_log.domains if config.domain_batches else None)
     validate = None
     if "valid" in data.logs:
@@ -251,6 +273,8 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
                              "best_valid_auc": result.best_score, "epochs_run": result.epochs_run,
                              "stopped_early": result.stopped_early, "train_rows": transform.rows,
                              "missing_values": {}, "oov": {}, "tables": {}, **_transfer_metrics(model, warm)}
+    if grades:
+        metrics["grades"] = grades
     if dist is not None:
         metrics["strategy"] = {**dist.describe(), "sharded_tables": distribute.sharding_report(model)}
     if transform.hashed:  # hashed ids: buckets, distinct training ids, collisions

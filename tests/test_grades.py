@@ -1,0 +1,139 @@
+"""Training on every grade: the levels fitted from a rating column, the thresholds' loss worked by
+hand, and a CTR run that trains on the levels while it predicts and serves the click."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from mdrec.data.grades import GradeLevels
+from mdrec.layers.grades import GradeThresholds
+from mdrec.spec import parse_spec
+
+
+def _spec(rule: str | None):
+    label = {"column": "rating", "positive_if": rule} if rule else {"column": "click"}
+    return parse_spec({"name": "g", "label": label,
+                       "features": [{"name": "user_id", "role": "user_id", "type": "categorical"},
+                                    {"name": "item_id", "role": "item_id", "type": "categorical"}]})
+
+
+RATINGS = {1.0: 10, 2.0: 10, 3.0: 30, 4.0: 30, 5.0: 20}   # 100 training rows
+
+
+def test_levels_count_the_thresholds_passed_and_the_click_is_one_of_them():
+    levels = GradeLevels.fit(RATINGS, _spec(">= 4"))
+    assert isinstance(levels, GradeLevels)
+    assert levels.thresholds == (2.0, 3.0, 4.0, 5.0) and levels.click_level == 3
+    np.testing.assert_allclose(levels.shares, [0.9, 0.8, 0.5, 0.2])          # rows at >= 2, 3, 4, 5
+    np.testing.assert_array_equal(levels.levels(np.array([1, 2, 3, 4, 5.0])), [0, 1, 2, 3, 4])
+    assert levels.describe() == "rating >= 2, 3, 4, 5 (the click is >= 4)"
+    # "> 3" is the same cut on these grades; a "<" rule counts downward.
+    assert GradeLevels.fit(RATINGS, _spec("> 3")) == levels
+    low = GradeLevels.fit(RATINGS, _spec("< 3"))
+    assert isinstance(low, GradeLevels)
+    assert low.thresholds == (4.0, 3.0, 2.0, 1.0) and low.click_level == 3
+    np.testing.assert_array_equal(low.levels(np.array([5, 4, 2, 1.0])), [0, 1, 3, 4])
+    clicks = np.array([5, 4, 2, 1.0]) < 3
+    np.testing.assert_array_equal(low.levels(np.array([5, 4, 2, 1.0])) >= low.click_level, clicks)
+    assert GradeLevels.from_dict(json.loads(json.dumps(levels.to_dict()))) == levels
+
+
+@pytest.mark.parametrize("counts, rule, reason", [
+    (RATINGS, None, "the label is a 0/1 column"),
+    (RATINGS, "== 5", "the rule '== 5' is not a threshold"),
+    ({float(v): 1 for v in range(11)}, ">= 4", "rating has more than 10 distinct training values"),
+    ({0.0: 5, 1.0: 5}, ">= 1", "rating has 2 distinct training values: the click is all it says"),
+    ({4.0: 5, 5.0: 5, 3.5: 1}, ">= 3", "every training row has the same label"),
+])
+def test_no_levels_come_with_the_reason(counts, rule, reason):
+    assert GradeLevels.fit(counts, _spec(rule)) == reason
+
+
+def _bce(label: float, logit: float) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return -(label * math.log(p) + (1 - label) * math.log(1 - p))
+
+
+def test_threshold_logits_and_their_loss_worked_by_hand():
+    layer = GradeThresholds(click_level=2, shares=[0.8, 0.5, 0.2], weight=0.5)
+    start = [math.log(4) - 0.0, 0.0, math.log(0.25) - 0.0]     # logit(share) - logit(0.5)
+    logits = layer(tf.constant([0.3, -1.0])).numpy()
+    np.testing.assert_allclose(logits, [[0.3 + start[0], 0.3, 0.3 + start[2]],
+                                        [-1.0 + start[0], -1.0, -1.0 + start[2]]], rtol=1e-6)
+    # The click's offset stays 0 whatever its weight holds; the others move.
+    layer.offsets.assign([1.0, 7.0, -1.0])
+    logits = layer(tf.constant([0.3, -1.0])).numpy()
+    np.testing.assert_allclose(logits, [[1.3, 0.3, -0.7], [0.0, -1.0, -2.0]], rtol=1e-6)
+    loss = layer.cross_entropy(tf.constant([2.0, 0.0]), tf.constant(logits)).numpy()
+    # Level 2 passes thresholds 1 and 2 (the click), not 3; level 0 passes none.
+    row0 = 0.5 * _bce(1, 1.3) + _bce(1, 0.3) + 0.5 * _bce(0, -0.7)
+    row1 = 0.5 * _bce(0, 0.0) + _bce(0, -1.0) + 0.5 * _bce(0, -2.0)
+    np.testing.assert_allclose(loss, [row0, row1], rtol=1e-5)
+    # Weight 0: the click's own cross-entropy, nothing else.
+    click_only = GradeThresholds(click_level=2, shares=[0.8, 0.5, 0.2], weight=0.0)
+    got = click_only.cross_entropy(tf.constant([2.0, 0.0, 3.0]), click_only(tf.constant([0.3, -1.0, 2.0]))).numpy()
+    np.testing.assert_allclose(got, [_bce(1, 0.3), _bce(0, -1.0), _bce(1, 2.0)], rtol=1e-5)
+    again = GradeThresholds.from_config(layer.get_config())
+    assert (again.click_level, again.shares, again.weight) == (2, (0.8, 0.5, 0.2), 0.5)
+    with pytest.raises(ValueError, match="click_level must be in 1..3"):
+        GradeThresholds(click_level=4, shares=[0.8, 0.5, 0.2])
+
+
+def _graded_splits(folder):
+    """The tiny log with a 1-5 rating column instead of the click (the click is rating >= 4)."""
+    from conftest import tiny_frame
+
+    frame = tiny_frame(600)
+    rng = np.random.default_rng(3)
+    frame["rating"] = np.where(frame.click == 1, rng.integers(4, 6, len(frame)), rng.integers(1, 4, len(frame)))
+    paths = {}
+    for name, part in (("train", frame.iloc[:420]), ("valid", frame.iloc[420:510]), ("test", frame.iloc[510:])):
+        paths[name] = folder / f"{name}.csv"
+        part.drop(columns="click").to_csv(paths[name], index=False)
+    return paths
+
+
+@pytest.mark.parametrize("grades", [True, False])
+def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, tiny_spec_path, grades):
+    from conftest import tiny_config
+
+    from mdrec.data.pipeline import labels_of
+    from mdrec.training.inference import predict
+    from mdrec.workflows.restore import restore_for, restore_trained
+    from mdrec.workflows.train import train_run
+
+    spec_path = tmp_path / "graded.yaml"
+    spec_path.write_text(tiny_spec_path.read_text().replace("label: {column: click}",
+                                                            'label: {column: rating, positive_if: ">= 4"}'))
+    paths = _graded_splits(tmp_path)
+    config = tiny_config(paths, epochs=2)
+    config.hyperparameters["grades"] = grades
+    metrics = train_run(str(spec_path), config, tmp_path / "run", log=lambda *_: None)
+    said = "every grade: rating >= 2, 3, 4, 5 (the click is >= 4)" if grades else "the click alone: --param grades=false"
+    assert said in metrics["grades"]
+
+    r = restore_for(tmp_path / "run", paths["train"])
+    restore_trained(r.model, r.run, r.inputs)
+    levels = r.transform.grade_levels
+    assert levels is not None and levels.click_level == 3 and (r.model.grades is not None) == grades
+    batch = {k: tf.constant(v[:64]) for k, v in r.inputs.items()}
+    clicks = labels_of(r.log)[:64]
+    logit = r.model(batch, training=True)
+    click_loss = tf_keras.losses.binary_crossentropy(clicks, logit, from_logits=True).numpy()
+    if grades:  # the loss is the thresholds' over the levels, of which the click is one
+        row_levels = levels.levels(r.log.grades[:64])
+        np.testing.assert_array_equal(row_levels >= 3, clicks > 0)
+        got = r.model.training_loss(batch, tf.constant(row_levels)).numpy()
+        np.testing.assert_allclose(got, r.model.grades.cross_entropy(tf.constant(row_levels),
+                                                                      r.model.grades(logit)).numpy(), rtol=1e-5)
+        assert np.all(got > click_loss)
+    else:
+        np.testing.assert_allclose(r.model.training_loss(batch, tf.constant(clicks)).numpy(), click_loss, rtol=1e-5)
+    # What it predicts (and serves) is the click: the calibrated sigmoid of the click's logit.
+    served = predict(r.model, {k: v[:64] for k, v in r.inputs.items()})
+    np.testing.assert_allclose(served, tf.sigmoid(r.model(batch)).numpy(), rtol=1e-5, atol=1e-6)
