@@ -75,6 +75,41 @@ def test_first_order_logistic_recovers_additive_effects_and_ignores_unseen_ids()
     assert got == pytest.approx(1 / (1 + np.exp(-expected)))
 
 
+def test_a_graded_logistic_fit_reads_every_threshold_and_learns_the_ids_better():
+    from mdrec.data.grades import GradeLevels
+    from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
+    from mdrec.spec import parse_spec
+
+    # Grades 1-5 from a cumulative-logit model: P(grade >= k + 1) = σ(s + cut_k); the click is >= 4.
+    rng = np.random.default_rng(2)
+    n, cuts = 3_000, np.array([2.0, 0.5, -1.0, -2.5])
+    users, items = rng.integers(0, 60, n), rng.integers(0, 40, n)
+    w_user, w_item = rng.normal(0, 1, 60), rng.normal(0, 1, 40)
+    s = w_user[users] + w_item[items]
+    grades = 1.0 + (rng.random(n)[:, None] < 1 / (1 + np.exp(-(s[:, None] + cuts)))).sum(axis=1)
+    spec = parse_spec({"name": "g", "label": {"column": "rating", "positive_if": ">= 4"},
+                       "features": [{"name": "user_id", "role": "user_id", "type": "categorical"},
+                                    {"name": "item_id", "role": "item_id", "type": "categorical"}]})
+    levels = GradeLevels.fit(dict(zip(*np.unique(grades, return_counts=True))), spec)
+    assert isinstance(levels, GradeLevels) and levels.click_level == 3
+    ids = (users.astype(str), items.astype(str), np.zeros(n, int).astype(str), (grades >= 4).astype(int))
+    click = FirstOrderLogistic(strength=1.0).fit(*ids)
+    graded = FirstOrderLogistic(strength=1.0).fit(*ids, grades=grades, levels=levels, grade_weight=1.0)
+    # Four labels per row instead of one: the user weights come out nearer the truth.
+    fitted = {name: m.model.coef_.ravel()[:60] for name, m in (("click", click), ("graded", graded))}
+    truth = w_user[np.array(click.vocabularies[0]).astype(int)]
+    assert np.corrcoef(fitted["graded"], truth)[0, 1] > np.corrcoef(fitted["click"], truth)[0, 1] + 0.02
+    # The intercept is the click's cut; the threshold columns (>= 2, 3, 5) hold the others'.
+    assert graded.model.intercept_[0] == pytest.approx(-1.0, abs=0.3)
+    np.testing.assert_allclose(graded.model.coef_.ravel()[-3:] + graded.model.intercept_[0], cuts[[0, 1, 3]], atol=0.4)
+    # It predicts the click: σ(intercept + the row's id weights), threshold columns left out.
+    row = graded.predict(np.array(["0"]), np.array(["0"]), np.array(["0"]))[0]
+    coef = graded.model.coef_.ravel()
+    z = graded.model.intercept_[0] + coef[graded.vocabularies[0].get_loc("0")] \
+        + coef[60 + graded.vocabularies[1].get_loc("0")] + coef[100]
+    assert row == pytest.approx(1 / (1 + np.exp(-z)))
+
+
 def test_itemknn_by_hand():
     import scipy.sparse as sp
 

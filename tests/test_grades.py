@@ -41,11 +41,14 @@ def test_levels_count_the_thresholds_passed_and_the_click_is_one_of_them():
     clicks = np.array([5, 4, 2, 1.0]) < 3
     np.testing.assert_array_equal(low.levels(np.array([5, 4, 2, 1.0])) >= low.click_level, clicks)
     assert GradeLevels.from_dict(json.loads(json.dumps(levels.to_dict()))) == levels
+    # "== 5" on a 1-5 scale is the top grade: ">= 5", a threshold; "== 3" is not one.
+    top = GradeLevels.fit(RATINGS, _spec("== 5"))
+    assert isinstance(top, GradeLevels) and top.thresholds == (2.0, 3.0, 4.0, 5.0) and top.click_level == 4
 
 
 @pytest.mark.parametrize("counts, rule, reason", [
     (RATINGS, None, "the label is a 0/1 column"),
-    (RATINGS, "== 5", "the rule '== 5' is not a threshold"),
+    (RATINGS, "== 3", "the rule '== 3' is not a threshold"),
     ({float(v): 1 for v in range(11)}, ">= 4", "rating has more than 10 distinct training values"),
     ({0.0: 5, 1.0: 5}, ">= 1", "rating has 2 distinct training values: the click is all it says"),
     ({4.0: 5, 5.0: 5, 3.5: 1}, ">= 3", "every training row has the same label"),
@@ -137,3 +140,22 @@ def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, t
     # What it predicts (and serves) is the click: the calibrated sigmoid of the click's logit.
     served = predict(r.model, {k: v[:64] for k, v in r.inputs.items()})
     np.testing.assert_allclose(served, tf.sigmoid(r.model(batch)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_streamed_run_trains_on_the_click_and_says_why(tmp_path, tiny_spec_path):
+    import yaml
+    from conftest import tiny_config
+
+    from mdrec.data.transform import Transform
+    from mdrec.workflows.train import train_run
+
+    raw = yaml.safe_load(tiny_spec_path.read_text())
+    raw.pop("sequence")  # (a streamed log has no behaviour sequences)
+    raw["label"] = {"column": "rating", "positive_if": ">= 4"}
+    spec_path = tmp_path / "graded.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    metrics = train_run(spec_path, tiny_config(_graded_splits(tmp_path), stream=True, epochs=1), tmp_path / "run",
+                        log=lambda *_: None)
+    assert metrics["grades"] == "training on the click alone: a streamed log's batches carry the clicks only"
+    transform = Transform.load(tmp_path / "run" / "transform.json")
+    assert transform.grades is None and transform.grades_off == "a streamed log's batches carry the clicks only"

@@ -8,7 +8,8 @@ of thresholds "grade >= t" a row passes (for a ``<`` / ``<=`` rule, "grade <= t"
 (mdrec.layers.grades): every row teaches it the whole grade, not one bit of it. It only trains
 on the levels; it predicts, exports and serves the click.
 
-Levels exist for a threshold rule (``>=``, ``>``, ``<=``, ``<``) over at most ``MAX_GRADES``
+Levels exist for a threshold rule (``>=``, ``>``, ``<=``, ``<``, or ``==`` the top or bottom
+training grade, e.g. ``== 5`` on a 1-5 rating) over at most ``MAX_GRADES``
 distinct training values with at least two thresholds (a rating scale, not a watch time);
 otherwise :meth:`GradeLevels.fit` says why not and the models train on the click alone.
 """
@@ -76,6 +77,8 @@ class GradeLevels:
         match = RULE.match(rule)
         assert match is not None  # the spec parser checked the rule
         op, cut = match.group(1), float(match.group(2))
+        if op == "==" and counts and cut in (max(counts), min(counts)):  # the top (bottom) grade: a threshold
+            op = ">=" if cut == max(counts) else "<="
         if op not in _INCREASING:
             return f"the rule {rule!r} is not a threshold"
         if len(counts) > MAX_GRADES:
