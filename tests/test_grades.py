@@ -101,11 +101,11 @@ def _graded_splits(folder):
     return paths
 
 
-@pytest.mark.parametrize("grades", [True, False])
-def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, tiny_spec_path, grades):
+def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, tiny_spec_path):
     from conftest import tiny_config
 
     from mdrec.data.pipeline import labels_of
+    from mdrec.models.registry import build_model
     from mdrec.training.inference import predict
     from mdrec.workflows.restore import restore_for, restore_trained
     from mdrec.workflows.train import train_run
@@ -114,32 +114,35 @@ def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, t
     spec_path.write_text(tiny_spec_path.read_text().replace("label: {column: click}",
                                                             'label: {column: rating, positive_if: ">= 4"}'))
     paths = _graded_splits(tmp_path)
-    config = tiny_config(paths, epochs=2)
-    config.hyperparameters["grades"] = grades
-    metrics = train_run(str(spec_path), config, tmp_path / "run", log=lambda *_: None)
-    said = "every grade: rating >= 2, 3, 4, 5 (the click is >= 4)" if grades else "the click alone: --param grades=false"
-    assert said in metrics["grades"]
+    metrics = train_run(str(spec_path), tiny_config(paths, epochs=2), tmp_path / "run", log=lambda *_: None)
+    assert metrics["grades"] == ("training on every grade: rating >= 2, 3, 4, 5 (the click is >= 4), "
+                                 "the other thresholds weighted 0.5")
 
     r = restore_for(tmp_path / "run", paths["train"])
     restore_trained(r.model, r.run, r.inputs)
     levels = r.transform.grade_levels
-    assert levels is not None and levels.click_level == 3 and (r.model.grades is not None) == grades
+    assert levels is not None and levels.click_level == 3 and r.model.grades is not None
     batch = {k: tf.constant(v[:64]) for k, v in r.inputs.items()}
     clicks = labels_of(r.log)[:64]
     logit = r.model(batch, training=True)
     click_loss = tf_keras.losses.binary_crossentropy(clicks, logit, from_logits=True).numpy()
-    if grades:  # the loss is the thresholds' over the levels, of which the click is one
-        row_levels = levels.levels(r.log.grades[:64])
-        np.testing.assert_array_equal(row_levels >= 3, clicks > 0)
-        got = r.model.training_loss(batch, tf.constant(row_levels)).numpy()
-        np.testing.assert_allclose(got, r.model.grades.cross_entropy(tf.constant(row_levels),
-                                                                      r.model.grades(logit)).numpy(), rtol=1e-5)
-        assert np.all(got > click_loss)
-    else:
-        np.testing.assert_allclose(r.model.training_loss(batch, tf.constant(clicks)).numpy(), click_loss, rtol=1e-5)
+    # The loss is the thresholds' over the levels, of which the click is one.
+    row_levels = levels.levels(r.log.grades[:64])
+    np.testing.assert_array_equal(row_levels >= 3, clicks > 0)
+    got = r.model.training_loss(batch, tf.constant(row_levels)).numpy()
+    np.testing.assert_allclose(got, r.model.grades.cross_entropy(tf.constant(row_levels),
+                                                                  r.model.grades(logit)).numpy(), rtol=1e-5)
+    assert np.all(got > click_loss)
     # What it predicts (and serves) is the click: the calibrated sigmoid of the click's logit.
     served = predict(r.model, {k: v[:64] for k, v in r.inputs.items()})
     np.testing.assert_allclose(served, tf.sigmoid(r.model(batch)).numpy(), rtol=1e-5, atol=1e-6)
+    # grades=false: the same model on the clicks, its loss the click's cross-entropy.
+    off = build_model("shared_bottom", r.spec, r.transform, hidden=[16], grades=False)
+    assert off.grades is None
+    off_logit = off(batch, training=True)
+    np.testing.assert_allclose(off.training_loss(batch, tf.constant(clicks)).numpy(),
+                               tf_keras.losses.binary_crossentropy(clicks, off_logit, from_logits=True).numpy(),
+                               rtol=1e-5)
 
 
 def test_a_streamed_run_trains_on_the_click_and_says_why(tmp_path, tiny_spec_path):
