@@ -19,6 +19,14 @@ def test_layer_scales_and_shifts_each_line():
     with pytest.raises(ValueError, match="expected 2 values, one per line"):
         layer.assign([1.0], [0.0])
     assert LineCalibration.from_config(layer.get_config()).num_lines == 2
+    # With user groups: line d of group g reads pair d + 2 g; without groups, group 0.
+    grouped = LineCalibration(2, user_groups=2)
+    grouped.assign([2.0, 0.5, 1.0, 3.0], [0.0, -1.0, 0.5, 0.0])
+    np.testing.assert_allclose(grouped(logits, lines, tf.constant([0, 0, 1])).numpy(), [2.0, -0.5, -6.0])
+    np.testing.assert_allclose(grouped(logits, lines).numpy(), [2.0, -0.5, -2.0])
+    with pytest.raises(ValueError, match="expected 4 values, one per line and user group"):
+        grouped.assign([1.0, 1.0], [0.0, 0.0])
+    assert LineCalibration.from_config(grouped.get_config()).user_groups == 2
 
 
 def _miscalibrated(rng, n: int, a: float, b: float):
@@ -60,6 +68,26 @@ def test_a_thin_or_one_class_line_keeps_its_pair_and_says_why():
     assert fits["thin"].report() == {"scale": 1.0, "shift": 0.0, "rows": 50, "kept": fits["thin"].kept}
 
 
+def test_each_user_group_gets_its_own_pair_and_a_thin_group_its_lines():
+    rng = np.random.default_rng(2)
+    z_known, y_known = _miscalibrated(rng, 20_000, 1.0, 0.8)    # known users: 0.8 higher than predicted
+    z_new, y_new = _miscalibrated(rng, 20_000, 1.0, -0.8)       # new users: 0.8 lower
+    z_thin, y_thin = _miscalibrated(rng, 2_000, 0.5, 0.0)
+    z = np.concatenate([z_known, z_new, z_thin, z_thin[:100]])
+    y = np.concatenate([y_known, y_new, y_thin, y_thin[:100]])
+    lines = np.repeat([0, 0, 1, 1], [20_000, 20_000, 2_000, 100])
+    groups = np.repeat([0, 1, 0, 1], [20_000, 20_000, 2_000, 100])
+    layer = LineCalibration(2, user_groups=2)
+    fits = fit_line_calibration(layer, 1 / (1 + np.exp(-z)), y, lines, ["a", "b"], groups)
+    assert fits["a"].shift == pytest.approx(0.8, abs=0.06) and fits["a, new users"].shift == pytest.approx(-0.8, abs=0.06)
+    assert fits["a"].kept is None and fits["a, new users"].rows == 20_000
+    # Line b's new users: 100 rows, too few for a pair of their own; they take the line's, fitted on both.
+    assert fits["b, new users"].kept == "100 held-out rows, fewer than 200; the line's pair over both groups"
+    assert fits["b, new users"].scale == pytest.approx(0.5, abs=0.1)
+    np.testing.assert_allclose(layer.scale.numpy(), [fits[k].scale for k in ("a", "b", "a, new users", "b, new users")],
+                               rtol=1e-6)
+
+
 def test_logits_of_inverts_the_sigmoid_and_stays_finite():
     z = np.array([-3.0, 0.0, 2.5])
     np.testing.assert_allclose(logits_of(1 / (1 + np.exp(-z))), z, atol=1e-9)
@@ -80,15 +108,22 @@ def test_a_ctr_model_serves_its_calibrated_scores(tmp_path, tiny_spec_path, tiny
     transform = Transform.fit(log, spec)
     spec = with_domain_values(spec, transform.domains)
     inputs = model_inputs(log, spec, np.full((len(log.frame), 5), "", dtype=object))
+    inputs["user_id"] = inputs["user_id"].copy()
+    inputs["user_id"][:40] = "someone new"                 # users without a training row: group 1
+    lines = np.array([transform.domains.index(d) for d in log.domains])
+    pair = lines + 3 * (np.arange(len(lines)) < 40)        # line d of group g at d + 3 g
     for name in ("shared_bottom", "star", "mmoe", "separate"):
         model = build_model(name, spec, transform, hidden=[8], dropout=0.0)
         build(model, inputs)
+        np.testing.assert_array_equal(model.user_groups({"user_id": tf.constant(inputs["user_id"])}).numpy(),
+                                      np.arange(len(lines)) < 40)
         raw = logits_of(predict(model, inputs))
-        scale, shift = np.array([2.0, 0.5, 1.5]), np.array([0.3, -0.2, 0.0])
+        scale, shift = np.array([2.0, 0.5, 1.5, 1.0, 3.0, 0.7]), np.array([0.3, -0.2, 0.0, 0.1, -1.0, 0.5])
         model.calibration.assign(scale, shift)
-        lines = np.array([transform.domains.index(d) for d in log.domains])
-        np.testing.assert_allclose(logits_of(predict(model, inputs)), scale[lines] * raw + shift[lines],
+        np.testing.assert_allclose(logits_of(predict(model, inputs)), scale[pair] * raw + shift[pair],
                                    rtol=1e-4, atol=1e-4, err_msg=name)
+    one_pair = build_model("star", spec, transform, hidden=[8], calibration="platt")   # per line only
+    assert one_pair.calibration.user_groups == 1 and one_pair.calibration.scale.shape == (3,)
     served = ctr_signature(model, spec, transform)
     got = served(**{k: tf.constant(v) for k, v in inputs.items()})["probability"].numpy()
     np.testing.assert_allclose(got, predict(model, inputs), rtol=1e-5, atol=1e-6)

@@ -42,14 +42,16 @@ from mdrec.spec import Spec
 if TYPE_CHECKING:
     from mdrec.data.catalogue import Catalogue
 
-CALIBRATIONS = ("platt", "none")
+# "platt_users": a Platt pair per line and user group (with / without a training row); "platt": one
+# per line (the default before 2026-12-07, which runs saved then still read); "none".
+CALIBRATIONS = ("platt_users", "platt", "none")
 
 
 class ClickModel(tf_keras.Model):
     """A model whose call gives click logits [B]; trained on binary cross-entropy.
 
-    ``calibration`` (a LineCalibration, or None): the per-line Platt step the training workflow
-    fits on the validation split after training; the identity until then.
+    ``calibration`` (a LineCalibration, or None): the per-line (and per user group) Platt step the
+    training workflow fits on the validation split after training; the identity until then.
     ``grades`` (a GradeThresholds, or None): when set, the model trains on grade levels, not clicks.
     """
 
@@ -60,10 +62,27 @@ class ClickModel(tf_keras.Model):
         self.calibration: LineCalibration | None = None
         self.grades: GradeThresholds | None = None
 
-    def calibration_layer(self, calibration: str, num_lines: int) -> LineCalibration | None:
+    def calibration_layer(self, calibration: str, num_lines: int, spec: Spec) -> LineCalibration | None:
+        """The calibration layer of mode ``calibration``; hashed user ids have no "new user" row,
+        so their calibration is per line only."""
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
-        return LineCalibration(num_lines, name="calibration") if calibration == "platt" else None
+        if calibration == "none":
+            return None
+        by_user = calibration == "platt_users" and not spec.user_id.hash_buckets
+        return LineCalibration(num_lines, user_groups=2 if by_user else 1, name="calibration")
+
+    def user_groups(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """int32 [B]: 1 where the row's user has no row of its own in the user id table (not in
+        training, or an empty id), else 0."""
+        raise NotImplementedError
+
+    def calibrated(self, inputs: dict[str, tf.Tensor], logit: tf.Tensor, domain: tf.Tensor) -> tf.Tensor:
+        """``logit`` [B] through the calibration (if on), by line and, if it has them, user group."""
+        if self.calibration is None:
+            return logit
+        groups = self.user_groups(inputs) if self.calibration.user_groups > 1 else None
+        return self.calibration(logit, domain, groups)
 
     def grades_layer(self, grades: bool, weight: float, transform: Transform) -> GradeThresholds | None:
         """The threshold logits of the transform's grade levels, if ``grades`` and the label has them."""
@@ -90,12 +109,13 @@ class CTRModel(ClickModel):
                  user_feature: tf_keras.layers.Layer | None = None, item_encoder: str = "auto",
                  text_encoder: str = "mean", frozen_text: str = "none", hybrid_combine: str = "concat",
                  catalogue: Catalogue | None = None, first_order: bool = True, first_order_prior: float = 5.0,
-                 calibration: str = "platt", grades: bool = True, grade_weight: float = 0.5,
+                 calibration: str = "platt_users", grades: bool = True, grade_weight: float = 0.5,
                  **kwargs: Any) -> None:
         """``first_order``: add the user, item, line and user x line biases to the logit, each
         shrunk toward 0 by ``first_order_prior`` pseudo-impressions (mdrec.layers.first_order).
-        ``calibration``: "platt" (a per-line scale and shift of the logit, fitted on validation
-        after training) or "none".
+        ``calibration``: "platt_users" (a scale and shift of the logit per line and user group,
+        users with and without a training row, fitted on validation after training), "platt" (per
+        line only) or "none".
         ``grades``: when the spec cuts the click from a graded column, also train on every grade
         threshold, the others weighted ``grade_weight`` (mdrec.layers.grades).
         ``user_feature``: a layer user ids [B] -> [B, w] read as one more user feature, e.g. a
@@ -122,7 +142,7 @@ class CTRModel(ClickModel):
                 self.encoder.lookups[user.table].vocabulary_size(), self.encoder.lookups[item.table].vocabulary_size(),
                 self.encoder.num_domains, prior=first_order_prior, rows=transform.rows,
                 item_bias=item in self.item_encoder.reads, name="first_order")
-        self.calibration = self.calibration_layer(calibration, self.encoder.num_domains)
+        self.calibration = self.calibration_layer(calibration, self.encoder.num_domains, spec)
         self.grades = self.grades_layer(grades, grade_weight, transform)
 
     @property
@@ -143,13 +163,18 @@ class CTRModel(ClickModel):
 
     def output_logit(self, inputs: dict[str, tf.Tensor], logit: tf.Tensor) -> tf.Tensor:
         """The network's ``logit`` [B] plus the first-order terms of the batch's users, items and
-        lines (if on), through the per-line calibration (if on)."""
+        lines (if on), through the calibration (if on)."""
         domain = self.encoder.domain_index(inputs)
         if self.first_order is not None:
             spec = self.spec
             logit += self.first_order(self.encoder.ids(spec.user_id, inputs), self.encoder.ids(spec.item_id, inputs),
                                       domain)
-        return self.calibration(logit, domain) if self.calibration is not None else logit
+        return self.calibrated(inputs, logit, domain)
+
+    def user_groups(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        user = self.spec.user_id
+        # StringLookup rows: 0 the mask (""), then the OOV buckets, then the vocabulary.
+        return tf.cast(self.encoder.ids(user, inputs) <= user.oov_buckets, tf.int32)
 
     def prepare_inference(self) -> None:
         """Refresh anything precomputed for serving (STAR's fused weights); no-op by default."""
@@ -237,7 +262,7 @@ class Separate(ClickModel):
         interaction_dim = kwargs.pop("interaction_dim", 16)
         embeddings_l2 = kwargs.pop("embeddings_l2", 1e-3)
         first_order = {k: kwargs.pop(k) for k in ("first_order", "first_order_prior") if k in kwargs}
-        calibration = kwargs.pop("calibration", "platt")
+        calibration = kwargs.pop("calibration", "platt_users")
         grades, grade_weight = kwargs.pop("grades", True), kwargs.pop("grade_weight", 0.5)
         if kwargs.pop("user_feature", None) is not None:
             raise ValueError("a pretrained user encoder plugs into one shared encoder; 'separate' has one per "
@@ -251,14 +276,17 @@ class Separate(ClickModel):
                                     interaction=interaction, interaction_dim=interaction_dim, **item, **first_order,
                                     calibration="none", grades=False, name=f"domain_{d}")
                        for d in range(self.num_domains)]
-        self.calibration = self.calibration_layer(calibration, self.num_domains)
+        self.calibration = self.calibration_layer(calibration, self.num_domains, spec)
         self.grades = self.grades_layer(grades, grade_weight, transform)
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         domain = self.towers[0].encoder.domain_index(inputs)  # every tower knows the same domain list
         logit = route_by_domain(dict(inputs), domain, self.num_domains,
                                 lambda d, part: self.towers[d](part, training=training))
-        return self.calibration(logit, domain) if self.calibration is not None else logit
+        return self.calibrated(inputs, logit, domain)
+
+    def user_groups(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.towers[0].user_groups(inputs)  # every tower has the same user vocabulary
 
 
 MODELS = {"shared_bottom": SharedBottom, "star": Star, "separate": Separate, "mmoe": MMoE}

@@ -4,6 +4,9 @@ For each line, a one-feature logistic regression of the labels on the model's cu
 p = σ(a · z + b) (Platt, 1999). The new pair composes with whatever the layer held, so fitting
 twice changes nothing. A line with fewer than :data:`MIN_ROWS` held-out rows or one class keeps its
 pair, and the report says why.
+
+A layer with two user groups (users with a training row, and without) gets a pair per line and
+group; a group with too few held-out rows takes its line's pair fitted on both groups together.
 """
 from __future__ import annotations
 
@@ -44,24 +47,47 @@ def logits_of(probabilities: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+NEW_USERS = ", new users"  # the suffix of a line's second group in the fits' names
+
+
 def fit_line_calibration(layer, probabilities: np.ndarray, labels: np.ndarray, line_ids: np.ndarray,
-                         line_names: list[str]) -> dict[str, LineFit]:
+                         line_names: list[str], user_groups: np.ndarray | None = None) -> dict[str, LineFit]:
     """Refit ``layer`` (a LineCalibration) from the model's current probabilities [N] of held-out
-    rows with their labels [N] and line indices [N]; returns each line's fit by name."""
+    rows with their labels [N], line indices [N] and, for a layer with two user groups, each row's
+    group [N] (1: a user without a training row); returns each fit by name (the line's, and
+    "LINE, new users" for the second group)."""
     z, labels, line_ids = logits_of(probabilities), np.asarray(labels), np.asarray(line_ids)
+    groups = np.zeros(len(z), dtype=int) if user_groups is None else np.asarray(user_groups, dtype=int)
     scale, shift = layer.scale.numpy().astype(np.float64), layer.shift.numpy().astype(np.float64)
     fits: dict[str, LineFit] = {}
     for d, name in enumerate(line_names):
-        rows = line_ids == d
-        kept = None
-        if rows.sum() < MIN_ROWS:
-            kept = f"{int(rows.sum())} held-out rows, fewer than {MIN_ROWS}"
-        elif len(np.unique(labels[rows])) < 2:
-            kept = "the held-out rows have one class"
-        if kept is None:
-            a, b = platt(z[rows], labels[rows])
-            # The layer already maps raw r to z = s·r + t; the new fit maps z to a·z + b.
-            scale[d], shift[d] = a * scale[d], a * shift[d] + b
-        fits[name] = LineFit(float(scale[d]), float(shift[d]), int(rows.sum()), kept)
+        line = line_ids == d
+        pooled = _fit(z[line], labels[line])
+        for g in range(layer.user_groups):
+            rows = line & (groups == g) if layer.user_groups > 1 else line
+            own = _fit(z[rows], labels[rows]) if layer.user_groups > 1 else pooled
+            pair, kept = None, None
+            if isinstance(own, tuple):
+                pair = own
+            elif isinstance(pooled, tuple):  # a thin group takes its line's pair over both groups
+                pair, kept = pooled, f"{own}; the line's pair over both groups"
+            else:
+                kept = own
+            index = d + layer.num_lines * g
+            if pair is not None:
+                a, b = pair
+                # The layer already maps raw r to z = s·r + t; the new fit maps z to a·z + b.
+                scale[index], shift[index] = a * scale[index], a * shift[index] + b
+            fits[name + (NEW_USERS if g else "")] = LineFit(float(scale[index]), float(shift[index]),
+                                                            int(rows.sum()), kept)
     layer.assign(scale, shift)
     return fits
+
+
+def _fit(z: np.ndarray, labels: np.ndarray) -> tuple[float, float] | str:
+    """The Platt pair of these rows, or why they cannot have one."""
+    if len(z) < MIN_ROWS:
+        return f"{len(z)} held-out rows, fewer than {MIN_ROWS}"
+    if len(np.unique(labels)) < 2:
+        return "the held-out rows have one class"
+    return platt(z, labels)

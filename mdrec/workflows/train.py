@@ -332,15 +332,24 @@ def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dic
     from mdrec.training.calibration import fit_line_calibration
     from mdrec.training.inference import predict, save_weights
 
+    by_user = model.calibration.user_groups > 1
+    method = "platt per line and user group (users with / without a training row)" if by_user else "platt per line"
     if "valid" not in splits:
         log("calibration: skipped (no --valid split to fit it on)")
-        return {"method": "platt per line", "skipped": "no validation split"}
-    valid_log = splits["valid"][0]
+        return {"method": method, "skipped": "no validation split"}
+    valid_log, valid_inputs = splits["valid"]
     index = {name: i for i, name in enumerate(transform.domains)}
     lines = np.array([index[d] for d in valid_log.domains], dtype=np.int64)
-    fits = fit_line_calibration(model.calibration, scored["valid"], labels_of(valid_log), lines, transform.domains)
+    groups = None
+    if by_user:  # (the user id's row in the model's own table decides; the line's column keys a per-line id)
+        import tensorflow as tf
+
+        keys = [k for k in (spec.user_id.name, spec.domain.column) if k]
+        groups = model.user_groups({k: tf.constant(valid_inputs[k]) for k in keys}).numpy()
+    fits = fit_line_calibration(model.calibration, scored["valid"], labels_of(valid_log), lines, transform.domains,
+                                groups)
     save_weights(model, run.best)
-    report = {"method": "platt per line", "fitted_on": "valid",
+    report = {"method": method, "fitted_on": "valid",
               "lines": {line: fit.report() for line, fit in fits.items()}, "before": {}}
     for name, (split, inputs) in splits.items():
         before = ctr_table(spec, split, scored[name])
@@ -348,7 +357,7 @@ def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dic
         after = ctr_table(spec, split, scored[name])
         report["before"][name] = table_records(before)
         log(f"calibration on {name} (mean predicted / observed click rate), before -> after the per-line "
-            "Platt step fitted on valid: " + ", ".join(f"{line} {before.loc[line, 'calibration']:.3f} -> "
+            f"{'(and user group) ' if by_user else ''}Platt step fitted on valid: " + ", ".join(f"{line} {before.loc[line, 'calibration']:.3f} -> "
                                                       f"{after.loc[line, 'calibration']:.3f}" for line in after.index))
     for line, fit in fits.items():
         if fit.kept:
