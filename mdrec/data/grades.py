@@ -93,7 +93,7 @@ class GradeLevels:
             return "every training row has the same label"
         rows = np.array([counts[v] for v in values], dtype=np.float64)
         return cls(spec.label.column, increasing, tuple(float(t) for t in thresholds),
-                   click_level=int(np.argmax(clicks)),  # values[k] is the first graded a click: level k
+                   click_level=int(np.argmax(clicks)),  # values[k], the first grade that is a click, is level k
                    shares=tuple(float(rows[k:].sum() / rows.sum()) for k in range(1, len(values))))
 
 
