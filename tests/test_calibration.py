@@ -66,6 +66,7 @@ def test_a_thin_or_one_class_line_keeps_its_pair_and_says_why():
     assert fits["thin"].kept == "50 held-out rows, fewer than 200" and fits["thin"].scale == 1.0
     assert "10 held-out rows" in fits["one"].kept
     assert fits["thin"].report() == {"scale": 1.0, "shift": 0.0, "rows": 50, "kept": fits["thin"].kept}
+    assert fits["thin"].note() == "50 held-out rows, fewer than 200: left as it was"
 
 
 def test_each_user_group_gets_its_own_pair_and_a_thin_group_its_lines():
@@ -82,7 +83,8 @@ def test_each_user_group_gets_its_own_pair_and_a_thin_group_its_lines():
     assert fits["a"].shift == pytest.approx(0.8, abs=0.06) and fits["a, new users"].shift == pytest.approx(-0.8, abs=0.06)
     assert fits["a"].kept is None and fits["a, new users"].rows == 20_000
     # Line b's new users: 100 rows, too few for a pair of their own; they take the line's, fitted on both.
-    assert fits["b, new users"].kept == "100 held-out rows, fewer than 200; the line's pair over both groups"
+    assert fits["b, new users"].note() == "100 held-out rows, fewer than 200: takes its line's pair over both user groups"
+    assert fits["b, new users"].report()["pooled"] is True and "pooled" not in fits["b"].report()
     assert fits["b, new users"].scale == pytest.approx(0.5, abs=0.1)
     np.testing.assert_allclose(layer.scale.numpy(), [fits[k].scale for k in ("a", "b", "a, new users", "b, new users")],
                                rtol=1e-6)

@@ -20,16 +20,25 @@ MAX_ITER = 1000
 
 @dataclass
 class LineFit:
-    """One line's pair (the layer's after the fit), its held-out rows, and why it was kept if so."""
+    """One pair (the layer's after the fit), its held-out rows, and why they got no fit of their
+    own if so: then the pair was kept, or (``pooled``) is the line's over both user groups."""
 
     scale: float
     shift: float
     rows: int
     kept: str | None = None
+    pooled: bool = False
 
     def report(self) -> dict:
         out = {"scale": round(self.scale, 5), "shift": round(self.shift, 5), "rows": self.rows}
-        return {**out, "kept": self.kept} if self.kept else out
+        out.update({"kept": self.kept} if self.kept else {})
+        return {**out, "pooled": True} if self.pooled else out
+
+    def note(self) -> str | None:
+        """What happened to a pair without a fit of its own, or None."""
+        if not self.kept:
+            return None
+        return f"{self.kept}: " + ("takes its line's pair over both user groups" if self.pooled else "left as it was")
 
 
 def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -70,7 +79,7 @@ def fit_line_calibration(layer, probabilities: np.ndarray, labels: np.ndarray, l
             if isinstance(own, tuple):
                 pair = own
             elif isinstance(pooled, tuple):  # a thin group takes its line's pair over both groups
-                pair, kept = pooled, f"{own}; the line's pair over both groups"
+                pair, kept = pooled, own
             else:
                 kept = own
             index = d + layer.num_lines * g
@@ -79,7 +88,8 @@ def fit_line_calibration(layer, probabilities: np.ndarray, labels: np.ndarray, l
                 # The layer already maps raw r to z = s·r + t; the new fit maps z to a·z + b.
                 scale[index], shift[index] = a * scale[index], a * shift[index] + b
             fits[name + (NEW_USERS if g else "")] = LineFit(float(scale[index]), float(shift[index]),
-                                                            int(rows.sum()), kept)
+                                                            int(rows.sum()), kept, pooled=kept is not None and
+                                                            pair is not None)
     layer.assign(scale, shift)
     return fits
 

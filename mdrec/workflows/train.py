@@ -360,8 +360,8 @@ def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dic
             f"{'(and user group) ' if by_user else ''}Platt step fitted on valid: " + ", ".join(f"{line} {before.loc[line, 'calibration']:.3f} -> "
                                                       f"{after.loc[line, 'calibration']:.3f}" for line in after.index))
     for line, fit in fits.items():
-        if fit.kept:
-            log(f"calibration of line {line} left as it was: {fit.kept}")
+        if fit.note():
+            log(f"calibration of {line}: {fit.note()}")
     return report
 
 
