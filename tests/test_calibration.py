@@ -69,7 +69,7 @@ def test_a_thin_or_one_class_line_keeps_its_pair_and_says_why():
     assert fits["thin"].note() == "50 held-out rows, fewer than 200: left as it was"
 
 
-def test_each_user_group_gets_its_own_pair_and_a_thin_group_its_lines():
+def test_each_user_group_gets_its_lines_slope_and_its_own_shift():
     rng = np.random.default_rng(2)
     z_known, y_known = _miscalibrated(rng, 20_000, 1.0, 0.8)    # known users: 0.8 higher than predicted
     z_new, y_new = _miscalibrated(rng, 20_000, 1.0, -0.8)       # new users: 0.8 lower
@@ -80,12 +80,17 @@ def test_each_user_group_gets_its_own_pair_and_a_thin_group_its_lines():
     groups = np.repeat([0, 1, 0, 1], [20_000, 20_000, 2_000, 100])
     layer = LineCalibration(2, user_groups=2)
     fits = fit_line_calibration(layer, 1 / (1 + np.exp(-z)), y, lines, ["a", "b"], groups)
-    assert fits["a"].shift == pytest.approx(0.8, abs=0.06) and fits["a, new users"].shift == pytest.approx(-0.8, abs=0.06)
-    assert fits["a"].kept is None and fits["a, new users"].rows == 20_000
-    # Line b's new users: 100 rows, too few for a pair of their own; they take the line's, fitted on both.
-    assert fits["b, new users"].note() == "100 held-out rows, fewer than 200: takes its line's pair over both user groups"
+    known, new = fits["a"], fits["a, new users"]
+    assert known.scale == new.scale                              # one slope per line
+    assert known.shift - new.shift == pytest.approx(1.6, abs=0.15) and known.kept is None and new.rows == 20_000
+    # Each group's mean prediction is its click rate on the rows it was fitted on.
+    p = 1 / (1 + np.exp(-(known.scale * z[:40_000] + np.where(groups[:40_000] == 0, known.shift, new.shift))))
+    assert p[:20_000].mean() == pytest.approx(y_known.mean(), abs=1e-6)
+    assert p[20_000:].mean() == pytest.approx(y_new.mean(), abs=1e-6)
+    # Line b's new users: 100 rows, too few for a shift of their own; they keep the line's pair.
+    assert fits["b, new users"].note() == "100 held-out rows, fewer than 200: its line's pair, no shift of its own"
     assert fits["b, new users"].report()["pooled"] is True and "pooled" not in fits["b"].report()
-    assert fits["b, new users"].scale == pytest.approx(0.5, abs=0.1)
+    assert (fits["b, new users"].scale, fits["b, new users"].shift) != (1.0, 0.0)
     np.testing.assert_allclose(layer.scale.numpy(), [fits[k].scale for k in ("a", "b", "a, new users", "b, new users")],
                                rtol=1e-6)
 

@@ -10,9 +10,10 @@ and lives in the model's weights, so evaluation, export and serving all read cal
 Until fitted the layer is the identity. A monotone map per line leaves every line's AUC unchanged.
 
 With ``user_groups=2`` each line has a pair for users with a training row (g = 0) and one for users
-without (g = 1, the user id's out-of-vocabulary row). The two groups drift apart: on MovieLens-1M's
-time split 76% of validation rows but 19% of test rows come from new users, whose click rate
-differs, and one pair per line fitted on that mix left the test's known users 1.14x too high.
+without (g = 1, the user id's out-of-vocabulary row); the fit gives both the line's slope and each
+group its own shift. The two groups drift apart: on MovieLens-1M's time split 76% of validation
+rows but 19% of test rows come from new users, whose click rate differs, and one pair per line
+fitted on that mix left the test's known users 1.14x too high.
 """
 from __future__ import annotations
 

@@ -5,8 +5,12 @@ p = σ(a · z + b) (Platt, 1999). The new pair composes with whatever the layer 
 twice changes nothing. A line with fewer than :data:`MIN_ROWS` held-out rows or one class keeps its
 pair, and the report says why.
 
-A layer with two user groups (users with a training row, and without) gets a pair per line and
-group; a group with too few held-out rows takes its line's pair fitted on both groups together.
+A layer with two user groups (users with a training row, and without) gets the line's pair fitted
+on both groups, plus a shift per group that makes the group's mean prediction its click rate: the
+groups' base rates drift apart, their slope is the line's. (A slope per group too, fitted on a
+few hundred new users' rows, reordered the rows across groups and cost the synthetic log's main
+line 0.004 AUC; the shift alone cost 0.001 there and gained 0.001 on MovieLens-1M.) A group with
+too few held-out rows gets no shift of its own.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ MAX_ITER = 1000
 @dataclass
 class LineFit:
     """One pair (the layer's after the fit), its held-out rows, and why they got no fit of their
-    own if so: then the pair was kept, or (``pooled``) is the line's over both user groups."""
+    own if so: then the pair was kept, or (``pooled``) is the line's, without a user group's shift."""
 
     scale: float
     shift: float
@@ -38,7 +42,7 @@ class LineFit:
         """What happened to a pair without a fit of its own, or None."""
         if not self.kept:
             return None
-        return f"{self.kept}: " + ("takes its line's pair over both user groups" if self.pooled else "left as it was")
+        return f"{self.kept}: " + ("its line's pair, no shift of its own" if self.pooled else "left as it was")
 
 
 def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -74,14 +78,13 @@ def fit_line_calibration(layer, probabilities: np.ndarray, labels: np.ndarray, l
         pooled = _fit(z[line], labels[line])
         for g in range(layer.user_groups):
             rows = line & (groups == g) if layer.user_groups > 1 else line
-            own = _fit(z[rows], labels[rows]) if layer.user_groups > 1 else pooled
-            pair, kept = None, None
-            if isinstance(own, tuple):
-                pair = own
-            elif isinstance(pooled, tuple):  # a thin group takes its line's pair over both groups
-                pair, kept = pooled, own
-            else:
-                kept = own
+            pair, kept = (pooled, None) if isinstance(pooled, tuple) else (None, pooled)
+            if pair is not None and layer.user_groups > 1:
+                shift_of_group = _group_shift(pair, z[rows], labels[rows])
+                if isinstance(shift_of_group, str):  # a thin group keeps its line's pair
+                    kept = shift_of_group
+                else:
+                    pair = (pair[0], pair[1] + shift_of_group)
             index = d + layer.num_lines * g
             if pair is not None:
                 a, b = pair
@@ -96,8 +99,27 @@ def fit_line_calibration(layer, probabilities: np.ndarray, labels: np.ndarray, l
 
 def _fit(z: np.ndarray, labels: np.ndarray) -> tuple[float, float] | str:
     """The Platt pair of these rows, or why they cannot have one."""
+    reason = _too_few(z, labels)
+    return reason if reason else platt(z, labels)
+
+
+def _group_shift(pair: tuple[float, float], z: np.ndarray, labels: np.ndarray) -> float | str:
+    """δ with mean σ(a · z + b + δ) = mean label over these rows (the maximum-likelihood shift
+    given the line's pair), or why there is none."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    reason = _too_few(z, labels)
+    if reason:
+        return reason
+    a, b = pair
+    clicks = float(np.sum(labels))
+    return float(brentq(lambda d: float(expit(a * z + b + d).sum()) - clicks, -30.0, 30.0))
+
+
+def _too_few(z: np.ndarray, labels: np.ndarray) -> str | None:
     if len(z) < MIN_ROWS:
         return f"{len(z)} held-out rows, fewer than {MIN_ROWS}"
     if len(np.unique(labels)) < 2:
         return "the held-out rows have one class"
-    return platt(z, labels)
+    return None
