@@ -333,7 +333,8 @@ def _calibrate(model, run: RunDir, spec: Spec, transform: Transform, splits: dic
     from mdrec.training.inference import predict, save_weights
 
     by_user = model.calibration.user_groups > 1
-    method = "platt per line and user group (users with / without a training row)" if by_user else "platt per line"
+    method = "platt per line, shifted per user group (users with / without a training row)" if by_user \
+        else "platt per line"
     if "valid" not in splits:
         log("calibration: skipped (no --valid split to fit it on)")
         return {"method": method, "skipped": "no validation split"}
