@@ -60,38 +60,51 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
                           "item": catalogue.index_of(item_keys(log, spec)),
                           "time": log.frame[TIME].to_numpy() if TIME in log.frame else np.arange(len(log)),
                           "row": np.arange(len(log))})[clicked]
-    seen_items: dict[object, np.ndarray] = {}
-    if seen:
-        parts = [pd.DataFrame({"user": s.frame[user_col].to_numpy(dtype=object),
-                               "item": catalogue.index_of(item_keys(s, spec))})[s.frame[LABEL].to_numpy() > 0]
-                 for s in seen]
-        history = pd.concat(parts, ignore_index=True)
-        history = history[history["item"] >= 0].drop_duplicates()
-        seen_items = {u: g.to_numpy() for u, g in history.groupby("user", sort=False)["item"]}
-
-    domain_index = {d: i for i, d in enumerate(catalogue.domains)}
-    empty = np.zeros(0, np.int64)
-    rows, domains, users, relevant, excluded = [], [], [], [], []
     counts = {"clicks": int(clicked.sum()), "targets_outside_catalogue": 0, "repeat_targets_removed": 0,
               "queries_without_targets": 0}
+    seen_items = _clicked_items(seen, spec, catalogue, user_col)
+    # One query per (user, line), in key order; its row is the first click there (by time, then row).
     frame = frame.sort_values(["time", "row"], kind="stable")
-    for (user, domain), group in frame.groupby(["user", "domain"], sort=True):
-        items = np.unique(group["item"].to_numpy())
-        removed = seen_items.get(user, empty)
-        repeat = np.isin(items, removed) & (items >= 0)
-        counts["repeat_targets_removed"] += int(repeat.sum())
-        items = items[~repeat]
-        if len(items) == 0:
-            counts["queries_without_targets"] += 1
-            continue
-        counts["targets_outside_catalogue"] += int((items < 0).sum())
-        rows.append(int(group["row"].iloc[0]))
-        domains.append(domain_index[domain])
-        users.append(user)
-        relevant.append(items)
-        excluded.append(removed)
-    return RankingQueries(np.asarray(rows, np.int64), np.asarray(domains, np.int64),
-                          np.asarray(users, dtype=object), relevant, excluded, counts)
+    first = frame.groupby(["user", "domain"], sort=True)["row"].first()
+    pairs = frame[["user", "domain", "item"]].drop_duplicates()
+    if len(seen_items):
+        repeat = pairs.merge(seen_items.assign(repeat=True), on=["user", "item"], how="left")["repeat"]
+        repeat = repeat.fillna(False).to_numpy(bool)
+        counts["repeat_targets_removed"] = int(repeat.sum())
+        pairs = pairs[~repeat]
+    group = pairs.groupby(["user", "domain"], sort=True).ngroup().to_numpy()
+    keys = pairs.groupby(["user", "domain"], sort=True).size().index  # the groups in ngroup order
+    order = np.lexsort((pairs["item"].to_numpy(), group))
+    items, group = pairs["item"].to_numpy(np.int64)[order], group[order]
+    relevant = np.split(items, np.flatnonzero(np.diff(group)) + 1) if len(items) else []
+    counts["queries_without_targets"] = len(first) - len(keys)
+    counts["targets_outside_catalogue"] = int((items < 0).sum())
+    users = keys.get_level_values("user").to_numpy(dtype=object)
+    by_user = dict(zip(*_grouped(seen_items))) if len(seen_items) else {}
+    empty = np.zeros(0, np.int64)
+    domain_index = {d: i for i, d in enumerate(catalogue.domains)}
+    return RankingQueries(first.loc[keys].to_numpy(np.int64),
+                          np.asarray([domain_index[d] for d in keys.get_level_values("domain")], np.int64),
+                          users, relevant, [by_user.get(u, empty) for u in users], counts)
+
+
+def _clicked_items(logs: Sequence[Log], spec: Spec, catalogue: Catalogue, user_col: str) -> pd.DataFrame:
+    """The distinct (user, catalogue row) pairs clicked in ``logs``."""
+    parts = [pd.DataFrame({"user": s.frame[user_col].to_numpy(dtype=object),
+                           "item": catalogue.index_of(item_keys(s, spec))})[s.frame[LABEL].to_numpy() > 0]
+             for s in logs]
+    if not parts:
+        return pd.DataFrame({"user": np.zeros(0, object), "item": np.zeros(0, np.int64)})
+    history = pd.concat(parts, ignore_index=True)
+    return history[history["item"] >= 0].drop_duplicates()
+
+
+def _grouped(pairs: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each user of ``pairs`` and their items (in first-seen order), without a Python loop per group."""
+    codes, users = pd.factorize(pairs["user"])
+    order = np.argsort(codes, kind="stable")
+    codes, items = codes[order], pairs["item"].to_numpy(np.int64)[order]
+    return np.asarray(users, dtype=object), np.split(items, np.flatnonzero(np.diff(codes)) + 1)
 
 
 def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: np.ndarray,
@@ -105,20 +118,31 @@ def full_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: n
         positions = np.arange(start, min(start + block, len(queries)))
         scores = np.array(score_block(positions), dtype=np.float32, copy=True)
         scores[~membership[queries.domain[positions]]] = -np.inf
-        for row, q in enumerate(positions):
-            scores[row, queries.excluded[q]] = -np.inf
+        scores[_marks(queries.excluded, positions, scores.shape)] = -np.inf
         top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
         order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
-        for row, q in enumerate(positions):
-            relevant = queries.relevant[q]
-            hits = np.isin(top[row], relevant[relevant >= 0])
-            for k in ks:
-                hit_k = hits[:k]
-                out[f"recall@{k}"][q] = hit_k.sum() / len(relevant)
-                out[f"hr@{k}"][q] = float(hit_k.any())
-                out[f"ndcg@{k}"][q] = gains[: len(hit_k)][hit_k].sum() / ideal[min(len(relevant), k) - 1]
+        hits = np.take_along_axis(_marks(queries.relevant, positions, scores.shape), top, 1)  # [b, k_max]
+        found = np.cumsum(hits, axis=1)
+        discounted = np.cumsum(hits * gains[:k_max], axis=1)
+        wanted = np.array([len(queries.relevant[q]) for q in positions])  # outside-catalogue items count
+        for k in ks:
+            at = min(k, k_max) - 1
+            out[f"recall@{k}"][positions] = found[:, at] / wanted
+            out[f"hr@{k}"][positions] = (found[:, at] > 0).astype(float)
+            out[f"ndcg@{k}"][positions] = discounted[:, at] / ideal[np.minimum(wanted, k) - 1]
     return out
+
+
+def _marks(per_query: list[np.ndarray], positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool [b, N]: True at each of the block's queries' catalogue rows (negative rows skipped)."""
+    marks = np.zeros(shape, dtype=bool)
+    columns = [per_query[q] for q in positions]
+    rows = np.repeat(np.arange(len(columns)), [len(c) for c in columns])
+    columns_flat = np.concatenate(columns) if columns else np.zeros(0, np.int64)
+    inside = columns_flat >= 0
+    marks[rows[inside], columns_flat[inside].astype(np.int64)] = True
+    return marks
 
 
 def sampled_ranking(score_block: ScoreBlock, queries: RankingQueries, membership: np.ndarray,
