@@ -319,7 +319,7 @@ def _train_on_cluster(spec: Path, shards: Path, paths: dict, run: Path, logs: Pa
 
     argv = [sys.executable, "-m", "mdrec.cli", "train", "--spec", str(spec), "--train", str(shards),
             "--valid", str(paths["valid"]), "--test", str(paths["test"]), "--model", "star", "--out", str(run),
-            "--epochs", "1", "--batch-size", "1024", "--learning-rate", "2e-3",
+            "--epochs", "1", "--batch-size", "4096", "--learning-rate", "4e-3",
             "--hidden", "256,128,64", "--dropout", "0.1", "--embeddings-l2", "3e-4",
             "--strategy", "parameter_server", "--overwrite"]
     with LocalCluster(workers=2, ps=2, log_dir=logs) as cluster:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from mdrec.evaluation.baselines import MeanBaseline
 
@@ -73,6 +74,32 @@ def test_first_order_logistic_recovers_additive_effects_and_ignores_unseen_ids()
     expected = model.model.intercept_[0] + coef[30 + item_0] + coef[50 + line_0]
     got = model.predict(np.array(["nobody"]), np.array(["0"]), np.array(["0"]))[0]
     assert got == pytest.approx(1 / (1 + np.exp(-expected)))
+
+
+def test_choosing_the_logistic_strength_warm_starts_the_path_and_stops_past_the_peak():
+    from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
+
+    # Few rows per id: strong regularisation wins on validation, the weakest overfits.
+    rng = np.random.default_rng(3)
+    n = 6_000
+    users, items = rng.integers(0, 400, n), rng.integers(0, 300, n)
+    logit = -1.0 + rng.normal(0, 0.5, 400)[users] + rng.normal(0, 0.5, 300)[items]
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    ids = (users.astype(str), items.astype(str), np.zeros(n, int).astype(str), labels)
+    train, valid = tuple(a[:4_000] for a in ids), tuple(a[4_000:] for a in ids)
+    strengths = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    chosen, grid = FirstOrderLogistic.choose(train, valid, strengths=strengths)
+    # Each tried strength scores as a cold fit does, to lbfgs' tolerance (neighbouring strengths'
+    # predictions differ by > 0.1 here): the warm start changes the path, not the optimum.
+    cold = {c: FirstOrderLogistic(c).fit(*train) for c in grid}
+    for c, auc in grid.items():
+        assert auc == pytest.approx(roc_auc_score(valid[3], cold[c].predict(*valid[:3])), abs=2e-4)
+    assert max(grid, key=grid.get) == chosen.strength
+    np.testing.assert_allclose(chosen.predict(*valid[:3]), cold[chosen.strength].predict(*valid[:3]), atol=5e-3)
+    # The walk went up from the strongest and stopped after two strengths in a row below the best.
+    tried = sorted(grid)
+    assert tried == list(strengths[:len(tried)]) and len(tried) < len(strengths)
+    assert all(grid[c] < grid[chosen.strength] for c in tried[-2:]) and chosen.strength == tried[-3]
 
 
 def test_a_graded_logistic_fit_reads_every_threshold_and_learns_the_ids_better():
