@@ -12,7 +12,7 @@ from mdrec.data.log import load_log
 from mdrec.data.pipeline import as_tensors, epoch_dataset, labels_of, model_inputs, streaming_dataset
 from mdrec.errors import MdrecError
 from mdrec.spec import load_spec
-from mdrec.training.loop import learning_rate_schedule, logloss_rising
+from mdrec.training.loop import learning_rate_schedule, logloss_rising, stopped_before
 from mdrec.workflows.evaluate import evaluate_run
 from mdrec.workflows.train import train_run
 from conftest import Crashed, crash_at, reload_and_serve, tiny_config
@@ -233,6 +233,24 @@ def test_logloss_rising_needs_every_recent_epoch_above_the_earlier_best():
     assert logloss_rising(history(0.50, 0.48, 0.47, 0.49), 2) is None    # the best is recent
     assert logloss_rising(history(0.50, 0.51), 2) is None                # too few epochs to tell
     assert logloss_rising([{"epoch": 0, "valid_auc": 0.7}] * 4, 2) is None   # no logloss (retrieval)
+
+
+def test_a_resumed_run_that_had_stopped_early_stays_stopped():
+    def history(*points):  # (valid auc, valid logloss) per epoch
+        return [{"epoch": e, "valid_auc": a, "valid_logloss": v} for e, (a, v) in enumerate(points)]
+
+    def state(epoch, best_epoch, bad_epochs):
+        return {"epoch": epoch, "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+
+    # Stopped by the logloss rule with one bad epoch of patience 2: AUC rose at epoch 1, not at 2,
+    # and logloss has stayed above epoch 0's for two epochs (the rule restore used to miss).
+    rising = history((0.70, 0.40), (0.71, 0.41), (0.705, 0.42))
+    assert stopped_before(state(3, 1, 1), 10, 2, rising)
+    assert stopped_before(state(3, 0, 2), 10, 2, history((0.7, 0.4), (0.69, 0.39), (0.69, 0.38)))  # patience
+    assert not stopped_before(state(2, 1, 0), 10, 2, rising[:2])           # killed mid-run: goes on
+    assert not stopped_before(state(3, 2, 0), 10, 2, rising)               # last epoch improved
+    assert not stopped_before(state(3, 1, 1), 3, 2, rising)                # finished: the loop ends anyway
+    assert not stopped_before(state(0, -1, 0), 10, 2, [])
 
 
 def test_the_training_step_is_traced_once_per_batch_shape():

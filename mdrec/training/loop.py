@@ -13,7 +13,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Mapping, Protocol
 
 import numpy as np
 
@@ -102,6 +102,19 @@ def logloss_rising(history: list[dict], patience: int) -> tuple[int, float] | No
         return None
     best = min(points[:-patience], key=lambda p: p[1])
     return best if all(loss > best[1] for _, loss in points[-patience:]) else None
+
+
+def stopped_before(state: Mapping[str, Any], epochs: int, patience: int, history: list[dict]) -> bool:
+    """Whether a restored run had stopped early after its last finished epoch, by either of
+    :func:`finish_epoch`'s rules (no score gain for ``patience`` epochs; or none this epoch while
+    validation logloss rose), so that resuming a finished run does not train it further."""
+    done = int(state["epoch"])
+    if done == 0 or done >= epochs:
+        return False
+    if int(state["bad_epochs"]) >= patience:
+        return True
+    improved = int(state["best_epoch"]) == done - 1
+    return not improved and logloss_rising(history, patience) is not None
 
 
 def learning_rate_schedule(rate: float, decay_steps: int | None = None, warmup_steps: int = 0
@@ -304,7 +317,7 @@ def fit(model: tf_keras.Model, run: RunDir, config: TrainConfig, train: "InMemor
         log(f"resuming from {source}: epoch {int(state['epoch']) + 1}, "
             f"batch {int(state['batch'])}, step {int(state['step'])}")
     history = [h for h in run.read_history() if h["epoch"] < int(state["epoch"])]
-    stopped_early = int(state["bad_epochs"]) >= config.patience and int(state["epoch"]) < config.epochs
+    stopped_early = stopped_before(state, config.epochs, config.patience, history)
     verbose = progress_verbosity()
     board = Board(run.path) if steps.chief else None  # one set of curves per run: the chief's
     if verbose:
