@@ -22,8 +22,8 @@ what the columns give without a model.
 
 When the spec cuts the click from a graded column (the models then train on every grade,
 mdrec.layers.grades), the sanity rows include ``baseline: first-order logistic on every grade``:
-the kit's logistic row fitted on every grade threshold (its C chosen on validation AUC), the same
-signal without a model.
+the kit's logistic row fitted on every grade threshold (its C chosen on validation AUC; every run
+carries it, mdrec.evaluation.baselines.ctr), the same signal without a model.
 
 Real data stays outside the repository: --work defaults to a temporary folder.
 """
@@ -95,34 +95,6 @@ def statistics_logistic(spec_path: Path, data: Path, split: str) -> list[dict]:
     return table.reset_index().to_dict("records")
 
 
-def graded_logistic(spec_path: Path, data: Path, split: str) -> list[dict] | None:
-    """The first-order logistic row fitted on every grade threshold (mdrec.evaluation.baselines.
-    logistic), C chosen on validation AUC: the table of ``split``, or None for a label without
-    grade levels."""
-    from mdrec.data.columns import DOMAIN, LABEL
-    from mdrec.data.grades import GradeLevels
-    from mdrec.data.log import load_log
-    from mdrec.evaluation.baselines.ctr import ctr_ids
-    from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
-    from mdrec.evaluation.metrics import ctr_report
-    from mdrec.spec import load_spec
-
-    spec = load_spec(spec_path)
-    logs = {name: load_log(data / f"{name}.parquet", spec) for name in ("train", "valid", split)}
-    grades = logs["train"].grades
-    if grades is None:
-        return None
-    values, counts = np.unique(grades, return_counts=True)
-    levels = GradeLevels.fit(dict(zip(values.tolist(), counts.tolist())), spec)
-    if not isinstance(levels, GradeLevels):
-        return None
-    ids = {name: ctr_ids(log, spec) for name, log in logs.items()}
-    model, _ = FirstOrderLogistic.choose(ids["train"], ids["valid"], grades=grades, levels=levels)
-    frame = logs[split].frame.assign(score=model.predict(*ids[split][:3]))
-    table = ctr_report(frame, label=LABEL, score="score", domain=DOMAIN, user=spec.user_id.name)
-    return table.reset_index().to_dict("records")
-
-
 def row(model: str, seed: int | None, split: str, table: list[dict], before: list[dict] | None = None) -> dict:
     """One JSON line from a metrics.json table (records with a "domain" column, "ALL" overall)."""
     by_line = {r["domain"]: r for r in table}
@@ -171,10 +143,6 @@ def main() -> None:
         data, spec = with_statistics(spec, data, work / "statistics")
         statistics_row = row("baseline: logistic over the statistics", None, args.split,
                              statistics_logistic(spec, data, args.split))
-    graded_table = graded_logistic(spec, data, args.split)
-    if graded_table is not None:
-        graded_row = row("baseline: first-order logistic on every grade", None, args.split, graded_table)
-        print(json.dumps(graded_row), flush=True)
     params = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.param)}
     results: dict[str, list[dict]] = {}
     baselines: dict[str, dict] = {}
@@ -201,8 +169,6 @@ def main() -> None:
     if statistics_row:
         baselines[statistics_row["model"]] = statistics_row
         print(json.dumps(statistics_row), flush=True)
-    if graded_table is not None:
-        baselines[graded_row["model"]] = graded_row
     strongest = max(baselines, key=lambda n: baselines[n]["auc"]) if baselines else None
     for model, lines in results.items():
         auc = [r["auc"] for r in lines]

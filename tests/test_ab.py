@@ -316,6 +316,8 @@ def test_star_vs_shared_bottom_runs_end_to_end(tmp_path, capsys):
         ab_test("baseline:itemknn", runs["star"], paths["test"], n_bootstrap=20)
     with pytest.raises(MdrecError, match="the other side must be a run folder"):
         ab_test("baseline:mean", "baseline:logistic", paths["test"], n_bootstrap=20)
+    with pytest.raises(MdrecError, match="baseline:logistic-graded: the run's label is not cut from a graded column"):
+        ab_test("baseline:logistic-graded", runs["star"], paths["test"], n_bootstrap=20)
 
 
 def test_two_retrieval_runs_compare_recall_and_ndcg_per_user(tmp_path, tiny_spec_path, tiny_splits):

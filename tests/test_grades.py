@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from sklearn.metrics import roc_auc_score
 
 from mdrec.data.grades import GradeLevels
+from mdrec.data.log import load_log
+from mdrec.evaluation.baselines.ctr import GRADED, LOGISTIC, ctr_ids
+from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
 from mdrec.layers.grades import GradeThresholds
 from mdrec.spec import parse_spec
 
@@ -107,6 +111,7 @@ def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, t
     from mdrec.data.pipeline import labels_of
     from mdrec.models.registry import build_model
     from mdrec.training.inference import predict
+    from mdrec.workflows.evaluate import ctr_baselines_of
     from mdrec.workflows.restore import restore_for, restore_trained
     from mdrec.workflows.train import train_run
 
@@ -119,6 +124,18 @@ def test_a_ctr_run_trains_on_the_levels_and_still_predicts_the_click(tmp_path, t
                                  "the other thresholds weighted 0.5")
 
     r = restore_for(tmp_path / "run", paths["train"])
+    # Its sanity rows include the logistic model on every grade (the same signal, no network): the
+    # table's AUC is that of the model fitted on the training grades at the strength it recorded, and
+    # `mdrec evaluate`/`compare` refit the same row.
+    graded = metrics["baselines"][GRADED]
+    test = load_log(paths["test"], r.spec)
+    by_hand = FirstOrderLogistic(graded["settings"]["strength"]).fit(
+        *ctr_ids(r.log, r.spec), grades=r.log.grades, levels=r.transform.grade_levels)
+    scores = by_hand.predict(*ctr_ids(test, r.spec)[:3])
+    auc = {row["domain"]: row["auc"] for row in graded["tables"]["test"]}["ALL"]
+    assert auc == pytest.approx(roc_auc_score(test.labels, scores))
+    refit = {b.name: b for b in ctr_baselines_of(r.run, r.config, r.spec)[0]}
+    np.testing.assert_allclose(refit[GRADED].predict(*ctr_ids(test, r.spec)[:3]), scores, rtol=1e-6)
     restore_trained(r.model, r.run, r.inputs)
     levels = r.transform.grade_levels
     assert levels is not None and levels.click_level == 3 and r.model.grades is not None
@@ -162,3 +179,4 @@ def test_a_streamed_run_trains_on_the_click_and_says_why(tmp_path, tiny_spec_pat
     assert metrics["grades"] == "training on the click alone: a streamed log's batches carry the clicks only"
     transform = Transform.load(tmp_path / "run" / "transform.json")
     assert transform.grades is None and transform.grades_off == "a streamed log's batches carry the clicks only"
+    assert GRADED not in metrics["baselines"] and LOGISTIC in metrics["baselines"]

@@ -449,8 +449,8 @@ def _ab_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ab", help="offline A/B: two models on one log, with intervals, tests and a verdict per slice")
     p.add_argument("--control", required=True, help="A: a run folder, an export (export/MODEL), a prediction "
                    "file (CSV/Parquet with the log's user id, item id, domain and time columns and a score), or a "
-                   "sanity row fitted on the treatment run's training file: baseline:mean, baseline:logistic "
-                   "(CTR); baseline:popularity, baseline:itemknn, baseline:ease, baseline:itemknn-per-line, "
+                   "sanity row fitted on the treatment run's training file: baseline:mean, baseline:logistic, "
+                   "baseline:logistic-graded (CTR, a label cut from a graded column); baseline:popularity, baseline:itemknn, baseline:ease, baseline:itemknn-per-line, "
                    "baseline:ease-per-line (two_tower)")
     p.add_argument("--treatment", required=True, help="B: same kinds as --control")
     p.add_argument("--data", required=True, help="the held-out log both are compared on (e.g. a test split)")

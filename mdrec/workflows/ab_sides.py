@@ -22,7 +22,7 @@ from mdrec.workflows.ab_predictions import read_predictions
 
 BASELINE_PREFIX = "baseline:"
 # The sanity rows a side may name (``--control baseline:NAME``), per model family.
-BASELINE_SIDES = {"ctr": ("mean", "logistic"),
+BASELINE_SIDES = {"ctr": ("mean", "logistic", "logistic-graded"),
                   "retrieval": ("popularity", "itemknn", "itemknn-per-line", "ease", "ease-per-line")}
 
 
@@ -158,7 +158,7 @@ def _score_run(side: Side, data: str | Path, cache: dict) -> None:
 
 def _score_baseline(side: Side, run_path: str, data: str | Path, spec: Spec, log_: Log, cache: dict) -> None:
     """Score ``data`` with a CTR sanity row fitted on the run's training file (its chosen settings)."""
-    from mdrec.evaluation.baselines.ctr import LOGISTIC, MEAN, ctr_ids
+    from mdrec.evaluation.baselines.ctr import GRADED, LOGISTIC, MEAN, ctr_ids
     from mdrec.training.run import RunDir
     from mdrec.workflows.evaluate import ctr_baselines_of
 
@@ -166,8 +166,11 @@ def _score_baseline(side: Side, run_path: str, data: str | Path, spec: Spec, log
     fitted, note = ctr_baselines_of(run, run.read_config()[0], spec, cache=cache)
     if note:
         raise MdrecError(note, path=run_path, hint="restore the run's training file to fit the sanity row on it")
-    name = {"mean": MEAN, "logistic": LOGISTIC}[side.model]
-    baseline = next(b for b in fitted if b.name == name)
+    name = {"mean": MEAN, "logistic": LOGISTIC, "logistic-graded": GRADED}[side.model]
+    baseline = next((b for b in fitted if b.name == name), None)
+    if baseline is None:  # only a label cut from a graded column has the graded row
+        raise MdrecError(f"{BASELINE_PREFIX}{side.model}: the run's label is not cut from a graded column",
+                         path=run_path, hint=f"use {BASELINE_PREFIX}logistic")
     if baseline.skipped:
         raise MdrecError(f"{side.path}: {baseline.skipped}", path=run_path)
     side.scores, side.labels = baseline.predict(*ctr_ids(log_, spec)[:3]), log_.labels

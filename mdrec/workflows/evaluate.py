@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from mdrec.data.log import DOMAIN, LABEL, Log, load_log
+from mdrec.data.transform import Transform
 from mdrec.evaluation.baselines.ctr import MEAN, ctr_ids, fit_ctr_baselines
 from mdrec.evaluation.baselines.retrieval import fit_baselines
 from mdrec.fileio import atomic_write_json
@@ -85,8 +86,10 @@ def ctr_baselines_of(run: RunDir, config: TrainConfig, spec: Spec, *, cache: dic
         return cache[key], None
     train = load_log(config.train, spec)
     valid = load_log(config.valid, spec) if config.valid and Path(config.valid).exists() else None
-    fitted = fit_ctr_baselines([ctr_ids(train, spec)], ctr_ids(valid, spec) if valid is not None else None,
-                               chosen=chosen or None)
+    levels = Transform.load(run.transform_path).grade_levels if run.transform_path.is_file() else None
+    ids = (*ctr_ids(train, spec), train.grades) if levels is not None else ctr_ids(train, spec)
+    fitted = fit_ctr_baselines([ids], ctr_ids(valid, spec) if valid is not None else None,
+                               chosen=chosen or None, levels=levels)
     if cache is not None:
         cache[key] = fitted
     return fitted, None

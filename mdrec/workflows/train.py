@@ -287,18 +287,19 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
 def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainConfig, data: _Splits,
                       log: Printer) -> None:
     """Add to ``metrics`` the calibration step and, per split, the model's table beside the sanity
-    rows (user+item mean, first-order logistic): fitted on the same training split, their
-    settings chosen on the validation split."""
+    rows (user+item mean, first-order logistic, and for a graded label the logistic model on every
+    grade): fitted on the same training split, their settings chosen on the validation split."""
     from mdrec.training.inference import predict
 
     spec, transform = data.spec, data.transform
+    levels = transform.grade_levels
     train_missing: dict[str, int] = {}
 
     def id_chunks():
         for part in (iter_logs(config.train, spec) if data.streaming else [data.logs["train"]]):
             for key, value in part.missing.items():
                 train_missing[key] = train_missing.get(key, 0) + value
-            yield ctr_ids(part, spec)
+            yield (*ctr_ids(part, spec), part.grades) if levels is not None else ctr_ids(part, spec)
 
     splits = {name: (data.logs[name], model_inputs(data.logs[name], spec, data.histories[name]))
               for name in ("valid", "test") if name in data.logs}
@@ -306,7 +307,8 @@ def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainCo
     if getattr(model, "calibration", None) is not None:
         metrics["calibration"] = _calibrate(model, run, spec, transform, splits, scored, log)
     valid_log = data.logs.get("valid")
-    fitted = fit_ctr_baselines(id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None)
+    fitted = fit_ctr_baselines(id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None,
+                               levels=levels)
     mean, extra = fitted[0], fitted[1:]
     metrics["missing_values"]["train"] = train_missing
     metrics["baseline"] = {"name": mean.name.removeprefix("baseline: "), "alpha": mean.settings["alpha"],

@@ -1,5 +1,7 @@
 """The CTR sanity rows, fitted on the training split with their settings chosen on validation:
-the smoothed user+item mean and the first-order logistic model over user, item and line.
+the smoothed user+item mean and the first-order logistic model over user, item and line, and,
+when the click is cut from a graded column, that logistic model fitted on every grade threshold
+(the sanity row of a model trained on every grade: the same signal, no network).
 
 A run records each row's settings in metrics.json; ``mdrec evaluate`` and ``mdrec compare`` refit
 the rows on the run's training file with those settings, so every table of a run shows the same
@@ -12,6 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from mdrec.data.grades import GradeLevels
 from mdrec.data.log import DOMAIN, LABEL, Log
 from mdrec.evaluation.baselines.logistic import FirstOrderLogistic
 from mdrec.evaluation.baselines.mean import MeanBaseline
@@ -19,9 +22,10 @@ from mdrec.spec import Spec
 
 MEAN = "baseline: user+item mean (smoothed)"
 LOGISTIC = "baseline: first-order logistic (user, item, line)"
+GRADED = "baseline: first-order logistic on every grade"
 MAX_LOGISTIC_ROWS = 20_000_000  # above this the logistic row is skipped (ids of every row in memory)
 
-Ids = tuple  # (users, items, lines, labels), arrays [N]
+Ids = tuple  # (users, items, lines, labels), arrays [N]; a training chunk may add the rows' grades
 
 
 def ctr_ids(log: Log, spec: Spec) -> Ids:
@@ -52,20 +56,25 @@ class CtrBaseline:
 
 
 def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
-                      chosen: dict[str, dict] | None = None) -> list[CtrBaseline]:
-    """Both rows from (users, items, lines, labels) chunks of the training split; settings from
-    ``chosen`` (name -> settings) when given, else searched on ``valid``, else the defaults."""
+                      chosen: dict[str, dict] | None = None, *, levels: GradeLevels | None = None
+                      ) -> list[CtrBaseline]:
+    """The rows from (users, items, lines, labels) chunks of the training split; settings from
+    ``chosen`` (name -> settings) when given, else searched on ``valid``, else the defaults.
+    ``levels``: the label's grade levels; the chunks then carry each row's grade as a fifth array
+    and the graded logistic row is added."""
     chosen = chosen or {}
-    kept: list[Ids] = []
+    kept: list[tuple] = []
     rows = 0
 
     def ids_only():
         nonlocal rows
-        for users, items, lines, labels in train_chunks:
+        for chunk in train_chunks:
+            users, items, lines, labels = chunk[:4]
             rows += len(labels)
             if rows <= MAX_LOGISTIC_ROWS:
                 kept.append((np.asarray(users, dtype=object), np.asarray(items, dtype=object),
-                             np.asarray(lines, dtype=object), np.asarray(labels)))
+                             np.asarray(lines, dtype=object), np.asarray(labels),
+                             chunk[4] if len(chunk) > 4 else None))
             yield users, items, labels
 
     mean = MeanBaseline.fit_chunks(ids_only())
@@ -75,23 +84,36 @@ def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
     elif valid is not None:
         mean, grid = mean.choose_alpha(valid[0], valid[1], valid[3])
     out = [CtrBaseline(MEAN, lambda u, i, _lines: mean.predict(u, i), {"alpha": mean.alpha}, grid)]
+    names = [LOGISTIC] + ([GRADED] if levels is not None else [])
+
+    def skipped(why: str) -> list[CtrBaseline]:
+        return out + [CtrBaseline(name, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=why) for name in names]
 
     if rows > MAX_LOGISTIC_ROWS:
-        out.append(CtrBaseline(LOGISTIC, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=(
-            f"{rows:,} training rows, more than the {MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")))
-        return out
+        return skipped(f"{rows:,} training rows, more than the {MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")
     train = tuple(np.concatenate([part[k] for part in kept]) for k in range(4))
     if len(np.unique(train[3])) < 2:
-        out.append(CtrBaseline(LOGISTIC, lambda u, i, d: np.full(len(u), np.nan), {},
-                               skipped="the training labels have one class"))
-        return out
-    grid = {}
-    if LOGISTIC in chosen:
-        logistic = FirstOrderLogistic(chosen[LOGISTIC]["strength"]).fit(*train)
-    elif valid is not None and len(np.unique(valid[3])) == 2:
-        logistic, grid = FirstOrderLogistic.choose(train, valid)
-    else:
-        logistic = FirstOrderLogistic().fit(*train)
-    out.append(CtrBaseline(LOGISTIC, logistic.predict, {"strength": logistic.strength}, grid,
-                           note=None if logistic.converged else f"lbfgs stopped at {logistic.max_iter} iterations"))
+        return skipped("the training labels have one class")
+    out.append(_logistic_row(LOGISTIC, train, valid, chosen))
+    if levels is not None:
+        if any(part[4] is None for part in kept):
+            out.append(CtrBaseline(GRADED, lambda u, i, d: np.full(len(u), np.nan), {},
+                                   skipped="the training rows carry no grades"))
+        else:
+            grades = np.concatenate([part[4] for part in kept])
+            out.append(_logistic_row(GRADED, train, valid, chosen, grades=grades, levels=levels))
     return out
+
+
+def _logistic_row(name: str, train: Ids, valid: Ids | None, chosen: dict[str, dict], **graded) -> CtrBaseline:
+    """A first-order logistic row (``graded``: FirstOrderLogistic.fit's grades and levels): its
+    strength from ``chosen``, else searched on ``valid``, else the default."""
+    grid: dict = {}
+    if name in chosen:
+        logistic = FirstOrderLogistic(chosen[name]["strength"]).fit(*train, **graded)
+    elif valid is not None and len(np.unique(valid[3])) == 2:
+        logistic, grid = FirstOrderLogistic.choose(train, valid, **graded)
+    else:
+        logistic = FirstOrderLogistic().fit(*train, **graded)
+    return CtrBaseline(name, logistic.predict, {"strength": logistic.strength}, grid,
+                       note=None if logistic.converged else f"lbfgs stopped at {logistic.max_iter} iterations")
