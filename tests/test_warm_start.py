@@ -94,3 +94,31 @@ def test_train_warm_start_records_counts_and_width_mismatch_is_named(tmp_path, t
     with pytest.raises(MdrecError, match="table 'user_id' is 4 wide in the warm-start run and 6"):
         train_run(wide_spec, _config(target, warm_start=str(tmp_path / "src")), tmp_path / "dst2",
                   log=lambda *_: None)
+
+
+def test_users_only_the_source_knows_join_the_vocabulary_with_their_source_rows(tmp_path, tiny_spec_path):
+    source = _splits(tmp_path / "source", tiny_frame(420, seed=0))
+    target_frame = tiny_frame(630, seed=1)
+    target_frame = target_frame[target_frame["user_id"].str[1:].astype(int) % 3 != 0]  # u0, u3, ...: source only
+    target = _splits(tmp_path / "target", target_frame.reset_index(drop=True))
+    train_run(tiny_spec_path, _config(source), tmp_path / "src", log=lambda *_: None)
+    source_rows, _ = _table(tmp_path / "src", source)
+    lines = []
+    # (No L2 on the tables: the CTR models' default penalises every row of a table each step, and
+    # Adam then walks an unread row to 0 whatever the coefficient; two_tower's default is 0.)
+    config = _config(target, warm_start=str(tmp_path / "src"))
+    config.hyperparameters["embeddings_l2"] = 0.0
+    train_run(tiny_spec_path, config, tmp_path / "dst", log=lines.append)
+    rows, model = _table(tmp_path / "dst", target)
+    cold = sorted(k for k in source_rows if k.startswith("u") and int(k[1:]) % 3 == 0)
+    assert cold and all(k in rows for k in cold)   # a row of their own, not the OOV bucket
+    added = next(line for line in lines if line.startswith("warm start: "))
+    assert added.startswith(f"warm start: {len(cold)} users known only to ")
+    # No target row reads them, so training leaves the source line's rows as they were: what a
+    # cold-start user is scored with.
+    for key in cold:
+        np.testing.assert_array_equal(rows[key], source_rows[key])
+    # Without a warm start they are OOV.
+    train_run(tiny_spec_path, _config(target), tmp_path / "alone", log=lambda *_: None)
+    alone, _ = _table(tmp_path / "alone", target)
+    assert not any(k in alone for k in cold)

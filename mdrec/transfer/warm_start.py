@@ -7,6 +7,7 @@ source row, an ID only the target knows keeps its fresh initial row. Tables are 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import tf_keras
 
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
+from mdrec.spec import Spec
 from mdrec.training.run import RunDir
 
 
@@ -95,3 +97,22 @@ def warm_start(model: tf_keras.Model, source_run: str | Path) -> dict[str, dict]
         copied = sum(1 for k in new_keys if k in known)
         report[table] = {"copied": copied, "fresh": len(new_keys) - copied}
     return report
+
+
+def with_source_users(transform: Transform, spec: Spec, source_run: str | Path) -> tuple[Transform, int]:
+    """``transform`` with the user id's vocabulary extended by the users only ``source_run``
+    knows (appended after the target's own, most frequent first), and how many were added.
+
+    Without them a user the target line has never seen falls into the OOV bucket, and the warm
+    start has no row to give them: the cold-start case that ID transfer exists for. With them
+    their row starts as the source line's trained one, and the target items are learned against
+    the source users' rows of the warm users.
+    """
+    table = spec.user_id.table
+    if spec.user_id.hash_buckets or table not in transform.vocabularies:
+        return transform, 0  # hashed ids have no vocabulary: a shared bucket already carries them
+    source = Transform.load(RunDir(source_run).require().transform_path)
+    known = set(transform.vocabularies[table])
+    added = [key for key in source.vocabularies.get(table, []) if key not in known]
+    return replace(transform, vocabularies={**transform.vocabularies, table: transform.vocabularies[table] + added}), \
+        len(added)

@@ -184,6 +184,13 @@ def _read_splits(run: RunDir, config: TrainConfig, spec: Spec, streaming: bool, 
             else Transform.fit(train_log, spec)
         for warning in rare_line_warnings(train_log, spec):
             log(warning)
+    if config.warm_start and not run.transform_path.is_file():
+        from mdrec.transfer.warm_start import with_source_users
+
+        transform, added = with_source_users(transform, spec, config.warm_start)
+        if added:
+            log(f"warm start: {added:,} users known only to {config.warm_start} join the user vocabulary "
+                "(their rows start as its: a user this line has never seen is not OOV)")
     spec = with_domain_values(spec, transform.domains)
     logs = {"train": train_log}
     for name, path in (("valid", config.valid), ("test", config.test)):
