@@ -5,7 +5,7 @@
 fitted by L2-regularised logistic regression (scikit-learn, lbfgs) on one-hot ids; an id unseen in
 training has weight 0. Unlike the user+item mean it fits the three effects jointly (a popular
 item seen mostly by heavy clickers is not credited twice). The strength ``C`` (inverse L2) is
-chosen on the validation split from :data:`STRENGTHS` (warm-started along the path).
+chosen on the validation split from :data:`STRENGTHS`.
 
 When the click is cut from a graded column, ``fit(..., grades=, levels=)`` fits the same weights on
 every grade threshold instead (the rows stacked once per threshold, "level >= k" as the label, one
@@ -67,16 +67,13 @@ class FirstOrderLogistic:
                                                         levels.num_levels, grade_weight)
         return design, targets, weights
 
-    def _solve(self, design: sp.csr_matrix, targets: np.ndarray, weights: np.ndarray | None,
-               start: "FirstOrderLogistic | None" = None) -> "FirstOrderLogistic":
-        """lbfgs on the problem, from ``start``'s weights when given (a fit of the same problem)."""
+    def _solve(self, design: sp.csr_matrix, targets: np.ndarray, weights: np.ndarray | None) -> "FirstOrderLogistic":
+        """lbfgs on the problem, from zero weights."""
         from sklearn.linear_model import LogisticRegression
 
-        self.model = LogisticRegression(C=self.strength, max_iter=self.max_iter, tol=1e-5,
-                                        warm_start=start is not None)
-        if start is not None and start.model is not None:
-            self.model.coef_ = start.model.coef_.copy()
-            self.model.intercept_ = start.model.intercept_.copy()
+        # No warm start from a neighbouring strength: scikit-learn's loss is a mean, so on a large
+        # log the gradient gap between two strengths falls under tol and lbfgs would not move.
+        self.model = LogisticRegression(C=self.strength, max_iter=self.max_iter, tol=1e-5)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             self.model.fit(design, targets, sample_weight=weights)
@@ -98,20 +95,19 @@ class FirstOrderLogistic:
         best AUC on ``valid`` (same tuple). Returns it and each tried strength's validation AUC.
         ``graded``: :meth:`fit`'s grades, levels and grade_weight.
 
-        The strengths are walked from the strongest regularisation up, each fit starting from the
-        last one's weights (a few lbfgs steps instead of a cold start), and the walk stops once two
-        strengths in a row score below the best (on every log measured, validation AUC along the
-        path has a single peak).
+        The design is built once; the strengths are walked from the strongest regularisation up,
+        and the walk stops once two strengths in a row score below the best (on every log measured,
+        validation AUC along the path has a single peak).
         """
         from sklearn.metrics import roc_auc_score
 
         first = cls(min(strengths))
         problem = first._problem(train, graded.get("grades"), graded.get("levels"), graded.get("grade_weight", 0.5))
-        best, previous, worse, grid = None, None, 0, {}
+        best, worse, grid = None, 0, {}
         for strength in sorted(strengths):
             model = cls(strength)
             model.vocabularies = first.vocabularies
-            model._solve(*problem, start=previous)
+            model._solve(*problem)
             grid[float(strength)] = float(roc_auc_score(valid[3], model.predict(*valid[:3])))
             if best is None or grid[float(strength)] > grid[best.strength]:
                 best, worse = model, 0
@@ -119,7 +115,6 @@ class FirstOrderLogistic:
                 worse += 1
                 if worse == 2:
                     break
-            previous = model
         assert best is not None
         return best, grid
 
