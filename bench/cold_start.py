@@ -19,8 +19,9 @@ popularity, ItemKNN and EASE in the target line alone and over both lines (setti
 validation), EMCDR (rank and mapping chosen on the cold validation users), sequel kNN (rank, shelf
 size and blend chosen there too), and two-tower models with the README's recommended towers
 (``towers=shared``, temperature 0.1): one over both lines (transfer), one over the target line
-alone (no transfer), the same target-line model warm-started by ID from one over the source line
-alone (``mdrec train --warm-start``: users only the source knows keep their source rows), and, per ``--encoder-modes``, the target-line model with a user encoder
+alone (no transfer), the same target-line model with ``towers=mlp`` (which reads the user id)
+warm-started by ID from one over the source line alone (``mdrec train --warm-start``: users only
+the source knows keep their source rows), and, per ``--encoder-modes``, the target-line model with a user encoder
 pretrained on the source line's clicks (``mdrec pretrain``, SASRec's recipe, per seed) in its query
 tower (``mdrec transfer --task retrieval --mode frozen|adapter|finetune``; ``towers=mlp``, the
 towers that read user inputs, beside the same model without the encoder): a cold user's vector
@@ -147,24 +148,25 @@ def main() -> None:
                     run = out / "runs" / f"{split.name}-{'joint' if transfer else 'alone'}-{tag}-seed{seed}"
                     _train(spec_path, files, run, seed, params, share, args, err)
                     scored.append(task.run(name, run, transfer))
+                # The rows below read the user's own inputs (their id; the pretrained encoder),
+                # which towers=shared's query tower does not: they and their control (the same
+                # target-only model) use towers=mlp.
+                mlp = {**params, "towers": "mlp"}
+                tag = ",".join(f"{k}={v}" for k, v in sorted(mlp.items()))
+                if params.get("towers", "mlp") != "mlp":  # else the target-only row is the control
+                    run = out / "runs" / f"{split.name}-alone-{tag}-seed{seed}"
+                    _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
+                    scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
                 # ID warm start: the target-only model's tables start from a source-only model's
-                # rows by ID, and the users only the source line knows keep theirs.
+                # rows by ID; the users only the source line knows keep theirs.
                 source = _line_only(paths, spec.domain.column, args.source_line, split / "source-only")
-                donor = out / "runs" / f"{split.name}-source-{args.source_line}-{settings}-seed{seed}"
-                _train(spec_path, source, donor, seed, params, 0.0, args, err)
-                run = out / "runs" / f"{split.name}-warm-{settings}-seed{seed}"
-                _train(spec_path, alone, run, seed, params, 0.0, args, err, warm_start=donor)
-                scored.append(task.run(f"{ALONE}, ID warm start from {args.source_line}", run, True))
+                donor = out / "runs" / f"{split.name}-source-{args.source_line}-{tag}-seed{seed}"
+                _train(spec_path, source, donor, seed, mlp, 0.0, args, err)
+                run = out / "runs" / f"{split.name}-warm-{tag}-seed{seed}"
+                _train(spec_path, alone, run, seed, mlp, 0.0, args, err, warm_start=donor)
+                scored.append(task.run(f"{ALONE}, towers=mlp, ID warm start from {args.source_line}", run, True))
                 modes = [m for m in args.encoder_modes.split(",") if m.strip()]
                 if modes:
-                    # The encoder joins the query tower, which towers=shared does not have: these
-                    # rows and their control (the same model without it) use towers=mlp.
-                    mlp = {**params, "towers": "mlp"}
-                    tag = ",".join(f"{k}={v}" for k, v in sorted(mlp.items()))
-                    if params.get("towers", "mlp") != "mlp":  # else the target-only row is the control
-                        run = out / "runs" / f"{split.name}-alone-{tag}-seed{seed}"
-                        _train(spec_path, alone, run, seed, mlp, 0.0, args, err)
-                        scored.append(task.run(f"{ALONE}, towers=mlp", run, False))
                     encoder_tag = ",".join(f"{k}={v}" for k, v in sorted(pretraining.items())) or "defaults"
                     pretrained = out / "runs" / f"{split.name}-pretrained-{args.source_line}-{encoder_tag}-seed{seed}"
                     _pretrain(spec_path, source["train"], pretrained, seed, args.pretrain_epochs, pretraining, err)
