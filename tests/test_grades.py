@@ -180,3 +180,22 @@ def test_a_streamed_run_trains_on_the_click_and_says_why(tmp_path, tiny_spec_pat
     transform = Transform.load(tmp_path / "run" / "transform.json")
     assert transform.grades is None and transform.grades_off == "a streamed log's batches carry the clicks only"
     assert GRADED not in metrics["baselines"] and LOGISTIC in metrics["baselines"]
+
+
+def test_the_graded_row_is_skipped_with_its_reason_past_the_memory_cap(monkeypatch):
+    from mdrec.evaluation.baselines import ctr
+
+    rng = np.random.default_rng(0)
+    grades = rng.integers(1, 6, 100).astype(float)
+    ids = (rng.integers(0, 9, 100).astype(str), rng.integers(0, 7, 100).astype(str), np.zeros(100).astype(str),
+           (grades >= 4).astype(int))
+    levels = GradeLevels.fit(dict(zip(*np.unique(grades, return_counts=True))), _spec(">= 4"))
+    assert isinstance(levels, GradeLevels) and levels.num_levels == 4
+    monkeypatch.setattr(ctr, "MAX_LOGISTIC_ROWS", 399)   # 100 rows fit; 4 x 100 stacked do not
+    rows = {b.name: b for b in ctr.fit_ctr_baselines([(*ids, grades)], ids, levels=levels)}
+    assert rows[GRADED].skipped == ("400 stacked rows (one per row and grade threshold), more than the 399 "
+                                    "the logistic row holds in memory")
+    assert rows[LOGISTIC].skipped is None
+    monkeypatch.setattr(ctr, "MAX_LOGISTIC_ROWS", 400)
+    rows = {b.name: b for b in ctr.fit_ctr_baselines([(*ids, grades)], ids, levels=levels)}
+    assert rows[GRADED].skipped is None and 0 < rows[GRADED].predict(*ids[:3]).mean() < 1

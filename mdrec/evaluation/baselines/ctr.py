@@ -96,9 +96,14 @@ def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
         return skipped("the training labels have one class")
     out.append(_logistic_row(LOGISTIC, train, valid, chosen))
     if levels is not None:
+        why, stacked = None, rows * levels.num_levels  # the graded fit holds each row once per threshold
         if any(part[4] is None for part in kept):
-            out.append(CtrBaseline(GRADED, lambda u, i, d: np.full(len(u), np.nan), {},
-                                   skipped="the training rows carry no grades"))
+            why = "the training rows carry no grades"
+        elif stacked > MAX_LOGISTIC_ROWS:
+            why = (f"{stacked:,} stacked rows (one per row and grade threshold), more than the "
+                   f"{MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")
+        if why:
+            out.append(CtrBaseline(GRADED, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=why))
         else:
             grades = np.concatenate([part[4] for part in kept])
             out.append(_logistic_row(GRADED, train, valid, chosen, grades=grades, levels=levels))
