@@ -130,6 +130,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("valid", "test"))
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a model hyperparameter for every model (an ablation; the table is of defaults)")
+    parser.add_argument("--domain-batches", action="store_true",
+                        help="draw every batch from one line, as STAR's paper trains (an ablation)")
     parser.add_argument("--statistics", action="store_true",
                         help="train on the split with `mdrec data statistics` columns (and add their sanity row)")
     args = parser.parse_args()
@@ -150,7 +152,8 @@ def main() -> None:
         for seed in args.seeds:
             started = time.time()
             config = TrainConfig(model=model, train=str(data / "train.parquet"), valid=str(data / "valid.parquet"),
-                                 test=str(data / "test.parquet"), seed=seed, hyperparameters=dict(params))
+                                 test=str(data / "test.parquet"), seed=seed, hyperparameters=dict(params),
+                                 domain_batches=args.domain_batches)
             with quiet_progress():  # stdout carries the JSON lines only
                 metrics = train_run(spec, config, work / "runs" / f"{model}-seed{seed}", overwrite=True,
                                     log=lambda *_: None)
