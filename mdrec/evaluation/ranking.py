@@ -69,7 +69,7 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
     pairs = frame[["user", "domain", "item"]].drop_duplicates()
     if len(seen_items):
         repeat = pairs.merge(seen_items.assign(repeat=True), on=["user", "item"], how="left")["repeat"]
-        repeat = repeat.fillna(False).to_numpy(bool)
+        repeat = repeat.notna().to_numpy()  # True where the pair was seen, NaN (no match) elsewhere
         counts["repeat_targets_removed"] = int(repeat.sum())
         pairs = pairs[~repeat]
     group = pairs.groupby(["user", "domain"], sort=True).ngroup().to_numpy()
