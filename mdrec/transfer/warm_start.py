@@ -105,8 +105,8 @@ def with_source_users(transform: Transform, spec: Spec, source_run: str | Path) 
 
     Without them a user the target line has never seen falls into the OOV bucket, and the warm
     start has no row to give them: the cold-start case that ID transfer exists for. With them
-    their row starts as the source line's trained one, and the target items are learned against
-    the source users' rows of the warm users.
+    their row starts as the source line's trained one, as the warm users' rows do, against which
+    the target line's items are learned.
     """
     table = spec.user_id.table
     if spec.user_id.hash_buckets or table not in transform.vocabularies:
