@@ -118,7 +118,3 @@ def test_users_only_the_source_knows_join_the_vocabulary_with_their_source_rows(
     # cold-start user is scored with.
     for key in cold:
         np.testing.assert_array_equal(rows[key], source_rows[key])
-    # Without a warm start they are OOV.
-    train_run(tiny_spec_path, _config(target), tmp_path / "alone", log=lambda *_: None)
-    alone, _ = _table(tmp_path / "alone", target)
-    assert not any(k in alone for k in cold)
