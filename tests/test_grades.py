@@ -199,3 +199,7 @@ def test_the_graded_row_is_skipped_with_its_reason_past_the_memory_cap(monkeypat
     monkeypatch.setattr(ctr, "MAX_LOGISTIC_ROWS", 400)
     rows = {b.name: b for b in ctr.fit_ctr_baselines([(*ids, grades)], ids, levels=levels)}
     assert rows[GRADED].skipped is None and 0 < rows[GRADED].predict(*ids[:3]).mean() < 1
+    # Its strength is searched next to the click row's: one step either way along the grid.
+    assert set(rows[GRADED].grid) <= set(ctr._near(rows[LOGISTIC].settings["strength"]))
+    assert ctr._near(3.0) == (1.0, 3.0, 10.0) and ctr._near(0.1) == (0.1, 0.3) and ctr._near(10.0) == (3.0, 10.0)
+    assert ctr._near(0.7) == ctr.STRENGTHS   # a strength off the grid (a run's own choice): the whole grid
