@@ -72,8 +72,8 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
         repeat = repeat.notna().to_numpy()  # True where the pair was seen, NaN (no match) elsewhere
         counts["repeat_targets_removed"] = int(repeat.sum())
         pairs = pairs[~repeat]
-    group = pairs.groupby(["user", "domain"], sort=True).ngroup().to_numpy()
-    keys = pairs.groupby(["user", "domain"], sort=True).size().index  # the groups in ngroup order
+    grouped = pairs.groupby(["user", "domain"], sort=True)
+    group, keys = grouped.ngroup().to_numpy(), grouped.size().index  # keys in ngroup's order
     order = np.lexsort((pairs["item"].to_numpy(), group))
     items, group = pairs["item"].to_numpy(np.int64)[order], group[order]
     relevant = np.split(items, np.flatnonzero(np.diff(group)) + 1) if len(items) else []

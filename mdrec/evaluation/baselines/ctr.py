@@ -28,11 +28,13 @@ MAX_LOGISTIC_ROWS = 20_000_000  # above this the logistic row is skipped (ids of
 Ids = tuple  # (users, items, lines, labels), arrays [N]; a training chunk may add the rows' grades
 
 
-def ctr_ids(log: Log, spec: Spec) -> Ids:
-    """The (users, items, lines, labels) arrays a CTR baseline reads from a log."""
+def ctr_ids(log: Log, spec: Spec, *, grades: bool = False) -> Ids:
+    """The (users, items, lines, labels) arrays a CTR baseline reads from a log; with ``grades``
+    the rows' grades as a fifth (the training chunk of a graded run)."""
     frame = log.frame
-    return (frame[spec.user_id.name].to_numpy(dtype=object), frame[spec.item_id.name].to_numpy(dtype=object),
-            frame[DOMAIN].to_numpy(dtype=object), frame[LABEL].to_numpy())
+    ids = (frame[spec.user_id.name].to_numpy(dtype=object), frame[spec.item_id.name].to_numpy(dtype=object),
+           frame[DOMAIN].to_numpy(dtype=object), frame[LABEL].to_numpy())
+    return (*ids, log.grades) if grades else ids
 
 
 @dataclass
@@ -87,7 +89,7 @@ def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
     names = [LOGISTIC] + ([GRADED] if levels is not None else [])
 
     def skipped(why: str) -> list[CtrBaseline]:
-        return out + [CtrBaseline(name, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=why) for name in names]
+        return out + [_skipped_row(name, why) for name in names]
 
     if rows > MAX_LOGISTIC_ROWS:
         return skipped(f"{rows:,} training rows, more than the {MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")
@@ -104,12 +106,17 @@ def fit_ctr_baselines(train_chunks: Iterable[Ids], valid: Ids | None = None,
             why = (f"{stacked:,} stacked rows (one per row and grade threshold), more than the "
                    f"{MAX_LOGISTIC_ROWS:,} the logistic row holds in memory")
         if why:
-            out.append(CtrBaseline(GRADED, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=why))
+            out.append(_skipped_row(GRADED, why))
         else:
             grades = np.concatenate([part[4] for part in kept])
             out.append(_logistic_row(GRADED, train, valid, chosen, strengths=_near(click_strength),
                                      grades=grades, levels=levels))
     return out
+
+
+def _skipped_row(name: str, why: str) -> CtrBaseline:
+    """A row that could not be fitted: NaN predictions, and the reason in the table."""
+    return CtrBaseline(name, lambda u, i, d: np.full(len(u), np.nan), {}, skipped=why)
 
 
 def _near(strength: float) -> tuple[float, ...]:
