@@ -101,7 +101,7 @@ def main() -> None:
                         print(json.dumps(record), flush=True)
                         rows.append(record)
             if joint:
-                for name, b in result["baselines"].items():
+                for name, b in result.record["baselines"].items():
                     print(json.dumps({"bench": "retrieval_models", "baseline": name, "seed": seed,
                                       "settings": b["settings"], "skipped": b.get("skipped")}), flush=True)
     _tables(pd.DataFrame(rows))
