@@ -340,3 +340,34 @@ def test_open_signature_leaves_the_named_dims_of_dense_values_open():
     assert y == tf.TensorSpec([None], tf.float32)
     assert isinstance(x["bag"], tf.RaggedTensorSpec)           # a ragged value keeps its own spec
     assert open_signature(batch, (0,))[0]["ids"] == tf.TensorSpec([None, 7], tf.int32)
+
+
+def test_runs_on_the_same_split_fit_the_sanity_rows_once_and_a_changed_split_refits(
+        tmp_path, tiny_spec_path, tiny_splits, monkeypatch):
+    from collections import OrderedDict
+
+    import pandas as pd
+
+    from mdrec.workflows import train as train_module
+
+    monkeypatch.setattr(train_module, "_FITTED_ROWS", OrderedDict())
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return fit_ctr_baselines(*args, **kwargs)
+
+    from mdrec.evaluation.baselines.ctr import fit_ctr_baselines
+    monkeypatch.setattr(train_module, "fit_ctr_baselines", counted)
+    quiet = dict(overwrite=True, log=lambda *_: None)
+    first = train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=1), tmp_path / "a", **quiet)
+    second = train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=1, model="star"), tmp_path / "b", **quiet)
+    assert len(calls) == 1
+    same = [json.dumps(m[k], sort_keys=True) for m in (first, second) for k in ("baseline", "baselines")]
+    assert same[:2] == same[2:]                       # (json: a NaN cell equals itself)
+    assert second["missing_values"]["train"] == first["missing_values"]["train"]
+    frame = pd.read_csv(tiny_splits["train"])
+    frame.iloc[:-40].to_csv(tiny_splits["train"], index=False)        # other training bytes: fitted again
+    third = train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=1), tmp_path / "c", **quiet)
+    assert len(calls) == 2
+    assert json.dumps(third["baseline"]["tables"]) != json.dumps(first["baseline"]["tables"])

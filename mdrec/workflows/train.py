@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypedDict
@@ -19,7 +20,8 @@ from mdrec.data.pipeline import labels_of, model_inputs, streaming_dataset
 from mdrec.data.sequences import split_histories
 from mdrec.data.transform import Transform
 from mdrec.errors import MdrecError
-from mdrec.evaluation.baselines.ctr import ctr_ids, fit_ctr_baselines
+from mdrec.evaluation.baselines import ctr as ctr_baselines
+from mdrec.evaluation.baselines.ctr import CtrBaseline, ctr_ids, fit_ctr_baselines
 from mdrec.evaluation.baselines.retrieval import fit_baselines
 from mdrec.fileio import atomic_write_json
 from mdrec.models.registry import build_model, leave_one_out_profiles, model_family
@@ -137,7 +139,7 @@ def train_run(spec_path: str | Path, config: TrainConfig, out: str | Path, *, ov
     if model_family(config.model) == "retrieval":
         return _train_retrieval(model, run, config, data, log=log, on_batch=on_batch, baselines_from=baselines_from,
                                 sanity_rows=sanity_rows)
-    metrics = _train_ctr(model, run, config, data, dist, resume_from, log=log, on_batch=on_batch)
+    metrics = _train_ctr(model, run, config, data, dist, resume_from, fingerprints, log=log, on_batch=on_batch)
     if dist is not None:
         dist.finish()
     return metrics
@@ -239,8 +241,8 @@ def _training_targets(model, data: _Splits, clicks: np.ndarray, log: Printer) ->
     return clicks, line
 
 
-def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, resume_from: Path | None, *,
-               log: Printer, on_batch: Callable[[int], None] | None) -> TrainMetrics:
+def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, resume_from: Path | None,
+               fingerprints: dict[str, str], *, log: Printer, on_batch: Callable[[int], None] | None) -> TrainMetrics:
     """Fit a CTR model (early stopping on validation AUC), calibrate it per line, and score it
     with the sanity rows on every split."""
     from mdrec.training.epochs import InMemoryEpochs, StreamingEpochs
@@ -286,13 +288,36 @@ def _train_ctr(model, run: RunDir, config: TrainConfig, data: _Splits, dist, res
         metrics["strategy"] = {**dist.describe(), "sharded_tables": distribute.sharding_report(model)}
     if transform.hashed:  # hashed ids: buckets, distinct training ids, collisions
         metrics["hashing"] = transform.hashed
-    _score_ctr_splits(metrics, model, run, config, data, log)
+    _score_ctr_splits(metrics, model, run, config, data, fingerprints, log)
     atomic_write_json(run.metrics_path, metrics)
     return metrics
 
 
+# The CTR sanity rows fitted in this process, by the bytes they were fitted on: the runs of one
+# process on one split (the demo's STAR and shared-bottom, a bench's models and seeds) fit them
+# once (a graded Douban run spends a minute on them). Two splits' rows at most stay in memory.
+_FITTED_ROWS: OrderedDict[tuple, tuple[list[CtrBaseline], dict[str, int]]] = OrderedDict()
+_FITTED_KEPT = 2
+
+
+def _sanity_rows(fingerprints: dict[str, str], graded: bool, fit: Callable[[], list[CtrBaseline]],
+                 train_missing: dict[str, int]) -> list[CtrBaseline]:
+    """``fit()``'s rows, or the rows fitted earlier in this process on the same training and
+    validation bytes, spec and grading; ``train_missing`` (filled by ``fit``) comes back with them."""
+    key = (fingerprints.get("train"), fingerprints.get("valid"), fingerprints.get("spec"), graded,
+           ctr_baselines.MAX_LOGISTIC_ROWS)
+    if key not in _FITTED_ROWS:
+        _FITTED_ROWS[key] = (fit(), dict(train_missing))
+        while len(_FITTED_ROWS) > _FITTED_KEPT:
+            _FITTED_ROWS.popitem(last=False)
+    _FITTED_ROWS.move_to_end(key)
+    fitted, missing = _FITTED_ROWS[key]
+    train_missing.update(missing)
+    return fitted
+
+
 def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainConfig, data: _Splits,
-                      log: Printer) -> None:
+                      fingerprints: dict[str, str], log: Printer) -> None:
     """Add to ``metrics`` the calibration step and, per split, the model's table beside the sanity
     rows (user+item mean, first-order logistic, and for a graded label the logistic model on every
     grade): fitted on the same training split, their settings chosen on the validation split."""
@@ -306,7 +331,7 @@ def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainCo
         for part in (iter_logs(config.train, spec) if data.streaming else [data.logs["train"]]):
             for key, value in part.missing.items():
                 train_missing[key] = train_missing.get(key, 0) + value
-            yield (*ctr_ids(part, spec), part.grades) if levels is not None else ctr_ids(part, spec)
+            yield ctr_ids(part, spec, grades=levels is not None)
 
     splits = {name: (data.logs[name], model_inputs(data.logs[name], spec, data.histories[name]))
               for name in ("valid", "test") if name in data.logs}
@@ -314,8 +339,8 @@ def _score_ctr_splits(metrics: TrainMetrics, model, run: RunDir, config: TrainCo
     if getattr(model, "calibration", None) is not None:
         metrics["calibration"] = _calibrate(model, run, spec, transform, splits, scored, log)
     valid_log = data.logs.get("valid")
-    fitted = fit_ctr_baselines(id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None,
-                               levels=levels)
+    fitted = _sanity_rows(fingerprints, levels is not None, lambda: fit_ctr_baselines(
+        id_chunks(), ctr_ids(valid_log, spec) if valid_log is not None else None, levels=levels), train_missing)
     mean, extra = fitted[0], fitted[1:]
     metrics["missing_values"]["train"] = train_missing
     metrics["baseline"] = {"name": mean.name.removeprefix("baseline: "), "alpha": mean.settings["alpha"],
