@@ -55,9 +55,10 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
     """Queries of ``log``'s clicks; ``seen``: the logs whose clicks are removed from the ranking."""
     user_col = spec.user_id.name
     clicked = log.frame[LABEL].to_numpy() > 0
+    keys = item_keys(log, spec)
     frame = pd.DataFrame({"user": log.frame[user_col].to_numpy(dtype=object),
                           "domain": log.frame[DOMAIN].to_numpy(dtype=object),
-                          "item": catalogue.index_of(item_keys(log, spec)),
+                          "key": keys, "item": catalogue.index_of(keys),
                           "time": log.frame[TIME].to_numpy() if TIME in log.frame else np.arange(len(log)),
                           "row": np.arange(len(log))})[clicked]
     counts = {"clicks": int(clicked.sum()), "targets_outside_catalogue": 0, "repeat_targets_removed": 0,
@@ -66,7 +67,8 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
     # One query per (user, line), in key order; its row is the first click there (by time, then row).
     frame = frame.sort_values(["time", "row"], kind="stable")
     first = frame.groupby(["user", "domain"], sort=True)["row"].first()
-    pairs = frame[["user", "domain", "item"]].drop_duplicates()
+    # Distinct by the item's key: every item outside the catalogue is row -1, and each is a target.
+    pairs = frame.drop_duplicates(["user", "domain", "key"])[["user", "domain", "item"]]
     if len(seen_items):
         repeat = pairs.merge(seen_items.assign(repeat=True), on=["user", "item"], how="left")["repeat"]
         repeat = repeat.notna().to_numpy()  # True where the pair was seen, NaN (no match) elsewhere
