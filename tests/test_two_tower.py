@@ -403,8 +403,6 @@ def test_shared_towers_score_the_history_against_rows_of_one_item_table(tiny_spe
     # a pretrained user encoder would be silently ignored by towers that read no user input
     ({"towers": "shared", "user_feature": tf_keras.layers.Dense(2)}, "towers=shared reads no user input"),
     ({"towers": "sequence", "user_feature": tf_keras.layers.Dense(2)}, "use towers=mlp to transfer it"),
-    ({"towers": "shared", "future_window": 5}, "future_window cuts the history a causal encoder reads"),
-    ({"towers": "sequence", "future_window": 0}, "future_window must be >= 1"),
 ])
 def test_shared_towers_refuse_what_they_cannot_read(tiny_spec_path, tiny_splits, params, message):
     with pytest.raises(ValueError, match=message):
@@ -436,38 +434,6 @@ def test_sequence_towers_read_the_history_in_order_and_score_rows_of_the_encoder
     other_users = model.query_embedding({**x, "user_id": tf.constant(["nobody"] * len(rows))}).numpy()
     np.testing.assert_allclose(other_users, q, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
-
-
-def test_future_window_trains_the_query_on_a_history_cut_short(tiny_spec_path, tiny_splits):
-    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers="sequence", item_bias=False,
-                                                 future_window=3)
-    # By hand: lengths 4, 2, 1, 0; with K = 3, r takes 3, 2, 1, 1 values.
-    rows = tf.constant([[5, 6, 7, 8, 0], [5, 6, 0, 0, 0], [7, 0, 0, 0, 0], [0, 0, 0, 0, 0]], tf.int64)
-    model.sampler = tf.random.Generator.from_seed(1)
-    cuts = np.array([[(np.asarray(r) != 0).sum() for r in model._cut_newest(rows).numpy()] for _ in range(600)])
-    for length, seen in zip([4, 2, 1, 0], cuts.T):
-        counts = np.bincount(length - seen, minlength=3)
-        expected = range(min(3, max(length, 1)))     # r is 0 .. min(K - 1, length - 1), each about as often
-        assert set(np.flatnonzero(counts)) == set(expected)
-        assert counts[list(expected)].min() > 600 / len(expected) * 0.8
-    kept = model._cut_newest(rows).numpy()
-    assert all(list(k[k != 0]) == list(r[:(k != 0).sum()]) for k, r in zip(kept, rows.numpy()))  # prefixes
-    # Wiring: the training query (no dropout here) is the evaluation query of the cut history, and
-    # evaluation reads the whole history.
-    history = inputs[spec.sequence.name]
-    picked = np.flatnonzero((history != "").sum(1) >= 3)[:4]
-    x = _batch(inputs, picked)
-    model.sampler = tf.random.Generator.from_seed(7)
-    trained = model.query_embedding(x, training=True).numpy()
-    model.sampler = tf.random.Generator.from_seed(7)
-    ids = model.sequence_encoder.item_ids(x[spec.sequence.name])
-    cut_lengths = (model._cut_newest(ids).numpy() != 0).sum(1)
-    assert (cut_lengths < (history[picked] != "").sum(1)).any()
-    cut_history = np.where(np.arange(history.shape[1])[None, :] < cut_lengths[:, None], history[picked], "")
-    evaluated = model.query_embedding({**x, spec.sequence.name: tf.constant(cut_history)}).numpy()
-    np.testing.assert_allclose(trained, evaluated, rtol=1e-5, atol=1e-6)
-    full = model.query_embedding(x).numpy()
-    assert np.abs(full - trained).max() > 1e-4
 
 
 def test_sequence_towers_need_a_history(tiny_spec_path, tiny_splits):
