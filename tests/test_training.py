@@ -348,6 +348,7 @@ def test_runs_on_the_same_split_fit_the_sanity_rows_once_and_a_changed_split_ref
 
     import pandas as pd
 
+    from mdrec.evaluation.baselines.ctr import fit_ctr_baselines
     from mdrec.workflows import train as train_module
 
     monkeypatch.setattr(train_module, "_FITTED_ROWS", OrderedDict())
@@ -357,7 +358,6 @@ def test_runs_on_the_same_split_fit_the_sanity_rows_once_and_a_changed_split_ref
         calls.append(1)
         return fit_ctr_baselines(*args, **kwargs)
 
-    from mdrec.evaluation.baselines.ctr import fit_ctr_baselines
     monkeypatch.setattr(train_module, "fit_ctr_baselines", counted)
     quiet = dict(overwrite=True, log=lambda *_: None)
     first = train_run(tiny_spec_path, tiny_config(tiny_splits, epochs=1), tmp_path / "a", **quiet)

@@ -87,8 +87,9 @@ def ctr_baselines_of(run: RunDir, config: TrainConfig, spec: Spec, *, cache: dic
     train = load_log(config.train, spec)
     valid = load_log(config.valid, spec) if config.valid and Path(config.valid).exists() else None
     levels = Transform.load(run.transform_path).grade_levels if run.transform_path.is_file() else None
-    fitted = fit_ctr_baselines([ctr_ids(train, spec, grades=levels is not None)], ctr_ids(valid, spec) if valid is not None else None,
-                               chosen=chosen or None, levels=levels)
+    fitted = fit_ctr_baselines([ctr_ids(train, spec, grades=levels is not None)],
+                               ctr_ids(valid, spec) if valid is not None else None, chosen=chosen or None,
+                               levels=levels)
     if cache is not None:
         cache[key] = fitted
     return fitted, None
