@@ -55,10 +55,10 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
     """Queries of ``log``'s clicks; ``seen``: the logs whose clicks are removed from the ranking."""
     user_col = spec.user_id.name
     clicked = log.frame[LABEL].to_numpy() > 0
-    keys = item_keys(log, spec)
+    row_items = item_keys(log, spec)
     frame = pd.DataFrame({"user": log.frame[user_col].to_numpy(dtype=object),
                           "domain": log.frame[DOMAIN].to_numpy(dtype=object),
-                          "key": keys, "item": catalogue.index_of(keys),
+                          "key": row_items, "item": catalogue.index_of(row_items),
                           "time": log.frame[TIME].to_numpy() if TIME in log.frame else np.arange(len(log)),
                           "row": np.arange(len(log))})[clicked]
     counts = {"clicks": int(clicked.sum()), "targets_outside_catalogue": 0, "repeat_targets_removed": 0,
