@@ -18,7 +18,7 @@ from mdrec.data.catalogue import Catalogue
 from mdrec.data.log import DOMAIN, LABEL, TIME, Log, load_log
 from mdrec.data.pipeline import model_inputs
 from mdrec.data.transform import Transform
-from mdrec.evaluation.ranking import (RankingQueries, full_ranking, per_domain_table, ranking_queries,
+from mdrec.evaluation.ranking import (RankingQueries, SeenClicks, full_ranking, per_domain_table, ranking_queries,
                                       sampled_ranking)
 from mdrec.layers.sampling import StreamingFrequencyEstimator
 from mdrec.models.two_tower import TwoTower
@@ -180,6 +180,10 @@ def test_ranking_queries_use_first_click_and_remove_seen_items(tiny_spec_path):
     assert queries.counts["targets_outside_catalogue"] == 2
     recall = full_ranking(lambda rows: np.zeros((len(rows), 3)), queries, np.ones((1, 3), bool), ks=(10,))
     assert recall["recall@10"].tolist() == [1.0, 1 / 3]      # u2: i3 found, i8 and i9 cannot be
+    # The seen pairs made once (SeenClicks, for many rankings) remove exactly what the logs do.
+    again = ranking_queries(test, spec, catalogue, seen=SeenClicks.of([train], spec, catalogue))
+    assert [e.tolist() for e in again.excluded] == [e.tolist() for e in queries.excluded]
+    assert [r.tolist() for r in again.relevant] == [[1], [-1, -1, 2]] and again.counts == queries.counts
 
 
 def test_catalogue_round_trip_and_membership(tmp_path, tiny_spec_path, tiny_splits):

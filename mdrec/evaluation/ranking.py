@@ -51,8 +51,22 @@ class RankingQueries:
                               [self.relevant[i] for i in keep], [self.excluded[i] for i in keep])
 
 
-def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[Log] = ()) -> RankingQueries:
-    """Queries of ``log``'s clicks; ``seen``: the logs whose clicks are removed from the ranking."""
+@dataclass(frozen=True)
+class SeenClicks:
+    """The distinct (user, catalogue row) pairs clicked in some logs: what a ranking removes. Made
+    once, it serves every ranking of one catalogue against the same context logs."""
+
+    pairs: pd.DataFrame  # columns user (object), item (int64 catalogue row, never -1)
+
+    @classmethod
+    def of(cls, logs: Sequence[Log], spec: Spec, catalogue: Catalogue) -> "SeenClicks":
+        return cls(_clicked_items(logs, spec, catalogue, spec.user_id.name))
+
+
+def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue,
+                    seen: Sequence[Log] | SeenClicks = ()) -> RankingQueries:
+    """Queries of ``log``'s clicks; ``seen``: the logs whose clicks are removed from the ranking
+    (or their :class:`SeenClicks`, made once for many rankings)."""
     user_col = spec.user_id.name
     clicked = log.frame[LABEL].to_numpy() > 0
     row_items = item_keys(log, spec)
@@ -63,7 +77,7 @@ def ranking_queries(log: Log, spec: Spec, catalogue: Catalogue, seen: Sequence[L
                           "row": np.arange(len(log))})[clicked]
     counts = {"clicks": int(clicked.sum()), "targets_outside_catalogue": 0, "repeat_targets_removed": 0,
               "queries_without_targets": 0}
-    seen_items = _clicked_items(seen, spec, catalogue, user_col)
+    seen_items = seen.pairs if isinstance(seen, SeenClicks) else _clicked_items(seen, spec, catalogue, user_col)
     # One query per (user, line), in key order; its row is the first click there (by time, then row).
     frame = frame.sort_values(["time", "row"], kind="stable")
     first = frame.groupby(["user", "domain"], sort=True)["row"].first()

@@ -132,11 +132,13 @@ def retrieval_tables(r, items: Items, catalogue: Catalogue, seen: list[Log]) -> 
     """{subset: {"model": DataFrame, "baseline": DataFrame}}: each user's clicks of the subset's
     items ranked against the whole (extended) catalogue of the line."""
     from mdrec.data.pipeline import model_inputs
-    from mdrec.evaluation.ranking import KS, full_ranking, per_domain_table, popularity_scores, ranking_queries
+    from mdrec.evaluation.ranking import (KS, SeenClicks, full_ranking, per_domain_table, popularity_scores,
+                                          ranking_queries)
     from mdrec.training.retrieval import candidate_embeddings, query_embeddings
 
     clicked = r.log.frame[LABEL].to_numpy() > 0
     candidates = candidate_embeddings(r.model, catalogue)
+    seen_clicks = SeenClicks.of(seen, r.spec, catalogue)  # once, not once per subset
     query_cache: dict[int, np.ndarray] = {}
 
     def queries_for(rows: np.ndarray) -> np.ndarray:
@@ -153,7 +155,7 @@ def retrieval_tables(r, items: Items, catalogue: Catalogue, seen: list[Log]) -> 
         if len(rows) == 0:
             continue
         part = r.log.take(rows)
-        queries = ranking_queries(part, r.spec, catalogue, seen)
+        queries = ranking_queries(part, r.spec, catalogue, seen_clicks)
         if len(queries) == 0:
             continue
         q = queries_for(rows[queries.rows])
