@@ -440,6 +440,41 @@ def test_sequence_towers_read_the_history_in_order_and_score_rows_of_the_encoder
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("towers", ["shared", "sequence"])
+def test_a_query_without_history_is_scored_by_the_lines_training_popularity(tiny_spec_path, tiny_splits, towers):
+    model, spec, log, catalogue, inputs = _model(tiny_spec_path, tiny_splits, towers=towers, temperature=0.1)
+    lines = len(catalogue.domains)
+    width = spec.item_id.embedding_dim if towers == "shared" else 8
+    assert model.embedding_dim == width + 2 * lines      # tower, offsets, the fixed prior
+    history = inputs[spec.sequence.name]
+    rows = np.concatenate([np.flatnonzero((history != "").any(1))[:3], np.flatnonzero((history == "").all(1))[:3]])
+    x = _batch(inputs, rows)
+    x[spec.sequence.name] = tf.constant(np.where(np.arange(6)[:, None] < 3, history[rows], ""))
+    q = model.query_embedding(x).numpy()
+    c = model.candidate_embedding({k: tf.constant(v) for k, v in catalogue.inputs(spec).items()}).numpy()
+    line = catalogue.domains.index
+    for row, domain in enumerate(log.frame[DOMAIN].to_numpy()[rows]):
+        one_hot = np.eye(lines)[line(domain)]
+        if row < 3:   # a history: the tower and the line against the offsets, nothing on the prior
+            np.testing.assert_allclose(q[row, width:], np.concatenate([one_hot, np.zeros(lines)]))
+            assert np.abs(q[row, :width]).max() > 0
+            continue
+        # No history: 0.1 x the centred log of (clicks + 0.5) over the line's clicks, by hand.
+        np.testing.assert_allclose(q[row], np.concatenate([np.zeros(width + lines), one_hot]))
+        clicks = catalogue.positives[line(domain)] + 0.5
+        frequency = clicks / clicks.sum()
+        items = catalogue.membership[line(domain)]
+        scores = q[row] @ c.T
+        expected = 0.1 * (np.log(frequency) - np.log(frequency).mean())
+        # the prior is centred over the item table (padding and OOV rows too): compare differences
+        np.testing.assert_allclose(np.diff(scores[items]), np.diff(expected[items]), rtol=1e-4, atol=1e-6)
+        assert np.array_equal(np.argsort(-scores[items], kind="stable"),
+                              np.argsort(-catalogue.positives[line(domain)][items], kind="stable"))
+    learned = TwoTower(spec, model.encoder.transform, catalogue, embedding_dim=8, hidden=(8,), towers=towers,
+                       no_history="learned")
+    assert learned.embedding_dim == width + lines
+
+
 def test_sequence_towers_need_a_history(tiny_spec_path, tiny_splits):
     spec = load_spec(tiny_spec_path)
     log = load_log(tiny_splits["train"], spec)

@@ -24,7 +24,12 @@ The score is the dot product / temperature, plus a
 learned offset per item and line (``item_bias``: how much more often the item is clicked in that
 line than its similarity says, the popularity a normalised vector cannot hold). It is carried as
 extra dimensions (the query's one-hot line against the item's per-line offsets), so exact and
-approximate dot-product search rank by the full score.
+approximate dot-product search rank by the full score. With ``towers`` shared or sequence the query
+reads only the history, so a user without one is scored by the line's training popularity alone
+(``no_history="popularity"``, the default: the line one-hot against a fixed log-frequency prior in
+one more block of dimensions); ``no_history="learned"`` keeps the trained offsets (and, for
+sequence, a learned query) for them, which drift from popularity and ranked below it on
+MovieLens-1M's validation users without history.
 
 The loss is ``tfrs.tasks.Retrieval``: in-batch softmax with the logQ correction (each candidate's
 logit minus log of its sampling probability, from training frequencies or the streaming estimator
@@ -60,6 +65,7 @@ from mdrec.spec import FeatureSpec, SequenceSpec, Spec
 LOGQ = ("frequency", "streaming", "none")
 NEGATIVES = ("all", "domain")
 TOWERS = ("mlp", "shared", "sequence")
+NO_HISTORY = ("popularity", "learned")  # how a history-only query tower scores a user without one
 
 
 def query_features(spec: Spec) -> list[FeatureSpec]:
@@ -123,7 +129,9 @@ class TwoTower(tf_keras.Model):
 
     Each tower gives an L2-normalised vector of ``embedding_dim``; with ``item_bias`` the query
     then carries its line one-hot and the candidate its per-line offsets (``self.embedding_dim`` =
-    embedding_dim + number of lines). ``hidden`` gives the widths of both towers' MLPs.
+    embedding_dim + number of lines), and with the popularity fallback one more block of the line's
+    width: [tower, line, 0] for a query with a history, [0, 0, line] without, against the
+    candidate's [tower, offsets, fixed prior]. ``hidden`` gives the widths of both towers' MLPs.
     """
 
     def __init__(self, spec: Spec, transform: Transform, catalogue: Catalogue, *, embedding_dim: int = 32,
@@ -135,11 +143,14 @@ class TwoTower(tf_keras.Model):
                  embeddings_l2: float = 0.0, user_feature: tf_keras.layers.Layer | None = None,
                  item_encoder: str = "auto", text_encoder: str = "mean",
                  frozen_text: str = "none", hybrid_combine: str = "concat", towers: str = "mlp",
-                 sequence_layers: int = 2, sequence_heads: int = 2, **kwargs: Any) -> None:
+                 sequence_layers: int = 2, sequence_heads: int = 2, no_history: str = "popularity",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _check_arguments(spec, towers=towers, logq=logq, negatives=negatives, temperature=temperature,
                          hard_negatives=hard_negatives, uniform_negatives=int(uniform_negatives),
                          user_feature=user_feature is not None)
+        if no_history not in NO_HISTORY:
+            raise ValueError(f"no_history must be one of {', '.join(NO_HISTORY)}, got {no_history!r}")
         self.spec = spec
         self.catalogue = catalogue  # the items it retrieves from (kept for evaluation and export)
         lines = len(catalogue.domains)
@@ -163,12 +174,21 @@ class TwoTower(tf_keras.Model):
                              dropout=dropout)
         self._build_towers(towers, hidden, embedding_dim, dropout, item_bias=item_bias,
                            sequence_layers=sequence_layers, sequence_heads=sequence_heads)
+        # A query tower that reads only the history knows nothing of a user without one: that
+        # query is scored by the line's training popularity alone (one more block of dimensions,
+        # the line one-hot against a fixed log-frequency prior, so the index still ranks by one
+        # dot product). The trained offsets drift from popularity, and rank below it for them.
+        self.popularity_fallback = towers in ("shared", "sequence") and item_bias and no_history == "popularity"
+        self.embedding_dim += lines if self.popularity_fallback else 0
         self.task = tfrs.tasks.Retrieval(
             loss=tf_keras.losses.CategoricalCrossentropy(from_logits=True),
             temperature=temperature, num_hard_negatives=hard_negatives or None,
             remove_accidental_hits=remove_accidental_hits)
         vocabulary_size, slots = self._build_item_statistics()
         self.item_bias = self._item_bias_layer(item_bias, vocabulary_size, slots, temperature)
+        self.popularity_prior = tf.constant(
+            _log_frequency_prior(catalogue.positives, slots, vocabulary_size, temperature).T.astype(np.float32)
+        ) if self.popularity_fallback else None  # [V, lines], not trained
         self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
             if logq == "streaming" else None
 
@@ -267,13 +287,18 @@ class TwoTower(tf_keras.Model):
         elif self.towers == "shared":
             history = self.encoder.encode(inputs, [], history=True, domain=False, training=training)
             # towers=shared needs a sequence (checked by the constructor)
-            query = tf.math.l2_normalize(history[cast(SequenceSpec, self.spec.sequence).name], axis=-1)
+            name = cast(SequenceSpec, self.spec.sequence).name
+            has_history = tf.reduce_any(tf.not_equal(inputs[name], ""), axis=1, keepdims=True)
+            query = tf.math.l2_normalize(history[name], axis=-1)
         else:
             embedded = self.encoder.encode(inputs, self.query_inputs, history=True, domain=True, training=training)
             joined = tf.concat([embedded[k] for k in sorted(embedded)], -1)
             query = cast(_Tower, self.query_tower)(joined, training=training)  # built unless towers=shared
         if self.item_bias is not None:
             line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
+            if self.popularity_fallback:  # [tower, offsets, prior] for a history, [0, 0, prior] without
+                known = tf.cast(has_history, query.dtype)
+                return tf.concat([query * known, line * known, line * (1.0 - known)], -1)
             query = tf.concat([query, line], -1)
         return query
 
@@ -291,6 +316,8 @@ class TwoTower(tf_keras.Model):
             offsets = self.item_bias(features) if isinstance(self.item_bias, ContentOffsets) \
                 else self.item_bias(self.item_slot(inputs))
             candidate = tf.concat([candidate, offsets], -1)
+        if self.popularity_prior is not None:
+            candidate = tf.concat([candidate, tf.gather(self.popularity_prior, self.item_slot(inputs))], -1)
         return candidate
 
     def item_slot(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
