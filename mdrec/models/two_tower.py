@@ -296,7 +296,7 @@ class TwoTower(tf_keras.Model):
             query = cast(_Tower, self.query_tower)(joined, training=training)  # built unless towers=shared
         if self.item_bias is not None:
             line = tf.one_hot(self.encoder.domain_index(inputs), self.item_bias.output_dim, dtype=query.dtype)
-            if self.popularity_fallback:  # [tower, offsets, prior] for a history, [0, 0, prior] without
+            if self.popularity_fallback:  # [tower, line, 0], or [0, 0, line] without a history
                 known = tf.cast(has_history, query.dtype)
                 return tf.concat([query * known, line * known, line * (1.0 - known)], -1)
             query = tf.concat([query, line], -1)
