@@ -185,10 +185,10 @@ class TwoTower(tf_keras.Model):
             temperature=temperature, num_hard_negatives=hard_negatives or None,
             remove_accidental_hits=remove_accidental_hits)
         vocabulary_size, slots = self._build_item_statistics()
-        self.item_bias = self._item_bias_layer(item_bias, vocabulary_size, slots, temperature)
-        self.popularity_prior = tf.constant(
-            _log_frequency_prior(catalogue.positives, slots, vocabulary_size, temperature).T.astype(np.float32)
-        ) if self.popularity_fallback else None  # [V, lines], not trained
+        prior = _log_frequency_prior(catalogue.positives, slots, vocabulary_size, temperature).T  # [V, lines]
+        self.item_bias = self._item_bias_layer(item_bias, prior)
+        # The offsets start at the prior and train; the fallback's copy of it does not.
+        self.popularity_prior = tf.constant(prior.astype(np.float32)) if self.popularity_fallback else None
         self.frequency = StreamingFrequencyEstimator(vocabulary_size, frequency_alpha, name="frequency") \
             if logq == "streaming" else None
 
@@ -258,19 +258,17 @@ class TwoTower(tf_keras.Model):
         self.item_membership = tf.constant(membership)
         return vocabulary_size, slots
 
-    def _item_bias_layer(self, item_bias: bool, vocabulary_size: int, slots: np.ndarray, temperature: float
-                         ) -> tf_keras.layers.Layer | None:
+    def _item_bias_layer(self, item_bias: bool, prior: np.ndarray) -> tf_keras.layers.Layer | None:
         """The per item and line offsets (None without ``item_bias``): an embedding [V, lines] started
-        at the log-frequency prior, or, in content mode, predicted from the item's content."""
+        at the log-frequency ``prior`` [V, lines], or, in content mode, predicted from the item's content."""
         if not item_bias:
             return None
         lines = len(self.catalogue.domains)
         # A content-mode model reads no ID, so its offsets are predicted from the content instead.
         if self.item_encoder.mode == "content":
             return ContentOffsets(lines, name="content_bias")
-        prior = _log_frequency_prior(self.catalogue.positives, slots, vocabulary_size, temperature)
-        return tf_keras.layers.Embedding(vocabulary_size, lines,
-                                         embeddings_initializer=tf_keras.initializers.Constant(prior.T),
+        return tf_keras.layers.Embedding(prior.shape[0], lines,
+                                         embeddings_initializer=tf_keras.initializers.Constant(prior),
                                          name="item_bias")
 
     # ---- towers -------------------------------------------------------------------------------------
